@@ -1,0 +1,1 @@
+"""Datasets, class splits, held-out test parts and nested subsamples."""

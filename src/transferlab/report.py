@@ -1,0 +1,222 @@
+"""Tables and plots from the results files; reruns without retraining anything."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from transferlab.io import atomic_path, write_json_atomic, write_text_atomic
+from transferlab.params import Params
+from transferlab.treatments import TREATMENTS
+
+TRANSFER_TREATMENTS = [name for name, t in TREATMENTS.items() if t.copies_layers]
+COLOURS = {"base": "black", "AnB": "tab:blue", "AnB+": "tab:cyan", "BnB": "tab:red",
+           "BnB+": "tab:orange"}
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro` to produce it")
+    return json.loads(path.read_text())
+
+
+def mean_std(values: list[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    # Sample standard deviation over seeds (0 with a single seed).
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "seeds": n}
+
+
+def aggregate_sweep(variants: list[dict]) -> dict:
+    """{subsample: {treatment: {n: {mean, std, seeds}}}}; base sits at n = 0."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for v in variants:
+        groups[(v["subsample"], v["treatment"], v["n"])].append(v["test_accuracy"])
+    table: dict = defaultdict(lambda: defaultdict(dict))
+    for (k, treatment, n), accs in sorted(groups.items()):
+        table[k][treatment][n] = mean_std(accs)
+    return table
+
+
+def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
+    variants = []
+    for seed in params.sweep.seeds:
+        variants += _read_json(results / "sweep" / f"seed-{seed}.json")["variants"]
+    sweep = aggregate_sweep(variants)
+    transfer = _read_json(results / "transfer.json")
+    heads = _read_json(results / "heads.json")
+    summary = {
+        "pretrain": {s: {"test_accuracy": _read_json(results / "pretrain" / f"{s}.json")
+                         ["test_accuracy"]} for s in ("A", "B")},
+        "transfer": {"test_accuracy": transfer["test_accuracy"], "freeze": transfer["n"],
+                     "subsample": transfer["subsample"], "seed": transfer["seed"]},
+        "sweep": {
+            f"k{k}": {t: (by_n[0] if t == "base" else {f"n{n}": s for n, s in by_n.items()})
+                      for t, by_n in per_t.items()}
+            for k, per_t in sweep.items()
+        },
+        "heads": {layer: {h: r["test_accuracy"] for h, r in per.items()}
+                  for layer, per in heads.items()},
+    }
+    return summary, sweep
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _fmt(x: float | None) -> str | float:
+    return "" if x is None else round(x, 6)
+
+
+def _value(sweep: dict, k: int, treatment: str, n: int) -> float | None:
+    stats = sweep.get(k, {}).get(treatment, {}).get(0 if treatment == "base" else n)
+    return None if stats is None else stats["mean"]
+
+
+def write_plot_data(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
+    k, layer = params.report.subsample, params.report.layer
+    treatments = list(TREATMENTS)
+    layers = sorted({n for per_t in sweep.values() for t, by_n in per_t.items()
+                     if t != "base" for n in by_n})
+    _write_csv(plots / "transferability.csv", ["n", *treatments],
+               [[n, *[_fmt(_value(sweep, k, t, n) if (t == "base" or n > 0) else
+                           _value(sweep, k, "base", 0)) for t in treatments]]
+                for n in [0, *layers]])
+    _write_csv(plots / "size_curve.csv", ["subsample", *treatments],
+               [[size, *[_fmt(_value(sweep, size, t, layer)) for t in treatments]]
+                for size in sorted(sweep)])
+    names = params.layer_names
+    _write_csv(plots / "heads.csv", ["n", "layer", "svm", "logreg", "random_forest"],
+               [[names.index(lay) + 1, lay, *[_fmt(accs[h]) for h in
+                                              ("svm", "logreg", "random_forest")]]
+                for lay, accs in summary["heads"].items()])
+
+
+def _size_label(k: int) -> str:
+    return "all" if k == 0 else str(k)
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(sweep)
+    # Transferability: one panel per target size, as Yosinski et al.'s Fig. 2.
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, k in zip(axes[0], sizes, strict=True):
+        per_t = sweep[k]
+        if "base" in per_t:
+            b = per_t["base"][0]
+            ax.axhspan(b["mean"] - b["std"], b["mean"] + b["std"], color="grey", alpha=0.2)
+            ax.axhline(b["mean"], color=COLOURS["base"], ls="--", lw=1, label="base")
+        for t in TRANSFER_TREATMENTS:
+            if t not in per_t:
+                continue
+            ns = sorted(per_t[t])
+            ax.errorbar(ns, [per_t[t][n]["mean"] for n in ns],
+                        yerr=[per_t[t][n]["std"] for n in ns], marker="o", capsize=3,
+                        color=COLOURS[t], label=t)
+        ax.set_title(f"{_size_label(k)} target images per class")
+        ax.set_xlabel("n: layers copied from the pretrained network")
+        ax.set_xticks(range(0, len(params.layer_names) + 1))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("target test accuracy (mean ± sd over seeds)")
+    axes[0][-1].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"Transferability: {params.dataset}, {params.arch}")
+    _save(fig, plots / "transferability.png")
+    plt.close(fig)
+
+    # Size curves: one panel per transfer treatment, a line per n, base for reference.
+    present = [t for t in TRANSFER_TREATMENTS if any(t in sweep[k] for k in sizes)]
+    fig, axes = plt.subplots(1, max(len(present), 1), figsize=(4.2 * max(len(present), 1), 3.6),
+                             squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    x_of = {k: i for i, k in enumerate(sizes)}
+    for ax, t in zip(axes[0], present, strict=False):
+        base = [(x_of[k], sweep[k]["base"][0]["mean"]) for k in sizes if "base" in sweep[k]]
+        if base:
+            ax.plot(*zip(*base, strict=True), "k--", marker="s", label="base")
+        ns = sorted({n for k in sizes for n in sweep[k].get(t, {})})
+        for i, n in enumerate(ns):
+            pts = [(x_of[k], sweep[k][t][n]) for k in sizes if n in sweep[k].get(t, {})]
+            ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts],
+                        yerr=[p[1]["std"] for p in pts], marker="o", capsize=2,
+                        color=cmap(i / max(len(ns) - 1, 1)), label=f"n={n}")
+        ax.set_xticks(range(len(sizes)), [_size_label(k) for k in sizes])
+        ax.set_title(t)
+        ax.set_xlabel("target training images per class")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("target test accuracy")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Accuracy against target size")
+    _save(fig, plots / "size_curve.png")
+    plt.close(fig)
+
+    # Heads per layer of model A.
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    layers = list(summary["heads"])
+    for head, marker in (("svm", "o"), ("logreg", "s"), ("random_forest", "^")):
+        ax.plot(layers, [summary["heads"][lay][head] for lay in layers], marker=marker,
+                label=head)
+    ax.set_xlabel("layer of model A (features L2-normalised)")
+    ax.set_ylabel("target test accuracy")
+    ax.set_title(f"Heads on frozen features, {params.subsample} images per class")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, plots / "heads.png")
+    plt.close(fig)
+
+
+def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
+    lines = ["| source model | test accuracy |", "|---|---|"]
+    lines += [f"| {s} | {v['test_accuracy']:.3f} |" for s, v in summary["pretrain"].items()]
+    t = summary["transfer"]
+    lines += ["", f"Transfer experiment ({params.treatment}, n = {t['freeze']}, "
+              f"{t['subsample']} images per class, seed {t['seed']}): "
+              f"test accuracy {t['test_accuracy']:.3f}", ""]
+    layers = sorted({n for per_t in sweep.values() for tr, by_n in per_t.items()
+                     if tr != "base" for n in by_n})
+    for k in sorted(sweep):
+        lines += [f"Sweep, {_size_label(k)} target images per class "
+                  "(mean ± sd over seeds):", "",
+                  "| treatment | " + " | ".join(f"n={n}" for n in layers) + " |",
+                  "|---|" + "---|" * len(layers)]
+        for tr, by_n in sweep[k].items():
+            if tr == "base":
+                cells = [f"{by_n[0]['mean']:.3f} ± {by_n[0]['std']:.3f}"] * len(layers)
+            else:
+                cells = [f"{by_n[n]['mean']:.3f} ± {by_n[n]['std']:.3f}" if n in by_n else ""
+                         for n in layers]
+            lines.append(f"| {tr} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Heads on model A's features:", "", "| layer | svm | logreg | random_forest |",
+              "|---|---|---|---|"]
+    lines += [f"| {lay} | {a['svm']:.3f} | {a['logreg']:.3f} | {a['random_forest']:.3f} |"
+              for lay, a in summary["heads"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir: Path) -> dict:
+    summary, sweep = build_summary(params, results)
+    write_plot_data(params, sweep, summary, plots_dir)
+    draw_plots(params, sweep, summary, plots_dir)
+    write_json_atomic(summary_out, summary)
+    write_text_atomic(summary_out.with_suffix(".md"), summary_markdown(summary, sweep, params))
+    print(summary_markdown(summary, sweep, params))
+    return summary

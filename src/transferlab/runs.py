@@ -1,0 +1,137 @@
+"""The transfer experiment and the sweep grid, over the one `run_variant`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from transferlab.data.prepared import TaskData
+from transferlab.experiment import Variant, load_model, run_variant
+from transferlab.io import write_json_atomic
+from transferlab.params import Params, check_subsample
+from transferlab.stage import compute
+from transferlab.train import pick_device
+from transferlab.treatments import TREATMENTS
+
+
+def load_sources(params: Params, target: TaskData, model_paths: dict[str, Path], device
+                 ) -> dict[str, torch.nn.Module]:
+    return {name: load_model(path, params, target.image_shape, target.num_classes, device)
+            for name, path in model_paths.items()}
+
+
+def run_transfer(params: Params, *, prepared: Path, model_paths: dict[str, Path],
+                 out: Path, live_dir: Path | None = None) -> dict:
+    """The one experiment the top-level params describe."""
+    target = TaskData.load(prepared / "target.npz")
+    check_subsample("subsample", params.subsample, target.smallest_train_class())
+    device = pick_device()
+    sources = load_sources(params, target, model_paths, device)
+    variant = Variant(params.treatment, params.freeze, params.subsample, params.seed)
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    try:
+        with compute():
+            result = run_variant(params, target, sources, variant, device=device, live=live,
+                                 progress=True)
+    finally:
+        if live is not None:
+            live.end()
+    write_json_atomic(out, result)
+    print(f"transfer {variant.key}: target test accuracy {result['test_accuracy']:.4f}")
+    return result
+
+
+def grid(params: Params, seed: int) -> list[Variant]:
+    """All variants of one seed: base once per size, every other treatment per layer."""
+    variants = []
+    for k in params.sweep.subsample:
+        for name in params.sweep.treatments:
+            layers = [0] if not TREATMENTS[name].copies_layers else params.sweep.layers
+            variants += [Variant(name, n, k, seed) for n in layers]
+    return variants
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def code_fingerprint() -> str:
+    """Hash of the library's source: any code change invalidates cached variants."""
+    root = Path(__file__).parent
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+class VariantCache:
+    """Results of single variants, keyed by everything that determines them.
+
+    DVC caches a sweep stage as a whole; this lets a stage whose grid grew
+    reuse the variants it already trained. The key covers the variant, the
+    params it reads, the input files' contents, the code and the device type.
+    """
+
+    def __init__(self, root: Path | None, context: dict):
+        self.root = root
+        self.context = json.dumps(context, sort_keys=True)
+
+    def _path(self, variant: Variant) -> Path:
+        blob = json.dumps([self.context, variant.key]).encode()
+        return self.root / f"{hashlib.sha256(blob).hexdigest()}.json"
+
+    def get(self, variant: Variant) -> dict | None:
+        if self.root is None:
+            return None
+        path = self._path(variant)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, variant: Variant, result: dict) -> None:
+        if self.root is not None:
+            write_json_atomic(self._path(variant), result)
+
+
+def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
+              out: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
+    """Every (treatment, n, size) of the sweep grid for one seed."""
+    target = TaskData.load(prepared / "target.npz")
+    smallest = target.smallest_train_class()
+    for i, k in enumerate(params.sweep.subsample):
+        check_subsample(f"sweep.subsample[{i}]", k, smallest)
+    device = pick_device()
+    sources = load_sources(params, target, model_paths, device)
+    context = {
+        "arch": params.arch, "model": vars(params.model), "transfer": vars(params.transfer),
+        "target": _file_digest(prepared / "target.npz"),
+        "sources": {k: _file_digest(p) for k, p in sorted(model_paths.items())},
+        "code": code_fingerprint(), "device": device.type,
+    }
+    cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
+    variants = grid(params, seed)
+    results, reused = [], 0
+    from tqdm import tqdm
+
+    for variant in tqdm(variants, desc=f"sweep seed {seed}", unit="variant", file=sys.stderr,
+                        disable=not progress):
+        result = cache.get(variant)
+        if result is None:
+            with compute():
+                result = run_variant(params, target, sources, variant, device=device)
+            cache.put(variant, result)
+        else:
+            reused += 1
+        results.append(result)
+    payload = {"seed": seed, "variants": results}
+    write_json_atomic(out, payload)
+    print(f"sweep seed {seed}: {len(variants)} variants, {len(variants) - reused} trained, "
+          f"{reused} reused from {cache_dir}")
+    return payload

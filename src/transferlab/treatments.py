@@ -1,0 +1,35 @@
+"""Treatments as data: Yosinski et al.'s vocabulary for what a transfer run does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Treatment:
+    name: str
+    source: str | None  # which pretrained network the first n layers come from
+    finetune: bool  # False: copied layers frozen; True: trained at lr * lr_mult
+
+    @property
+    def copies_layers(self) -> bool:
+        return self.source is not None
+
+
+TREATMENTS: dict[str, Treatment] = {
+    t.name: t
+    for t in (
+        Treatment("base", None, False),  # target only, from scratch
+        Treatment("AnB", "A", False),
+        Treatment("AnB+", "A", True),
+        Treatment("BnB", "B", False),  # selffer control: layers from a target-class model
+        Treatment("BnB+", "B", True),
+    )
+}
+
+
+def treatment_name(source: str, freeze: int, finetune: bool) -> str:
+    """The treatment the top-level params (`source`, `freeze`, `finetune`) describe."""
+    if freeze == 0:
+        return "base"
+    return f"{source}nB" + ("+" if finetune else "")

@@ -1,0 +1,23 @@
+"""Stage heads: linear SVM, logistic regression and random forest per feature layer."""
+
+import time
+
+STARTED = time.time()
+
+from pathlib import Path  # noqa: E402
+
+from transferlab.params import load_params  # noqa: E402
+from transferlab.stage import run_stage  # noqa: E402
+
+OUT = Path("results/heads.json")
+
+
+def main() -> None:
+    params = load_params()
+    from transferlab.heads import fit_heads_per_layer
+
+    fit_heads_per_layer(params, features_dir=Path("data/features"), out=OUT)
+
+
+if __name__ == "__main__":
+    run_stage("heads", main, [OUT], STARTED)

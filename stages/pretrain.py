@@ -1,0 +1,31 @@
+"""Stage pretrain@A / pretrain@B: a network on the source (A) or target (B) classes."""
+
+import time
+
+STARTED = time.time()
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from transferlab.params import load_params  # noqa: E402
+from transferlab.stage import run_stage  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--source", choices=["A", "B"], required=True)
+ARGS = parser.parse_args()
+MODEL = Path(f"models/{ARGS.source}.pt")
+METRICS = Path(f"results/pretrain/{ARGS.source}.json")
+LIVE = Path(f"dvclive/pretrain-{ARGS.source}")
+
+
+def main() -> None:
+    params = load_params()
+    from transferlab.pretrain import pretrain
+
+    pretrain(params, ARGS.source, prepared=Path("data/prepared"), model_out=MODEL,
+             metrics_out=METRICS, live_dir=LIVE,
+             checkpoint=Path(f".transferlab/checkpoints/pretrain-{ARGS.source}.pt"))
+
+
+if __name__ == "__main__":
+    run_stage(f"pretrain@{ARGS.source}", main, [MODEL, METRICS, LIVE], STARTED)

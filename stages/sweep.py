@@ -1,0 +1,29 @@
+"""Stage sweep@<seed>: every treatment x layer x target size of the grid, for one seed."""
+
+import time
+
+STARTED = time.time()
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from transferlab.params import load_params  # noqa: E402
+from transferlab.stage import run_stage  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--seed", type=int, required=True)
+ARGS = parser.parse_args()
+OUT = Path(f"results/sweep/seed-{ARGS.seed}.json")
+
+
+def main() -> None:
+    params = load_params()
+    from transferlab.runs import run_sweep
+
+    run_sweep(params, ARGS.seed, prepared=Path("data/prepared"),
+              model_paths={"A": Path("models/A.pt"), "B": Path("models/B.pt")},
+              out=OUT, cache_dir=Path(".transferlab/variants"))
+
+
+if __name__ == "__main__":
+    run_stage(f"sweep@{ARGS.seed}", main, [OUT], STARTED)

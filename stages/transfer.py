@@ -1,0 +1,26 @@
+"""Stage transfer: the one experiment the top-level params describe."""
+
+import time
+
+STARTED = time.time()
+
+from pathlib import Path  # noqa: E402
+
+from transferlab.params import load_params  # noqa: E402
+from transferlab.stage import run_stage  # noqa: E402
+
+OUT = Path("results/transfer.json")
+LIVE = Path("dvclive/transfer")
+
+
+def main() -> None:
+    params = load_params()
+    from transferlab.runs import run_transfer
+
+    run_transfer(params, prepared=Path("data/prepared"),
+                 model_paths={"A": Path("models/A.pt"), "B": Path("models/B.pt")},
+                 out=OUT, live_dir=LIVE)
+
+
+if __name__ == "__main__":
+    run_stage("transfer", main, [OUT, LIVE], STARTED)
