@@ -269,7 +269,7 @@ def parse_params(raw: Any) -> Params:
     pretrain = _train_params(top.section("pretrain"), epochs=True,
                              defaults={"epochs": 30, "batch_size": 64, "lr": 1e-3})
     transfer = _train_params(top.section("transfer"), epochs=False,
-                             defaults={"steps": 150, "batch_size": 32, "lr": 1e-3})
+                             defaults={"steps": 100, "batch_size": 32, "lr": 1e-3})
 
     s = top.section("sweep")
     treatments = s.non_empty_list("treatments", list(TREATMENTS))

@@ -61,9 +61,9 @@ class Batches:
 def make_optimizer(param_groups: list[dict], cfg: TrainParams) -> torch.optim.Optimizer:
     groups = [g for g in param_groups if g["params"]]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+                           weight_decay=cfg.weight_decay, foreach=True)
 
 
 @torch.no_grad()
@@ -96,14 +96,15 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         param_groups: list[dict] | None = None, frozen: Sequence[nn.Module] = (),
         epochs: int | None = None, steps: int | None = None,
         test: tuple[torch.Tensor, torch.Tensor] | None = None, live=None,
-        checkpoint: Path | None = None, progress: bool = True, desc: str = "train"
-        ) -> list[dict]:
+        checkpoint: Path | None = None, progress: bool = True, desc: str = "train",
+        log_every: int = 1) -> list[dict]:
     """Train `model` with cross-entropy for `epochs` passes or `steps` updates.
 
     `frozen` modules stay in eval mode (no dropout, batch-norm statistics kept).
     `test` is only monitored and logged, never used for any decision. With
     `checkpoint`, state is saved after every epoch and a matching checkpoint is
-    resumed from. Returns one metrics dict per epoch.
+    resumed from. `live` (a dvclive.Live) gets the metrics of every
+    `log_every`-th epoch and of the last. Returns one metrics dict per epoch.
     """
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of epochs or steps")
@@ -157,10 +158,11 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                 bar.update(1)
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
                   "train_accuracy": correct / max(seen, 1)}
-        if test is not None and live is not None:
+        log_now = live is not None and ((epoch + 1) % log_every == 0 or epoch + 1 == n_epochs)
+        if test is not None and log_now:
             record.update({f"test_{k}": v for k, v in evaluate(model, *test).items()})
         history.append(record)
-        if live is not None:
+        if log_now:
             for name, value in record.items():
                 if name not in ("epoch", "step"):
                     live.log_metric(name, value)

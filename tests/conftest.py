@@ -1,0 +1,54 @@
+import copy
+import os
+
+import pytest
+import yaml
+
+from transferlab.params import parse_params
+
+os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
+
+# A params tree small enough for unit tests: few steps, a narrow network.
+TINY = {
+    "subsample": 3,
+    "model": {"width": 4, "hidden": 16},
+    "pretrain": {"epochs": 2, "batch_size": 64},
+    "transfer": {"steps": 5, "batch_size": 16},
+    "sweep": {"layers": [1, 3], "subsample": [1, 3], "seeds": [0]},
+    "heads": {"cv_folds": 3, "svm": {"C": [0.1, 1]}, "logreg": {"C": [0.1, 1]},
+              "random_forest": {"n_estimators": 8}},
+    "report": {"layer": 3, "subsample": 3},
+}
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def tiny_raw():
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny_params():
+    return parse_params(copy.deepcopy(TINY))
+
+
+@pytest.fixture(scope="session")
+def digits_tasks():
+    from transferlab.data.prepared import prepare_dataset
+
+    source, target, meta = prepare_dataset("digits", "fixed", (0, 1, 2, 3, 4), (5, 6, 7, 8, 9),
+                                           0.3, 0)
+    return source, target, meta
+
+
+def write_params(path, raw):
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -1,0 +1,106 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transferlab.params import ParamsError, check_subsample, load_params, parse_params
+
+from .conftest import deep_update
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (change, key named in the message, a fragment of what is allowed)
+BAD = [
+    ({"dataset": "imagenet"}, "dataset = 'imagenet'", "one of digits"),
+    ({"arch": "resnet"}, "arch = 'resnet'", "one of convnet"),
+    ({"source": "C"}, "source = 'C'", "one of A, B"),
+    ({"freeze": 6}, "freeze = 6", "from 0 to 5"),
+    ({"freeze": -1}, "freeze = -1", "from 0 to 5"),
+    ({"freeze": "3"}, "freeze = '3'", "an integer"),
+    ({"freeze": 2.5}, "freeze = 2.5", "an integer"),
+    ({"finetune": "yes"}, "finetune = 'yes'", "true or false"),
+    ({"subsample": -2}, "subsample = -2", ">= 0"),
+    ({"seed": True}, "seed = True", "an integer"),
+    ({"sweep": {"treatments": ["base", "CnB"]}}, "sweep.treatments[1] = 'CnB'", "AnB+"),
+    ({"sweep": {"treatments": []}}, "sweep.treatments = []", "non-empty"),
+    ({"sweep": {"layers": []}}, "sweep.layers = []", "non-empty"),
+    ({"sweep": {"seeds": []}}, "sweep.seeds = []", "non-empty"),
+    ({"sweep": {"subsample": []}}, "sweep.subsample = []", "non-empty"),
+    ({"sweep": {"layers": [1, 7]}}, "sweep.layers[1] = 7", "from 1 to 5"),
+    ({"sweep": {"layers": [1, 1]}}, "sweep.layers = [1, 1]", "without repeated"),
+    ({"sweep": {"subsample": [-1]}}, "sweep.subsample[0] = -1", ">= 0"),
+    ({"sweep": {"seeds": "0"}}, "sweep.seeds = '0'", "a list"),
+    ({"features": {"layers": ["conv9"]}}, "features.layers[0] = 'conv9'", "conv1"),
+    ({"transfer": {"lr": 0}}, "transfer.lr = 0", "> 0.0"),
+    ({"transfer": {"lr_mult": 2}}, "transfer.lr_mult = 2", "<= 1.0"),
+    ({"transfer": {"optimizer": "rmsprop"}}, "transfer.optimizer = 'rmsprop'", "adam, sgd"),
+    ({"pretrain": {"epochs": 0}}, "pretrain.epochs = 0", ">= 1"),
+    ({"data": {"split": "halves"}}, "data.split = 'halves'", "fixed, random"),
+    ({"data": {"target_classes": [4, 5]}}, "data.target_classes = [4, 5]", "disjoint"),
+    ({"data": {"test_fraction": 1.5}}, "data.test_fraction = 1.5", "<= 0.9"),
+    ({"heads": {"svm": {"C": [0, 1]}}}, "heads.svm.C[0] = 0", "positive"),
+    ({"heads": {"cv_folds": 1}}, "heads.cv_folds = 1", ">= 2"),
+    ({"report": {"layer": 4}}, "report.layer = 4", "one of sweep.layers"),
+    ({"report": {"subsample": 7}}, "report.subsample = 7", "one of sweep.subsample"),
+    ({"model": None, "data": 3}, "data = 3", "a mapping"),
+]
+
+
+def test_defaults_are_valid_and_match_the_shipped_params_file():
+    shipped = load_params(ROOT / "params.yaml")
+    assert shipped.treatment == "AnB" and shipped.freeze == 3
+    assert parse_params({}) == parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+@pytest.mark.parametrize(("change", "key", "allowed"), BAD, ids=[b[1] for b in BAD])
+def test_bad_values_are_refused_with_key_value_and_what_is_allowed(tiny_raw, change, key,
+                                                                   allowed):
+    with pytest.raises(ParamsError) as err:
+        parse_params(deep_update(tiny_raw, change))
+    assert key in str(err.value) and allowed in str(err.value)
+
+
+def test_unknown_keys_are_refused_with_the_allowed_ones(tiny_raw):
+    with pytest.raises(ParamsError, match=r"unknown key 'frezee'.*freeze"):
+        parse_params({**tiny_raw, "frezee": 3})
+    with pytest.raises(ParamsError, match=r"unknown key 'transfer.epochs'.*steps"):
+        parse_params(deep_update(tiny_raw, {"transfer": {"epochs": 3}}))
+
+
+def test_subsample_above_the_smallest_class_is_refused():
+    with pytest.raises(ParamsError, match=r"subsample = 130 .* at most 120"):
+        check_subsample("subsample", 130, 120)
+    check_subsample("subsample", 120, 120)
+
+
+def test_treatment_follows_the_top_level_keys(tiny_raw):
+    assert parse_params({**tiny_raw, "freeze": 0, "finetune": True}).treatment == "base"
+    assert parse_params({**tiny_raw, "source": "B", "finetune": True}).treatment == "BnB+"
+
+
+def _stage_in(tmp_path: Path, raw: dict, stage: str):
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "transfer", "report"])
+def test_a_stage_refuses_bad_params_before_any_work(tmp_path, tiny_raw, stage):
+    proc = _stage_in(tmp_path, {**tiny_raw, "freeze": 9}, stage)
+    assert proc.returncode == 2
+    assert "freeze = 9" in proc.stderr and "from 0 to 5" in proc.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
+
+
+def test_prepare_refuses_a_subsample_larger_than_a_class_and_writes_nothing(tmp_path,
+                                                                            tiny_raw):
+    proc = _stage_in(tmp_path, {**tiny_raw, "sweep": {**tiny_raw["sweep"],
+                                                      "subsample": [1, 500]},
+                                "report": {"layer": 3, "subsample": 1}}, "prepare")
+    assert proc.returncode == 2, proc.stderr
+    assert "sweep.subsample[1] = 500" in proc.stderr and "smallest target class" in proc.stderr
+    assert not (tmp_path / "data" / "prepared").exists()

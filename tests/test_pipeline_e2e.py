@@ -1,0 +1,108 @@
+"""The real `dvc repro`, `dvc exp run` and `dvc metrics diff` in a temporary git repository."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.pipeline_overhead import copy_checkout
+
+from .conftest import TINY, deep_update, write_params
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+# DVC needs every param a stage lists to be in the file: start from the shipped one.
+E2E_PARAMS = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                         deep_update(TINY, {"sweep": {"seeds": [0]}, "model": {"width": 8},
+                                            "transfer": {"steps": 40}}))
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TRANSFERLAB_NO_PROGRESS": "1"}
+    proc = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr))
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipeline")
+    copy_checkout(path, None)
+    write_params(path / "params.yaml", E2E_PARAMS)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "tiny params")
+    first = dvc(path, "repro")
+    assert ran(first) == {"prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
+                          "features", "heads", "report"}
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "baseline")
+    return path
+
+
+def test_repro_produces_the_summary_and_plots(repo):
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert set(summary) == {"pretrain", "transfer", "sweep", "heads"}
+    assert 0 <= summary["transfer"]["test_accuracy"] <= 1
+    assert summary["transfer"]["freeze"] == 3
+    assert set(summary["sweep"]) == {"k1", "k3"}
+    assert set(summary["sweep"]["k3"]["AnB"]) == {"n1", "n3"}
+    assert set(summary["heads"]) == {"conv1", "conv2", "conv3", "conv4", "fc5"}
+    for name in ("transferability", "size_curve", "heads"):
+        assert (repo / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (repo / "plots" / f"{name}.csv").read_text().count("\n") >= 2
+    assert (repo / "data/features/conv3/train.npz").exists()
+
+
+def test_second_repro_runs_nothing(repo):
+    proc = dvc(repo, "repro")
+    assert ran(proc) == set()
+
+
+def test_plots_render(repo):
+    proc = dvc(repo, "plots", "show", "-o", str(repo / "rendered"))
+    assert (repo / "rendered" / "index.html").exists(), proc.stdout
+
+
+def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
+    proc = dvc(repo, "exp", "run", "-S", "freeze=2")
+    assert ran(proc) == {"transfer", "report"}
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    changes = diff["metrics/summary.json"]
+    assert changes["transfer.freeze"] == {"old": 3, "new": 2, "diff": -1}
+    assert "transfer.test_accuracy" in changes
+
+    # Back to freeze=3: DVC's run-cache restores transfer's outputs without training.
+    back = dvc(repo, "exp", "run", "-S", "freeze=3")
+    assert "transfer" not in ran(back)
+    assert "Stage 'transfer' is cached" in back.stdout + back.stderr
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    assert "transfer.test_accuracy" not in diff.get("metrics/summary.json", {})
+
+
+def test_adding_a_seed_to_the_grid_runs_only_the_new_variant(repo):
+    proc = dvc(repo, "exp", "run", "-S", "sweep.seeds=[0,1]")
+    assert ran(proc) == {"sweep@1", "report"}
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert summary["sweep"]["k3"]["base"]["seeds"] == 2
+
+
+def test_bad_param_fails_the_run_naming_key_and_value(repo):
+    proc = dvc(repo, "exp", "run", "-S", "freeze=9", check=False)
+    assert proc.returncode != 0
+    assert "freeze = 9" in proc.stdout + proc.stderr

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from transferlab.report import aggregate_sweep, build_report, mean_std
+
+
+def test_mean_and_sample_std_over_seeds():
+    stats = mean_std([0.5, 0.7, 0.9])
+    assert stats["mean"] == pytest.approx(0.7)
+    assert stats["std"] == pytest.approx(0.2)
+    assert stats["seeds"] == 3
+    assert mean_std([0.4])["std"] == 0.0
+
+
+def test_aggregate_groups_by_size_treatment_and_layer():
+    variants = [{"subsample": 5, "treatment": "AnB", "n": 2, "test_accuracy": a}
+                for a in (0.6, 0.8)]
+    variants.append({"subsample": 5, "treatment": "base", "n": 0, "test_accuracy": 0.5})
+    table = aggregate_sweep(variants)
+    assert table[5]["AnB"][2]["mean"] == pytest.approx(0.7)
+    assert table[5]["base"][0]["seeds"] == 1
+
+
+def _write_results(root, seeds, layers=(1, 3), sizes=(1, 3)):
+    (root / "pretrain").mkdir(parents=True)
+    for s in ("A", "B"):
+        (root / "pretrain" / f"{s}.json").write_text(json.dumps({"test_accuracy": 0.9}))
+    (root / "transfer.json").write_text(json.dumps(
+        {"test_accuracy": 0.8, "n": 3, "subsample": 3, "seed": 0}))
+    heads = {lay: {h: {"test_accuracy": 0.5} for h in ("svm", "logreg", "random_forest")}
+             for lay in ("conv1", "fc5")}
+    (root / "heads.json").write_text(json.dumps(heads))
+    (root / "sweep").mkdir()
+    for seed in seeds:
+        variants = [{"treatment": "base", "n": 0, "subsample": k, "seed": seed,
+                     "test_accuracy": 0.5 + seed / 10} for k in sizes]
+        variants += [{"treatment": t, "n": n, "subsample": k, "seed": seed,
+                      "test_accuracy": 0.6 + n / 100}
+                     for t in ("AnB", "AnB+", "BnB", "BnB+") for n in layers for k in sizes]
+        (root / "sweep" / f"seed-{seed}.json").write_text(json.dumps({"variants": variants}))
+
+
+def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params):
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0, 5])  # seed-5 is stale: not in sweep.seeds
+    summary = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                           plots_dir=tmp_path / "plots")
+    assert summary["sweep"]["k3"]["base"] == {"mean": 0.5, "std": 0.0, "seeds": 1}
+    assert summary["sweep"]["k1"]["AnB"]["n3"]["mean"] == pytest.approx(0.63)
+    rows = (tmp_path / "plots/transferability.csv").read_text().splitlines()
+    assert rows[0] == "n,base,AnB,AnB+,BnB,BnB+"
+    assert rows[1].startswith("0,0.5,") and rows[2].startswith("1,0.5,0.61")
+    assert json.loads((tmp_path / "m/s.json").read_text()) == summary
+    assert (tmp_path / "m/s.md").read_text().startswith("| source model")
+    for name in ("transferability", "size_curve", "heads"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
+
+
+def test_report_fails_clearly_on_a_missing_result(tmp_path, tiny_params):
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0])
+    (results / "heads.json").unlink()
+    with pytest.raises(FileNotFoundError, match="heads.json is missing"):
+        build_report(tiny_params, results=results, summary_out=tmp_path / "s.json",
+                     plots_dir=tmp_path / "plots")
+    assert not (tmp_path / "s.json").exists()

@@ -1,0 +1,94 @@
+import json
+
+import torch
+
+from transferlab import runs
+from transferlab.experiment import Variant, run_variant
+from transferlab.params import parse_params
+from transferlab.pretrain import pretrain
+
+from .conftest import TINY, deep_update
+
+
+def _prepared(tmp_path, digits_tasks):
+    from transferlab.data.prepared import write_prepared
+
+    source, target, meta = digits_tasks
+    write_prepared(tmp_path / "prepared", source, target, meta)
+    return tmp_path / "prepared"
+
+
+def _sources(tmp_path, params, prepared):
+    paths = {}
+    for s in ("A", "B"):
+        paths[s] = tmp_path / f"{s}.pt"
+        pretrain(params, s, prepared=prepared, model_out=paths[s],
+                 metrics_out=tmp_path / f"{s}.json", progress=False)
+    return paths
+
+
+def test_same_params_and_seed_give_identical_metrics(tmp_path, tiny_params, digits_tasks):
+    prepared = _prepared(tmp_path, digits_tasks)
+    first = _sources(tmp_path / "one", tiny_params, prepared)
+    second = _sources(tmp_path / "two", tiny_params, prepared)
+    a1 = torch.load(first["A"], weights_only=True)["state_dict"]
+    a2 = torch.load(second["A"], weights_only=True)["state_dict"]
+    assert all(torch.equal(a1[k], a2[k]) for k in a1)
+    assert (json.loads((tmp_path / "one" / "A.json").read_text())
+            == json.loads((tmp_path / "two" / "A.json").read_text()))
+
+    out1, out2 = tmp_path / "t1.json", tmp_path / "t2.json"
+    runs.run_transfer(tiny_params, prepared=prepared, model_paths=first, out=out1)
+    runs.run_transfer(tiny_params, prepared=prepared, model_paths=second, out=out2)
+    assert json.loads(out1.read_text()) == json.loads(out2.read_text())
+
+
+def test_a_different_seed_gives_a_different_run(tiny_params, digits_tasks):
+    _, target, _ = digits_tasks
+    runs_by_seed = [run_variant(tiny_params, target, {}, Variant("base", 0, 3, s))
+                    for s in (0, 1)]
+    assert runs_by_seed[0]["test_loss"] != runs_by_seed[1]["test_loss"]
+
+
+def test_grid_runs_base_once_per_size_and_the_rest_per_layer(tiny_params):
+    variants = runs.grid(tiny_params, seed=4)
+    keys = {v.key for v in variants}
+    # 2 sizes x (base + 4 treatments x 2 layers)
+    assert len(variants) == len(keys) == 2 * (1 + 4 * 2)
+    assert "base/n0/k1/s4" in keys and "AnB+/n3/k3/s4" in keys and "BnB/n1/k1/s4" in keys
+
+
+def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits_tasks,
+                                                   monkeypatch):
+    prepared = _prepared(tmp_path, digits_tasks)
+    sources = _sources(tmp_path, tiny_params, prepared)
+    trained = []
+    real = runs.run_variant
+
+    def counting(params, target, srcs, variant, **kw):
+        trained.append(variant.key)
+        return real(params, target, srcs, variant, **kw)
+
+    monkeypatch.setattr(runs, "run_variant", counting)
+    cache = tmp_path / "variants"
+    first = runs.run_sweep(tiny_params, 0, prepared=prepared, model_paths=sources,
+                           out=tmp_path / "s.json", cache_dir=cache, progress=False)
+    n_first = len(trained)
+    grown = parse_params(deep_update(TINY, {"sweep": {"layers": [1, 2, 3]}}))
+    second = runs.run_sweep(grown, 0, prepared=prepared, model_paths=sources,
+                            out=tmp_path / "s2.json", cache_dir=cache, progress=False)
+    new = trained[n_first:]
+    assert sorted(new) == sorted(f"{t}/n2/k{k}/s0" for t in ("AnB", "AnB+", "BnB", "BnB+")
+                                 for k in (1, 3))
+    old = {r["treatment"] + str(r["n"]) + str(r["subsample"]): r for r in first["variants"]}
+    for r in second["variants"]:
+        key = r["treatment"] + str(r["n"]) + str(r["subsample"])
+        if key in old:
+            assert r == old[key]
+
+    # Changed transfer params invalidate every cached variant.
+    changed = parse_params(deep_update(TINY, {"transfer": {"steps": 6}}))
+    trained.clear()
+    runs.run_sweep(changed, 0, prepared=prepared, model_paths=sources,
+                   out=tmp_path / "s3.json", cache_dir=cache, progress=False)
+    assert len(trained) == len(runs.grid(changed, 0))
