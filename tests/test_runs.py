@@ -92,3 +92,13 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     runs.run_sweep(changed, 0, prepared=prepared, model_paths=sources,
                    out=tmp_path / "s3.json", cache_dir=cache, progress=False)
     assert len(trained) == len(runs.grid(changed, 0))
+
+
+def test_sweep_stage_depends_on_all_the_code_the_variant_cache_hashes():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    deps = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["sweep"]["deps"])
+    assert {f"src/transferlab/{name}" for name in runs.TRAINING_CODE} <= deps

@@ -8,7 +8,7 @@ it before doing any work, so a bad value fails the first stage that runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,78 +121,78 @@ def _check_int(key: str, value: Any, lo: int | None, hi: int | None, why: str = 
 
 @dataclass(frozen=True)
 class DataParams:
-    split: str = "fixed"
-    source_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
-    target_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
-    test_fraction: float = 0.3
+    split: str
+    source_classes: tuple[int, ...]
+    target_classes: tuple[int, ...]
+    test_fraction: float
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    width: int = 32
-    hidden: int = 128
+    width: int
+    hidden: int
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """One training recipe; `epochs` for pretraining, `steps` for transfer."""
 
-    epochs: int = 0
-    steps: int = 0
-    batch_size: int = 64
+    batch_size: int
+    lr: float
     optimizer: str = "adam"
-    lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    epochs: int = 0
+    steps: int = 0
     lr_mult: float = 1.0
 
 
 @dataclass(frozen=True)
 class SweepParams:
-    treatments: tuple[str, ...] = ("base", "AnB", "AnB+", "BnB", "BnB+")
-    layers: tuple[int, ...] = (1, 2, 3, 4, 5)
-    subsample: tuple[int, ...] = (1, 5, 20)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    reuse_variants: bool = True
+    treatments: tuple[str, ...]
+    layers: tuple[int, ...]
+    subsample: tuple[int, ...]
+    seeds: tuple[int, ...]
+    reuse_variants: bool
 
 
 @dataclass(frozen=True)
 class FeatureParams:
-    layers: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "fc5")
-    batch_size: int = 256
+    layers: tuple[str, ...]
+    batch_size: int
 
 
 @dataclass(frozen=True)
 class HeadParams:
-    cv_folds: int = 5
-    svm_C: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
-    logreg_C: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
-    forest_trees: int = 128
+    cv_folds: int
+    svm_C: tuple[float, ...]
+    logreg_C: tuple[float, ...]
+    forest_trees: int
 
 
 @dataclass(frozen=True)
 class ReportParams:
-    layer: int = 3
-    subsample: int = 5
+    layer: int
+    subsample: int
 
 
 @dataclass(frozen=True)
 class Params:
-    dataset: str = "digits"
-    arch: str = "convnet"
-    source: str = "A"
-    freeze: int = 3
-    finetune: bool = False
-    subsample: int = 5
-    seed: int = 0
-    data: DataParams = field(default_factory=DataParams)
-    model: ModelParams = field(default_factory=ModelParams)
-    pretrain: TrainParams = field(default_factory=TrainParams)
-    transfer: TrainParams = field(default_factory=TrainParams)
-    sweep: SweepParams = field(default_factory=SweepParams)
-    features: FeatureParams = field(default_factory=FeatureParams)
-    heads: HeadParams = field(default_factory=HeadParams)
-    report: ReportParams = field(default_factory=ReportParams)
+    dataset: str
+    arch: str
+    source: str
+    freeze: int
+    finetune: bool
+    subsample: int
+    seed: int
+    data: DataParams
+    model: ModelParams
+    pretrain: TrainParams
+    transfer: TrainParams
+    sweep: SweepParams
+    features: FeatureParams
+    heads: HeadParams
+    report: ReportParams
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ from transferlab.experiment import Variant, load_model, run_variant
 from transferlab.io import write_json_atomic
 from transferlab.params import Params, check_subsample
 from transferlab.stage import compute
-from transferlab.train import pick_device
+from transferlab.train import pick_device, progress_bar
 from transferlab.treatments import TREATMENTS
 
 
@@ -63,11 +62,19 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# The modules that decide what a variant trains to; a change to any of them
+# invalidates every cached variant. Same list as the sweep stage's deps in dvc.yaml.
+TRAINING_CODE = ("data", "models", "train.py", "experiment.py", "transfer.py", "treatments.py",
+                 "runs.py")
+
+
 def code_fingerprint() -> str:
-    """Hash of the library's source: any code change invalidates cached variants."""
+    """Hash of the training code and the torch version."""
     root = Path(__file__).parent
     h = hashlib.sha256(torch.__version__.encode())
-    for f in sorted(root.rglob("*.py")):
+    files = [f for name in TRAINING_CODE
+             for f in ([root / name] if name.endswith(".py") else (root / name).rglob("*.py"))]
+    for f in sorted(files):
         h.update(f.relative_to(root).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -118,10 +125,8 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
     variants = grid(params, seed)
     results, reused = [], 0
-    from tqdm import tqdm
-
-    for variant in tqdm(variants, desc=f"sweep seed {seed}", unit="variant", file=sys.stderr,
-                        disable=not progress):
+    for variant in progress_bar(variants, desc=f"sweep seed {seed}", unit="variant",
+                                disable=not progress):
         result = cache.get(variant)
         if result is None:
             with compute():

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,14 @@ class Batches:
         for start in range(0, len(order), size):
             idx = order[start:start + size]
             yield self.x[idx], self.y[idx]
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm bar on stderr; TRANSFERLAB_NO_PROGRESS=1 hides every bar."""
+    from tqdm import tqdm
+
+    hidden = kwargs.pop("disable", False) or os.environ.get("TRANSFERLAB_NO_PROGRESS") == "1"
+    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, disable=hidden, **kwargs)
 
 
 def make_optimizer(param_groups: list[dict], cfg: TrainParams) -> torch.optim.Optimizer:
@@ -126,11 +135,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=min(first_epoch * per_epoch, total_steps),
-                   desc=desc, unit="step", leave=False, dynamic_ncols=True,
-                   disable=os.environ.get("TRANSFERLAB_NO_PROGRESS") == "1")
+        bar = progress_bar(total=total_steps, initial=min(first_epoch * per_epoch, total_steps),
+                           desc=desc, unit="step", leave=False)
     step = first_epoch * per_epoch
     for epoch in range(first_epoch, n_epochs):
         model.train()
