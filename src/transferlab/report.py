@@ -104,6 +104,11 @@ def _size_label(k: int) -> str:
     return "all" if k == 0 else str(k)
 
 
+def _size_title(k: int) -> str:
+    return {0: "all target images", 1: "1 target image per class"}.get(
+        k, f"{k} target images per class")
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -132,13 +137,13 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
             ax.errorbar(ns, [per_t[t][n]["mean"] for n in ns],
                         yerr=[per_t[t][n]["std"] for n in ns], marker="o", capsize=3,
                         color=COLOURS[t], label=t)
-        ax.set_title(f"{_size_label(k)} target images per class")
+        ax.set_title(_size_title(k))
         ax.set_xlabel("n: layers copied from the pretrained network")
         ax.set_xticks(range(0, len(params.layer_names) + 1))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("target test accuracy (mean ± sd over seeds)")
     axes[0][-1].legend(loc="lower left", fontsize=8)
-    fig.suptitle(f"Transferability: {params.dataset}, {params.arch}")
+    fig.suptitle(f"Transferability: {params.dataset}, {params.arch}", y=1.03)
     _save(fig, plots / "transferability.png")
     plt.close(fig)
 
@@ -164,7 +169,7 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("target test accuracy")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Accuracy against target size")
+    fig.suptitle("Accuracy against target size", y=1.03)
     _save(fig, plots / "size_curve.png")
     plt.close(fig)
 
@@ -193,16 +198,14 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
     layers = sorted({n for per_t in sweep.values() for tr, by_n in per_t.items()
                      if tr != "base" for n in by_n})
     for k in sorted(sweep):
-        lines += [f"Sweep, {_size_label(k)} target images per class "
-                  "(mean ± sd over seeds):", "",
-                  "| treatment | " + " | ".join(f"n={n}" for n in layers) + " |",
-                  "|---|" + "---|" * len(layers)]
-        for tr, by_n in sweep[k].items():
-            if tr == "base":
-                cells = [f"{by_n[0]['mean']:.3f} ± {by_n[0]['std']:.3f}"] * len(layers)
-            else:
-                cells = [f"{by_n[n]['mean']:.3f} ± {by_n[n]['std']:.3f}" if n in by_n else ""
-                         for n in layers]
+        columns = [0, *layers]
+        lines += [f"Sweep, {_size_title(k)} (test accuracy, mean ± sd over seeds):", "",
+                  "| treatment | " + " | ".join(f"n={n}" for n in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for tr in sorted(sweep[k], key=list(TREATMENTS).index):
+            by_n = sweep[k][tr]
+            cells = [f"{by_n[n]['mean']:.3f} ± {by_n[n]['std']:.3f}" if n in by_n else ""
+                     for n in columns]
             lines.append(f"| {tr} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["Heads on model A's features:", "", "| layer | svm | logreg | random_forest |",
