@@ -39,10 +39,18 @@ def copy_checkout(dest: Path, params: Path | None) -> None:
             shutil.copy2(src, dest / rel)
     if params is not None:
         shutil.copy(params, dest / "params.yaml")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env)
+        subprocess.run(cmd, cwd=dest, check=True, env=tool_env())
+
+
+def tool_env() -> dict:
+    """Environment for git and dvc in a scratch repository: this venv's tools first, and a
+    commit identity, since a fresh machine may have no global git config."""
+    return {**os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "transferlab", "GIT_AUTHOR_EMAIL": "transferlab@localhost",
+            "GIT_COMMITTER_NAME": "transferlab", "GIT_COMMITTER_EMAIL": "transferlab@localhost",
+            "TRANSFERLAB_NO_PROGRESS": "1"}
 
 
 def timed_repro(cwd: Path, env: dict) -> tuple[float, dict[str, float], str]:
@@ -78,8 +86,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     copy_checkout(work, args.params)
     timings = work / ".timings.jsonl"
-    env = {**os.environ, "TRANSFERLAB_TIMINGS": str(timings), "TRANSFERLAB_NO_PROGRESS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**tool_env(), "TRANSFERLAB_TIMINGS": str(timings)}
     try:
         total, walls, _ = timed_repro(work, env)
         records = {}

@@ -1,16 +1,14 @@
 """The real `dvc repro`, `dvc exp run` and `dvc metrics diff` in a temporary git repository."""
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmarks.pipeline_overhead import copy_checkout
+from benchmarks.pipeline_overhead import copy_checkout, tool_env
 
 from .conftest import TINY, deep_update, write_params
 
@@ -24,9 +22,8 @@ E2E_PARAMS = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TRANSFERLAB_NO_PROGRESS": "1"}
-    proc = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["dvc", *args], cwd=repo, env=tool_env(), capture_output=True,
+                          text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -37,7 +34,7 @@ def ran(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env=tool_env())
 
 
 @pytest.fixture(scope="module")
