@@ -7,7 +7,11 @@ STARTED = time.time()
 from pathlib import Path  # noqa: E402
 
 from transferlab.data.prepared import prepare_dataset, write_prepared  # noqa: E402
-from transferlab.params import check_subsample, load_params  # noqa: E402
+from transferlab.params import (  # noqa: E402
+    check_subsample,
+    check_sweep_subsamples,
+    load_params,
+)
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("data/prepared")
@@ -19,8 +23,7 @@ def main() -> None:
                                            p.data.target_classes, p.data.test_fraction, p.seed)
     smallest = target.smallest_train_class()
     check_subsample("subsample", p.subsample, smallest)
-    for i, k in enumerate(p.sweep.subsample):
-        check_subsample(f"sweep.subsample[{i}]", k, smallest)
+    check_sweep_subsamples(p, smallest)
     write_prepared(OUT, source, target, meta)
     print(f"source classes {meta['source_classes']}: {len(source.y_train)} train, "
           f"{len(source.y_test)} test; target classes {meta['target_classes']}: "

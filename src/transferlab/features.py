@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from transferlab.data.prepared import TaskData
+from transferlab.experiment import load_model
+from transferlab.io import atomic_dir
 from transferlab.models.base import TransferableNet
-from transferlab.train import to_tensor
+from transferlab.params import check_subsample
+from transferlab.stage import compute
+from transferlab.train import pick_device, to_tensor
 
 
 @torch.no_grad()
@@ -25,13 +30,6 @@ def extract(model: TransferableNet, images: np.ndarray, pixel_max: int, layers: 
 
 def extract_target_features(params, *, prepared, model_path, out_dir) -> None:
     """features/<layer>/{train,test}.npz for the (subsampled) target train and test images."""
-    from transferlab.data.prepared import TaskData
-    from transferlab.experiment import load_model
-    from transferlab.io import atomic_dir
-    from transferlab.params import check_subsample
-    from transferlab.stage import compute
-    from transferlab.train import pick_device
-
     target = TaskData.load(prepared / "target.npz")
     check_subsample("subsample", params.subsample, target.smallest_train_class())
     task = target.subsampled(params.subsample, params.seed)

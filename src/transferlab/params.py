@@ -337,6 +337,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
+def check_sweep_subsamples(params: Params, smallest_class: int) -> None:
+    for i, k in enumerate(params.sweep.subsample):
+        check_subsample(f"sweep.subsample[{i}]", k, smallest_class)
+
+
 def check_subsample(key: str, value: int, smallest_class: int) -> None:
     """Refuse a per-class size larger than the smallest class's training part."""
     if value > smallest_class:

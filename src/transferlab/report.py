@@ -42,6 +42,12 @@ def aggregate_sweep(variants: list[dict]) -> dict:
     return table
 
 
+def transfer_layers(sweep: dict) -> list[int]:
+    """Every n that some transfer treatment was run at, over all sizes."""
+    return sorted({n for per_t in sweep.values() for t, by_n in per_t.items() if t != "base"
+                   for n in by_n})
+
+
 def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
     variants = []
     for seed in params.sweep.seeds:
@@ -84,8 +90,7 @@ def _value(sweep: dict, k: int, treatment: str, n: int) -> float | None:
 def write_plot_data(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
     k, layer = params.report.subsample, params.report.layer
     treatments = list(TREATMENTS)
-    layers = sorted({n for per_t in sweep.values() for t, by_n in per_t.items()
-                     if t != "base" for n in by_n})
+    layers = transfer_layers(sweep)
     _write_csv(plots / "transferability.csv", ["n", *treatments],
                [[n, *[_fmt(_value(sweep, k, t, n) if (t == "base" or n > 0) else
                            _value(sweep, k, "base", 0)) for t in treatments]]
@@ -195,8 +200,7 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
     lines += ["", f"Transfer experiment ({params.treatment}, n = {t['freeze']}, "
               f"{t['subsample']} images per class, seed {t['seed']}): "
               f"test accuracy {t['test_accuracy']:.3f}", ""]
-    layers = sorted({n for per_t in sweep.values() for tr, by_n in per_t.items()
-                     if tr != "base" for n in by_n})
+    layers = transfer_layers(sweep)
     for k in sorted(sweep):
         columns = [0, *layers]
         lines += [f"Sweep, {_size_title(k)} (test accuracy, mean ± sd over seeds):", "",

@@ -11,7 +11,7 @@ import torch
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import Variant, load_model, run_variant
 from transferlab.io import write_json_atomic
-from transferlab.params import Params, check_subsample
+from transferlab.params import Params, check_subsample, check_sweep_subsamples
 from transferlab.stage import compute
 from transferlab.train import pick_device, progress_bar
 from transferlab.treatments import TREATMENTS
@@ -111,9 +111,7 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
               out: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
     """Every (treatment, n, size) of the sweep grid for one seed."""
     target = TaskData.load(prepared / "target.npz")
-    smallest = target.smallest_train_class()
-    for i, k in enumerate(params.sweep.subsample):
-        check_subsample(f"sweep.subsample[{i}]", k, smallest)
+    check_sweep_subsamples(params, target.smallest_train_class())
     device = pick_device()
     sources = load_sources(params, target, model_paths, device)
     context = {

@@ -54,14 +54,9 @@ def run_stage(name: str, main: Callable[[], None], outputs: Sequence[str | Path]
         remove_outputs(outputs)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except (ValueError, FileNotFoundError) as err:
+    except BaseException as err:
         remove_outputs(outputs)
         traceback.print_exc()
-        print(f"error: stage {name} failed: {err}", file=sys.stderr)
-        sys.exit(1)
-    except BaseException:
-        remove_outputs(outputs)
-        traceback.print_exc()
-        print(f"error: stage {name} failed; its outputs were removed", file=sys.stderr)
+        print(f"error: stage {name} failed: {err!s}; its outputs were removed", file=sys.stderr)
         sys.exit(1)
     _record_timing(name, started)

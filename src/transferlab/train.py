@@ -59,11 +59,11 @@ class Batches:
             yield self.x[idx], self.y[idx]
 
 
-def progress_bar(iterable=None, **kwargs):
+def progress_bar(iterable=None, disable: bool = False, **kwargs):
     """A tqdm bar on stderr; TRANSFERLAB_NO_PROGRESS=1 hides every bar."""
     from tqdm import tqdm
 
-    hidden = kwargs.pop("disable", False) or os.environ.get("TRANSFERLAB_NO_PROGRESS") == "1"
+    hidden = disable or os.environ.get("TRANSFERLAB_NO_PROGRESS") == "1"
     return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, disable=hidden, **kwargs)
 
 
