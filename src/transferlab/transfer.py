@@ -1,7 +1,8 @@
 """Copy, freeze, fine-tune or re-initialise the first n layers, for any architecture.
 
-Everything here works on `TransferableNet.layers` by position; nothing knows
-what a layer contains.
+Everything here works on `TransferableNet.layer_names` by position and reaches a
+layer through `layer(name)` (names may contain dots); nothing knows what a
+layer contains.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def copy_first_layers(target: TransferableNet, source: TransferableNet, n: int) 
         raise ValueError(f"layer lists differ: {source.layer_names} vs {target.layer_names}")
     names = target.layer_names[:n]
     for name in names:
-        target.layers[name].load_state_dict(source.layers[name].state_dict())
+        target.layer(name).load_state_dict(source.layer(name).state_dict())
     return names
 
 
@@ -50,7 +51,7 @@ def apply_treatment(model: TransferableNet, treatment: Treatment | str, n: int,
     if not treatment.copies_layers or n == 0:
         return TransferPlan([], [], [{"params": list(model.parameters()), "lr": lr}])
     copied = copy_first_layers(model, sources[treatment.source], n)
-    copied_params = [p for name in copied for p in model.layers[name].parameters()]
+    copied_params = [p for name in copied for p in model.layer(name).parameters()]
     copied_ids = {id(p) for p in copied_params}
     new_params = [p for p in model.parameters() if id(p) not in copied_ids]
     if treatment.finetune:
@@ -58,5 +59,5 @@ def apply_treatment(model: TransferableNet, treatment: Treatment | str, n: int,
         return TransferPlan(copied, [], groups)
     for p in copied_params:
         p.requires_grad_(False)
-    return TransferPlan(copied, [model.layers[name] for name in copied],
+    return TransferPlan(copied, [model.layer(name) for name in copied],
                         [{"params": new_params, "lr": lr}])

@@ -1,45 +1,149 @@
 """Architectures, each exposing its ordered transferable layers.
 
 The registry stays free of torch imports so that params validation, data
-preparation and reporting start fast; `build_model` imports the architecture.
+preparation and reporting start fast: every architecture declares its layer
+names as a plain function of its keyword arguments, and `build_model` imports
+the torch module only when a model is actually built (and checks that the
+built layers match the declared names).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transferlab.models.base import TransferableNet
 
+NamesFn = Callable[..., Sequence[str]]
+
 
 @dataclass(frozen=True)
 class Architecture:
-    layer_names: tuple[str, ...]
-    builder: str  # "module:function"
+    """How to build one architecture and name its layers without building it.
+
+    `builder` and (if a string) `layer_names` are "module:function"; both are
+    called with the full model kwargs (`defaults` updated by the caller's).
+    `defaults` holds plain int/float/bool/str/list values only, so a params
+    section can be checked against their keys and types.
+    """
+
+    builder: str
+    layer_names: str | NamesFn
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def _convnet_names(**_: Any) -> tuple[str, ...]:
+    return ("conv1", "conv2", "conv3", "conv4", "fc5")
+
+
+def _alexnet_names(**_: Any) -> tuple[str, ...]:
+    return ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+
+
+def _blocks_per_stage(arch: str, depth: Any, convs_per_unit: int) -> int:
+    """Units per stage for the 3-stage CIFAR nets: depth = 3 * units * convs + 4."""
+    step = 3 * convs_per_unit
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 4 + step \
+            or (depth - 4) % step:
+        raise ValueError(f"model.{arch}.depth = {depth!r}: must be an integer of the form "
+                         f"{step} * k + 4 with k >= 1 (e.g. {step + 4}, {2 * step + 4}, ...)")
+    return (depth - 4) // step
+
+
+def _densenet_names(depth: int = 100, **_: Any) -> tuple[str, ...]:
+    # Bottleneck layers hold two convolutions each (1x1 then 3x3).
+    per_block = _blocks_per_stage("densenet_bc", depth, 2)
+    names = ["conv0"]
+    for b in (1, 2, 3):
+        names += [f"block{b}.layer{i}" for i in range(1, per_block + 1)]
+        names.append(f"trans{b}" if b < 3 else "final")
+    return tuple(names)
+
+
+def _wrn_names(depth: int = 28, **_: Any) -> tuple[str, ...]:
+    per_block = _blocks_per_stage("wrn", depth, 2)
+    names = ["conv1"]
+    for b in (1, 2, 3):
+        names += [f"block{b}.unit{i}" for i in range(1, per_block + 1)]
+    return (*names, "final")
+
+
+def _feedback_names(**_: Any) -> tuple[str, ...]:
+    return ("stem", *(f"lstm{i}" for i in range(1, 13)))
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "convnet": Architecture(
-        ("conv1", "conv2", "conv3", "conv4", "fc5"),
-        "transferlab.models.convnet:build_convnet",
+        builder="transferlab.models.convnet:build_convnet",
+        layer_names=_convnet_names,
+        defaults={"width": 32, "hidden": 128},
+    ),
+    "alexnet": Architecture(
+        builder="transferlab.models.alexnet:build_alexnet",
+        layer_names=_alexnet_names,
+        defaults={"channels": [96, 256, 384, 384, 256], "fc": 4096, "groups": 2,
+                  "lrn": True, "dropout": 0.5},
+    ),
+    "densenet_bc": Architecture(
+        builder="transferlab.models.densenet:build_densenet_bc",
+        layer_names=_densenet_names,
+        defaults={"depth": 100, "growth": 12, "compression": 0.5},
+    ),
+    "wrn": Architecture(
+        builder="transferlab.models.wrn:build_wrn",
+        layer_names=_wrn_names,
+        defaults={"depth": 28, "widen": 10, "dropout": 0.3},
+    ),
+    "feedback": Architecture(
+        builder="transferlab.models.feedback:build_feedback",
+        layer_names=_feedback_names,
+        defaults={"iterations": 4, "width": 16, "hidden": 256, "dropout": 0.5},
     ),
 }
 
 
-def layer_names_of(arch: str) -> tuple[str, ...]:
-    return ARCHITECTURES[arch].layer_names
+def _architecture(arch: str) -> Architecture:
+    try:
+        return ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(f"arch = {arch!r}: not one of " + ", ".join(ARCHITECTURES)) from None
+
+
+def model_kwargs_of(arch: str, model_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The arch's defaults updated by `model_kwargs`; unknown keys are an error."""
+    spec = _architecture(arch)
+    given = dict(model_kwargs or {})
+    unknown = sorted(set(given) - set(spec.defaults))
+    if unknown:
+        raise ValueError(f"model kwargs {unknown} are not options of arch {arch!r}; "
+                         f"allowed: {', '.join(spec.defaults) or '(none)'}")
+    return {**spec.defaults, **given}
+
+
+def _resolve(ref: str) -> Callable[..., Any]:
+    module, func = ref.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def layer_names_of(arch: str, model_kwargs: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The ordered transferable layer names, computed without importing torch."""
+    spec = _architecture(arch)
+    names_fn = _resolve(spec.layer_names) if isinstance(spec.layer_names, str) \
+        else spec.layer_names
+    return tuple(names_fn(**model_kwargs_of(arch, model_kwargs)))
 
 
 def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int,
-                **model_params) -> TransferableNet:
-    module, func = ARCHITECTURES[arch].builder.split(":")
-    model = getattr(importlib.import_module(module), func)(in_shape, num_classes, **model_params)
-    if tuple(model.layer_names) != ARCHITECTURES[arch].layer_names:
-        raise RuntimeError(f"arch {arch!r} built layers {model.layer_names}, "
-                           f"declared {ARCHITECTURES[arch].layer_names}")
+                **model_kwargs: Any) -> TransferableNet:
+    kwargs = model_kwargs_of(arch, model_kwargs)
+    model = _resolve(_architecture(arch).builder)(tuple(in_shape), num_classes, **kwargs)
+    declared = layer_names_of(arch, kwargs)
+    if tuple(model.layer_names) != declared:
+        raise RuntimeError(f"arch {arch!r} built layers {model.layer_names}, declared {declared}")
     return model
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "build_model", "layer_names_of"]
+__all__ = ["ARCHITECTURES", "Architecture", "build_model", "layer_names_of", "model_kwargs_of"]
