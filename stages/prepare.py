@@ -6,7 +6,7 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.data.prepared import prepare_dataset, write_prepared  # noqa: E402
+from transferlab.data.prepared import prepare_tasks, write_prepared  # noqa: E402
 from transferlab.params import (  # noqa: E402
     check_subsample,
     check_sweep_subsamples,
@@ -19,15 +19,16 @@ OUT = Path("data/prepared")
 
 def main() -> None:
     p = load_params()
-    source, target, meta = prepare_dataset(p.dataset, p.data.split, p.data.source_classes,
-                                           p.data.target_classes, p.data.test_fraction, p.seed)
+    source, target, meta = prepare_tasks(p.dataset, p.data, p.seed)
     smallest = target.smallest_train_class()
     check_subsample("subsample", p.subsample, smallest)
     check_sweep_subsamples(p, smallest)
     write_prepared(OUT, source, target, meta)
-    print(f"source classes {meta['source_classes']}: {len(source.y_train)} train, "
-          f"{len(source.y_test)} test; target classes {meta['target_classes']}: "
-          f"{len(target.y_train)} train, {len(target.y_test)} test")
+    print(f"source {meta['source_dataset']} ({source.num_classes} classes): "
+          f"{len(source.y_train)} train, {len(source.y_test)} test; target "
+          f"{meta['target_dataset']} ({target.num_classes} classes"
+          f"{', multi-label' if target.multilabel else ''}): {len(target.y_train)} train, "
+          f"{len(target.y_test)} test; images {meta['image_shape']}")
 
 
 if __name__ == "__main__":

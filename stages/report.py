@@ -22,6 +22,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     outputs = [SUMMARY, SUMMARY.with_suffix(".md")] + [
-        PLOTS / f"{name}.{ext}" for name in ("transferability", "size_curve", "heads")
+        PLOTS / f"{name}.{ext}" for name in ("transferability", "size_curve", "heads", "iterations")
         for ext in ("csv", "png")]
     run_stage("report", main, outputs, STARTED)

@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
 # A params tree small enough for unit tests: few steps, a narrow network.
 TINY = {
     "subsample": 3,
-    "model": {"width": 4, "hidden": 16},
+    "model": {"convnet": {"width": 4, "hidden": 16}},
     "pretrain": {"epochs": 2, "batch_size": 64},
     "transfer": {"steps": 5, "batch_size": 16},
     "sweep": {"layers": [1, 3], "subsample": [1, 3], "seeds": [0]},

@@ -14,12 +14,35 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (change, key named in the message, a fragment of what is allowed)
 BAD = [
-    ({"dataset": "imagenet"}, "dataset = 'imagenet'", "one of digits"),
-    ({"arch": "resnet"}, "arch = 'resnet'", "one of convnet"),
+    ({"dataset": "imagenet"}, "dataset = 'imagenet'", "one of digits, mnist"),
+    ({"arch": "resnet"}, "arch = 'resnet'", "one of convnet, alexnet"),
+    ({"freeze": "conv9"}, "freeze = 'conv9'", "a layer name of arch 'convnet'"),
+    ({"model": {"convnet": {"width": "wide"}}}, "model.convnet.width = 'wide'", "int"),
+    ({"model": {"convnet": {"depth": 3}}}, "unknown key 'model.convnet.depth'", "hidden"),
+    ({"data": {"split": "random", "source_dataset": "cifar100", "target_dataset": "voc2012"}},
+     "data.split = 'random'", "fixed or file"),
+    ({"data": {"split": "file"}}, "data.classes_file = None", "YAML file"),
+    ({"data": {"source_dataset": "svhn"}}, "data.source_dataset = 'svhn'", "one of digits"),
+    ({"dataset": "imagefolder"}, "data.path = None", "one sub-folder per class"),
+    ({"data": {"image_size": 2}}, "data.image_size = 2", "from 4 to 1024"),
+    ({"data": {"source_classes": "most"}}, "data.source_classes = 'most'", '"all"'),
+    ({"data": {"target_classes": "all"}}, "data.target_classes = 'all'", "a list of classes"),
+    ({"pretrain": {"epochs": 30, "milestones": [20, 10]}}, "pretrain.milestones = [20, 10]",
+     "increasing"),
+    ({"pretrain": {"epochs": 5, "milestones": [5]}}, "pretrain.milestones[0] = 5",
+     "before the last"),
+    ({"pretrain": {"binary_aux": {"weight": 1.5}}}, "pretrain.binary_aux.weight = 1.5",
+     "<= 1.0"),
+    ({"features": {"source_model": "resnet18"}}, "features.source_model = 'resnet18'",
+     "torchvision:"),
+    ({"features": {"source_model": "torchvision:resnet18"}}, "features.weights = None",
+     "local weights file"),
+    ({"heads": {"transform": "pca"}}, "heads.transform = 'pca'", "l2, power"),
+    ({"heads": {"low_shot": {"shots": [0]}}}, "heads.low_shot.shots[0] = 0", ">= 1"),
     ({"source": "C"}, "source = 'C'", "one of A, B"),
     ({"freeze": 6}, "freeze = 6", "from 0 to 5"),
     ({"freeze": -1}, "freeze = -1", "from 0 to 5"),
-    ({"freeze": "3"}, "freeze = '3'", "an integer"),
+    ({"freeze": "3"}, "freeze = '3'", "a layer count or a layer name"),
     ({"freeze": 2.5}, "freeze = 2.5", "an integer"),
     ({"finetune": "yes"}, "finetune = 'yes'", "true or false"),
     ({"subsample": -2}, "subsample = -2", ">= 0"),
@@ -74,6 +97,17 @@ def test_subsample_above_the_smallest_class_is_refused():
     with pytest.raises(ParamsError, match=r"subsample = 130 .* at most 120"):
         check_subsample("subsample", 130, 120)
     check_subsample("subsample", 120, 120)
+
+
+def test_freeze_accepts_a_layer_name_as_up_to_and_including_it(tiny_raw):
+    assert parse_params({**tiny_raw, "freeze": "conv3"}).freeze == 3
+    assert parse_params({**tiny_raw, "freeze": "fc5"}).freeze == 5
+
+
+def test_model_sections_keep_every_arch_and_fill_defaults(tiny_raw):
+    p = parse_params(tiny_raw)
+    assert p.model_kwargs == {"width": 4, "hidden": 16}
+    assert set(p.model) == set(__import__("transferlab.models").models.ARCHITECTURES)
 
 
 def test_treatment_follows_the_top_level_keys(tiny_raw):

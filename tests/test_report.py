@@ -14,12 +14,24 @@ def test_mean_and_sample_std_over_seeds():
 
 
 def test_aggregate_groups_by_size_treatment_and_layer():
-    variants = [{"subsample": 5, "treatment": "AnB", "n": 2, "test_accuracy": a}
-                for a in (0.6, 0.8)]
-    variants.append({"subsample": 5, "treatment": "base", "n": 0, "test_accuracy": 0.5})
+    variants = [{"subsample": 5, "treatment": "AnB", "n": 2, "seed": s, "test_accuracy": a}
+                for s, a in ((0, 0.6), (1, 0.8))]
+    variants.append({"subsample": 5, "treatment": "base", "n": 0, "seed": 0,
+                     "test_accuracy": 0.5})
     table = aggregate_sweep(variants)
     assert table[5]["AnB"][2]["mean"] == pytest.approx(0.7)
     assert table[5]["base"][0]["seeds"] == 1
+
+
+def test_swapped_directions_are_averaged_per_seed_before_the_spread():
+    variants = [{"subsample": 5, "treatment": "AnB", "n": 2, "seed": s, "direction": d,
+                 "test_score": a}
+                for s, d, a in ((0, "AB", 0.6), (0, "BA", 0.8), (1, "AB", 0.7), (1, "BA", 0.9))]
+    stats = aggregate_sweep(variants)[5]["AnB"][2]
+    assert stats["seeds"] == 2
+    assert stats["mean"] == pytest.approx(0.75)
+    # Per-seed averages 0.7 and 0.8: sd over seeds, not over the four runs.
+    assert stats["std"] == pytest.approx(0.0707107, abs=1e-6)
 
 
 def _write_results(root, seeds, layers=(1, 3), sizes=(1, 3)):
@@ -31,6 +43,7 @@ def _write_results(root, seeds, layers=(1, 3), sizes=(1, 3)):
     heads = {lay: {h: {"test_accuracy": 0.5} for h in ("svm", "logreg", "random_forest")}
              for lay in ("conv1", "fc5")}
     (root / "heads.json").write_text(json.dumps(heads))
+    (root / "binary_aux.json").write_text(json.dumps({"enabled": False}))
     (root / "sweep").mkdir()
     for seed in seeds:
         variants = [{"treatment": "base", "n": 0, "subsample": k, "seed": seed,
@@ -49,11 +62,11 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params):
     assert summary["sweep"]["k3"]["base"] == {"mean": 0.5, "std": 0.0, "seeds": 1}
     assert summary["sweep"]["k1"]["AnB"]["n3"]["mean"] == pytest.approx(0.63)
     rows = (tmp_path / "plots/transferability.csv").read_text().splitlines()
-    assert rows[0] == "n,base,AnB,AnB+,BnB,BnB+"
+    assert rows[0] == "n,base,AnB,AnB+,BnB,BnB+,AnB-2fc"
     assert rows[1].startswith("0,0.5,") and rows[2].startswith("1,0.5,0.61")
     assert json.loads((tmp_path / "m/s.json").read_text()) == summary
-    assert (tmp_path / "m/s.md").read_text().startswith("| source model")
-    for name in ("transferability", "size_curve", "heads"):
+    assert (tmp_path / "m/s.md").read_text().startswith("| pretrained model | test accuracy")
+    for name in ("transferability", "size_curve", "heads", "iterations"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
 
 
@@ -65,3 +78,28 @@ def test_report_fails_clearly_on_a_missing_result(tmp_path, tiny_params):
         build_report(tiny_params, results=results, summary_out=tmp_path / "s.json",
                      plots_dir=tmp_path / "plots")
     assert not (tmp_path / "s.json").exists()
+
+
+def test_report_shows_map_and_the_paired_binary_head_comparison(tmp_path, tiny_params):
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0])
+    (results / "transfer.json").write_text(json.dumps(
+        {"metric": "map", "test_score": 0.42, "test_map": 0.42, "n": 3, "subsample": 3,
+         "seed": 0}))
+    (results / "pretrain" / "A.json").write_text(json.dumps(
+        {"metric": "accuracy", "test_score": 0.9, "test_accuracy": 0.9,
+         "test_iteration_accuracy": [0.7, 0.8, 0.85, 0.9]}))
+    pairs = [{"seed": s, "plain": {"target_score": p}, "binary": {"target_score": b}}
+             for s, p, b in ((0, 0.5, 0.6), (1, 0.7, 0.6))]
+    (results / "binary_aux.json").write_text(json.dumps({
+        "enabled": True, "treatment": "AnB", "n": 3, "subsample": 3, "heads": 1,
+        "weight": 0.4, "pairs": pairs, "mean_difference": 0.0, "sd_difference": 0.1414,
+        "binary_better": 1, "seeds": 2}))
+    summary = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                           plots_dir=tmp_path / "plots")
+    assert summary["metric"] == "map" and summary["transfer"]["test_map"] == 0.42
+    assert summary["binary_aux"]["pairs"][1] == {"seed": 1, "plain": 0.7, "binary": 0.6}
+    text = (tmp_path / "m/s.md").read_text()
+    assert "test mAP 0.420" in text and "| 1 | 0.700 | 0.600 | -0.100 |" in text
+    rows = (tmp_path / "plots/iterations.csv").read_text().splitlines()
+    assert rows[0] == "iteration,A,B" and rows[4].startswith("4,0.9,")

@@ -55,9 +55,26 @@ def test_a_different_seed_gives_a_different_run(tiny_params, digits_tasks):
 def test_grid_runs_base_once_per_size_and_the_rest_per_layer(tiny_params):
     variants = runs.grid(tiny_params, seed=4)
     keys = {v.key for v in variants}
-    # 2 sizes x (base + 4 treatments x 2 layers)
-    assert len(variants) == len(keys) == 2 * (1 + 4 * 2)
+    # 2 sizes x (base + 4 treatments x 2 layers + AnB-2fc at the deepest layer only)
+    assert len(variants) == len(keys) == 2 * (1 + 4 * 2 + 1)
     assert "base/n0/k1/s4" in keys and "AnB+/n3/k3/s4" in keys and "BnB/n1/k1/s4" in keys
+    assert "AnB-2fc/n3/k1/s4" in keys and "AnB-2fc/n1/k1/s4" not in keys
+
+
+def test_the_two_fc_treatment_freezes_copied_layers_and_trains_a_deeper_head(
+        tiny_params, digits_tasks):
+    import torch
+
+    from transferlab.experiment import Variant, new_model, run_variant
+
+    _, target, _ = digits_tasks
+    source = new_model(tiny_params, target, 0, torch.device("cpu"))
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    result = run_variant(tiny_params, target, {"A": source, "B": source},
+                         Variant("AnB-2fc", 5, 3, 0), device=torch.device("cpu"))
+    assert result["copied_layers"] == ["conv1", "conv2", "conv3", "conv4", "fc5"]
+    assert 0 <= result["test_accuracy"] <= 1
+    assert all(torch.equal(before[k], v) for k, v in source.state_dict().items())
 
 
 def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits_tasks,

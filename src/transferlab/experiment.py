@@ -11,8 +11,17 @@ from transferlab.data.prepared import TaskData
 from transferlab.models import build_model
 from transferlab.models.base import TransferableNet
 from transferlab.params import Params
-from transferlab.train import Batches, evaluate, fit, pick_device, seed_everything, to_tensor
+from transferlab.train import (
+    Batches,
+    evaluate,
+    fit,
+    pick_device,
+    score_of,
+    seed_everything,
+    task_tensors,
+)
 from transferlab.transfer import apply_treatment
+from transferlab.treatments import TREATMENTS
 
 
 @dataclass(frozen=True)
@@ -47,8 +56,8 @@ def load_model(path: str | Path, params: Params, in_shape, num_classes: int,
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run its pretrain stage first")
     state = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(params.arch, in_shape, num_classes, width=params.model.width,
-                        hidden=params.model.hidden)
+    model = build_model(params.arch, input_shape(params, in_shape), num_classes,
+                        **params.model_kwargs)
     # The head of a source model has the source's class count; only layers transfer.
     layer_state = {k: v for k, v in state["state_dict"].items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(layer_state, strict=False)
@@ -58,10 +67,31 @@ def load_model(path: str | Path, params: Params, in_shape, num_classes: int,
     return model.to(device)
 
 
+def input_shape(params: Params, image_shape) -> tuple[int, int, int]:
+    """What the network sees: the stored images, or their `data.crop` crops."""
+    c, h, w = image_shape
+    return (c, params.data.crop, params.data.crop) if params.data.crop else (c, h, w)
+
+
+def train_transform(params: Params):
+    """Random crop (data.crop, after data.pad) and mirror (data.flip) of each training
+    batch, or None."""
+    if not params.data.crop and not params.data.flip:
+        return None
+    from transferlab.augment import random_crop_flip
+
+    crop, flip, pad = params.data.crop, params.data.flip, params.data.pad
+
+    def transform(x, generator):
+        return random_crop_flip(x, crop or x.shape[-1], generator, flip=flip, pad=pad)
+
+    return transform
+
+
 def new_model(params: Params, task: TaskData, seed: int, device) -> TransferableNet:
     seed_everything(seed)
-    model = build_model(params.arch, task.image_shape, task.num_classes,
-                        width=params.model.width, hidden=params.model.hidden)
+    model = build_model(params.arch, input_shape(params, task.image_shape), task.num_classes,
+                        **params.model_kwargs)
     return model.to(device)
 
 
@@ -71,23 +101,41 @@ def run_variant(params: Params, target: TaskData, sources: dict[str, Transferabl
     device = device or pick_device()
     task = target.subsampled(variant.subsample, variant.seed)
     model = new_model(params, task, variant.seed, device)
+    extra_fc = TREATMENTS[variant.treatment].new_fc
+    if extra_fc:
+        model.head = fc_head(model.embed_dim, task.num_classes, extra_fc).to(device)
     cfg = params.transfer
     plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, cfg.lr_mult)
-    x_train = to_tensor(task.x_train, task.pixel_max, device)
-    y_train = torch.from_numpy(task.y_train).to(device)
-    x_test = to_tensor(task.x_test, task.pixel_max, device)
-    y_test = torch.from_numpy(task.y_test).to(device)
-    batches = Batches(x_train, y_train, cfg.batch_size, variant.seed)
+    t = task_tensors(task, device, params.data.crop)
+    test = (t["x_test"], t["y_test"], t["ignore_test"])
+    batches = Batches(t["x_train"], t["y_train"], cfg.batch_size, variant.seed, t["ignore_train"])
     # A tiny target makes every step an epoch; log about 30 points of the curve.
     log_every = max(1, cfg.steps // batches.steps_per_epoch // 30)
     history = fit(model, batches, cfg, param_groups=plan.param_groups, frozen=plan.frozen,
-                  steps=cfg.steps, test=(x_test, y_test) if live is not None else None,
-                  live=live, progress=progress, desc=variant.key, log_every=log_every)
-    result = evaluate(model, x_test, y_test)
+                  steps=cfg.steps, test=test if live is not None else None,
+                  live=live, progress=progress, desc=variant.key, log_every=log_every,
+                  objective=make_objective(task.multilabel, cfg.gamma),
+                  transform=train_transform(params))
+    result = evaluate(model, *test)
     return {
         "treatment": variant.treatment, "n": variant.n, "subsample": variant.subsample,
         "seed": variant.seed, "copied_layers": plan.copied,
         "train_images": int(len(task.y_train)), "test_images": int(len(task.y_test)),
-        "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+        "metric": "map" if task.multilabel else "accuracy", "test_score": score_of(result),
+        **{f"test_{k}": v for k, v in result.items()},
         "final_train_loss": history[-1]["train_loss"],
     }
+
+
+def fc_head(width: int, num_classes: int, hidden_layers: int) -> torch.nn.Module:
+    """`hidden_layers` FC-ReLU layers of `width` units, then the output layer."""
+    parts: list[torch.nn.Module] = []
+    for _ in range(hidden_layers):
+        parts += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    return torch.nn.Sequential(*parts, torch.nn.Linear(width, num_classes))
+
+
+def make_objective(multilabel: bool, gamma: float, binary_aux=None):
+    from transferlab.losses import Objective
+
+    return Objective(multilabel=multilabel, gamma=gamma, binary_aux=binary_aux)

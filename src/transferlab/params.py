@@ -17,10 +17,11 @@ import yaml
 from transferlab.models import ARCHITECTURES, layer_names_of
 from transferlab.treatments import TREATMENTS, treatment_name
 
-DATASETS = ("digits",)
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "imagefolder")
 SOURCES = ("A", "B")
-SPLITS = ("fixed", "random")
+SPLITS = ("fixed", "random", "file")
 OPTIMIZERS = ("adam", "sgd")
+NORMALISE = ("half", "source")
 
 
 class ParamsError(ValueError):
@@ -122,15 +123,31 @@ def _check_int(key: str, value: Any, lo: int | None, hi: int | None, why: str = 
 @dataclass(frozen=True)
 class DataParams:
     split: str
-    source_classes: tuple[int, ...]
-    target_classes: tuple[int, ...]
+    source_classes: tuple[int, ...] | str  # class indices, or "all"
+    target_classes: tuple[int, ...] | str
     test_fraction: float
+    classes_file: str | None = None  # split: file
+    source_dataset: str | None = None  # None: the top-level `dataset`
+    target_dataset: str | None = None
+    root: str = "data/raw"
+    mirror: str | None = None
+    manifest: str | None = None
+    path: str | None = None  # imagefolder
+    image_size: int | None = None
+    normalise: str = "half"
+    crop: int = 0  # random crop at train time, centre crop at test (0 = none)
+    flip: bool = False
+    pad: int = 0  # zero padding before the random crop (seed 001: 4 pixels, crop 32)
+
+    def dataset_of(self, task: str, dataset: str) -> str:
+        chosen = self.source_dataset if task == "source" else self.target_dataset
+        return chosen or dataset
 
 
 @dataclass(frozen=True)
-class ModelParams:
-    width: int
-    hidden: int
+class BinaryAuxParams:
+    heads: int  # 0 = off
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,10 @@ class TrainParams:
     epochs: int = 0
     steps: int = 0
     lr_mult: float = 1.0
+    milestones: tuple[int, ...] = ()  # epochs (pretrain) / steps (transfer): lr *= lr_decay
+    lr_decay: float = 0.1
+    gamma: float = 1.0  # weight gamma^i of iteration i's loss (feedback networks)
+    binary_aux: BinaryAuxParams = BinaryAuxParams(0, 0.4)
 
 
 @dataclass(frozen=True)
@@ -154,12 +175,18 @@ class SweepParams:
     subsample: tuple[int, ...]
     seeds: tuple[int, ...]
     reuse_variants: bool
+    swap: bool = False
 
 
 @dataclass(frozen=True)
 class FeatureParams:
     layers: tuple[str, ...]
     batch_size: int
+    augment_copies: int = 0  # extra training features per image from random crops (CNNaug)
+    augment_flip: bool = False
+    source_model: str | None = None  # "torchvision:<name>": features of that model instead of A
+    weights: str | None = None  # its local weights file
+    input_size: int = 224
 
 
 @dataclass(frozen=True)
@@ -168,6 +195,18 @@ class HeadParams:
     svm_C: tuple[float, ...]
     logreg_C: tuple[float, ...]
     forest_trees: int
+    transform: str = "l2"  # l2 | power
+    power: float = 0.5
+    shots: tuple[int, ...] = (1, 2, 4, 8)  # low-shot protocol: images per class
+    draws: int = 3  # random draws per low-shot size
+
+
+@dataclass(frozen=True)
+class DiagnosticsParams:
+    settings: tuple[tuple[str, Any], ...]  # DIAGNOSTICS_DEFAULTS keys, validated
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
 
 
 @dataclass(frozen=True)
@@ -186,17 +225,23 @@ class Params:
     subsample: int
     seed: int
     data: DataParams
-    model: ModelParams
+    model: dict[str, dict[str, Any]]
     pretrain: TrainParams
     transfer: TrainParams
     sweep: SweepParams
     features: FeatureParams
     heads: HeadParams
     report: ReportParams
+    diagnostics: DiagnosticsParams
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Builder arguments of the chosen arch (its `model.<arch>` section)."""
+        return dict(self.model[self.arch])
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        return layer_names_of(self.arch)
+        return layer_names_of(self.arch, self.model_kwargs)
 
     @property
     def treatment(self) -> str:
@@ -220,14 +265,49 @@ def _float_list(sec: _Section, name: str, default: list) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _optional_str(sec: _Section, name: str) -> str | None:
+    value = sec.get(name, None)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _fail(sec.key(name), value, "null or a non-empty string")
+    return value
+
+
+def _classes(sec: _Section, name: str, default) -> tuple[int, ...] | str:
+    value = sec.get(name, default)
+    if value == "all":
+        return "all"
+    if not isinstance(value, list):
+        raise _fail(sec.key(name), value, '"all" or a non-empty list of class indices')
+    sec.seen.discard(name)  # re-read through the list checker
+    return _int_list(sec, name, default, 0)
+
+
 def _train_params(sec: _Section, *, epochs: bool, defaults: dict) -> TrainParams:
     kwargs: dict[str, Any] = {}
     if epochs:
         kwargs["epochs"] = sec.integer("epochs", defaults["epochs"], 1)
+        aux = sec.section("binary_aux")
+        kwargs["binary_aux"] = BinaryAuxParams(
+            aux.integer("heads", 0, 0, 16, "0 = no binary auxiliary head"),
+            aux.number("weight", 0.4, lo=0.0, lo_open=True, hi=1.0))
+        aux.done()
     else:
         kwargs["steps"] = sec.integer("steps", defaults["steps"], 1)
         kwargs["lr_mult"] = sec.number("lr_mult", defaults.get("lr_mult", 0.1), lo=0.0,
                                        lo_open=True, hi=1.0)
+    unit = "epochs" if epochs else "steps"
+    length = kwargs["epochs"] if epochs else kwargs["steps"]
+    milestones = sec.get("milestones", [])
+    if not isinstance(milestones, list):
+        raise _fail(sec.key("milestones"), milestones, f"a list of {unit} (may be empty)")
+    for i, m in enumerate(milestones):
+        _check_int(f"{sec.key('milestones')}[{i}]", m, 1, max(length - 1, 1),
+                   f"{unit} after which the rate drops, before the last")
+    if list(milestones) != sorted(set(milestones)):
+        raise _fail(sec.key("milestones"), milestones, f"increasing {unit}")
+    kwargs["milestones"] = tuple(milestones)
+    kwargs["lr_decay"] = sec.number("lr_decay", 0.1, lo=0.0, lo_open=True, hi=1.0)
+    kwargs["gamma"] = sec.number("gamma", 1.2, lo=0.0, lo_open=True)
     kwargs["batch_size"] = sec.integer("batch_size", defaults["batch_size"], 1)
     kwargs["optimizer"] = sec.choice("optimizer", "adam", OPTIMIZERS)
     kwargs["lr"] = sec.number("lr", defaults["lr"], lo=0.0, lo_open=True)
@@ -237,34 +317,175 @@ def _train_params(sec: _Section, *, epochs: bool, defaults: dict) -> TrainParams
     return TrainParams(**kwargs)
 
 
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _model_params(m: _Section) -> dict[str, dict[str, Any]]:
+    """`model.<arch>` sections: every arch's builder arguments, defaults filled in."""
+    out = {}
+    for arch, spec in ARCHITECTURES.items():
+        sub = m.section(arch)
+        kwargs = {}
+        for name, default in spec.defaults.items():
+            value = sub.get(name, default)
+            if not _same_kind(value, default):
+                raise _fail(sub.key(name), value, f"a {type(default).__name__} like {default!r}")
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise _fail(sub.key(name), value, "a value >= 0")
+            kwargs[name] = float(value) if isinstance(default, float) else value
+        sub.done()
+        out[arch] = kwargs
+    m.done()
+    return out
+
+
+def _freeze(top: _Section, names: tuple[str, ...], arch: str) -> int:
+    """`freeze` as a count of layers, or a layer name meaning "up to and including it"."""
+    value = top.get("freeze", 3)
+    if isinstance(value, str):
+        if value not in names:
+            shown = ", ".join(names if len(names) <= 12 else names[:6] + ("...",) + names[-3:])
+            raise _fail("freeze", value, f"a layer count or a layer name of arch {arch!r}: "
+                        + shown)
+        return names.index(value) + 1
+    return _check_int("freeze", value, 0, len(names),
+                      f"0 = from scratch, up to the {len(names)} layers of arch {arch!r}")
+
+
+HEAD_TRANSFORMS = ("l2", "power")
+# Seed 002's probes; sized so the default run's diagnostics take seconds on a CPU.
+DIAGNOSTICS_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+}
+
+
+def _feature_params(f: _Section, names: tuple[str, ...], arch: str) -> FeatureParams:
+    source_model = _optional_str(f, "source_model")
+    if source_model is not None and not source_model.startswith("torchvision:"):
+        raise _fail("features.source_model", source_model,
+                    'null (model A) or "torchvision:<model name>", e.g. torchvision:resnet18')
+    weights = _optional_str(f, "weights")
+    if source_model is not None and weights is None:
+        raise _fail("features.weights", None, f"the path of a local weights file for "
+                    f"{source_model} (weights cannot be downloaded at run time)")
+    layers = f.non_empty_list("layers", list(names))
+    for i, name in enumerate(layers):
+        if not isinstance(name, str):
+            raise _fail(f"features.layers[{i}]", name, "a layer name")
+        # A torchvision model's node names are checked when it is built (needs torch).
+        if source_model is None and name not in names:
+            raise _fail(f"features.layers[{i}]", name,
+                        f"a layer of arch {arch!r}: " + ", ".join(names))
+    aug = f.section("augment")
+    copies = aug.integer("copies", 0, 0, 64, "extra training features per image; 0 = off")
+    flip = aug.boolean("flip", False)
+    aug.done()
+    out = FeatureParams(tuple(layers), f.integer("batch_size", 256, 1), copies, flip,
+                        source_model, weights, f.integer("input_size", 224, 16, 1024))
+    f.done()
+    return out
+
+
+def _head_params(h: _Section) -> HeadParams:
+    cv_folds = h.integer("cv_folds", 5, 2)
+    transform = h.choice("transform", "l2", HEAD_TRANSFORMS)
+    power = h.number("power", 0.5, lo=0.0, lo_open=True, hi=1.0)
+    svm = h.section("svm")
+    svm_c = _float_list(svm, "C", [0.01, 0.1, 1, 10, 100])
+    svm.done()
+    lr = h.section("logreg")
+    logreg_c = _float_list(lr, "C", [0.01, 0.1, 1, 10, 100])
+    lr.done()
+    rf = h.section("random_forest")
+    trees = rf.integer("n_estimators", 128, 1)
+    rf.done()
+    low = h.section("low_shot")
+    shots = _int_list(low, "shots", [1, 2, 4, 8], 1)
+    draws = low.integer("draws", 3, 1)
+    low.done()
+    h.done()
+    return HeadParams(cv_folds, svm_c, logreg_c, trees, transform, power, shots, draws)
+
+
+def _diagnostics_params(sec: _Section) -> DiagnosticsParams:
+    values = []
+    for name, default in DIAGNOSTICS_DEFAULTS.items():
+        value = sec.get(name, default)
+        if not _same_kind(value, default) or (
+                isinstance(value, int | float) and not isinstance(value, bool) and value < 0):
+            raise _fail(sec.key(name), value, f"a {type(default).__name__} >= 0 like {default!r}")
+        values.append((name, float(value) if isinstance(default, float) else value))
+    sec.done()
+    return DiagnosticsParams(tuple(values))
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from params.yaml)."""
     top = _Section(raw, "")
     dataset = top.choice("dataset", "digits", DATASETS)
     arch = top.choice("arch", "convnet", tuple(ARCHITECTURES))
-    n_layers = len(layer_names_of(arch))
+    model = _model_params(top.section("model"))
+    names = layer_names_of(arch, model[arch])
+    n_layers = len(names)
     source = top.choice("source", "A", SOURCES)
-    freeze = top.integer("freeze", 3, 0, n_layers,
-                         f"0 = from scratch, up to the {n_layers} layers of arch {arch!r}")
+    freeze = _freeze(top, names, arch)
     finetune = top.boolean("finetune", False)
     subsample = top.integer("subsample", 5, 0, None, "0 = all")
     seed = top.integer("seed", 0, 0, 2**31 - 1)
 
     d = top.section("data")
     split = d.choice("split", "fixed", SPLITS)
-    src_cls = _int_list(d, "source_classes", [0, 1, 2, 3, 4], 0)
-    tgt_cls = _int_list(d, "target_classes", [5, 6, 7, 8, 9], 0)
-    if split == "fixed" and set(src_cls) & set(tgt_cls):
-        both = sorted(set(src_cls) & set(tgt_cls))
-        raise _fail("data.target_classes", list(tgt_cls),
-                    f"classes disjoint from data.source_classes (both contain {both})")
+    src_cls = _classes(d, "source_classes", [0, 1, 2, 3, 4])
+    tgt_cls = _classes(d, "target_classes", [5, 6, 7, 8, 9])
+    classes_file = _optional_str(d, "classes_file")
+    if split == "file" and classes_file is None:
+        raise _fail("data.classes_file", None, "a YAML file with `source:` and `target:` class "
+                    "lists when data.split is file")
+    source_dataset = d.get("source_dataset", None)
+    target_dataset = d.get("target_dataset", None)
+    for key, value in (("source_dataset", source_dataset), ("target_dataset", target_dataset)):
+        if value is not None and value not in DATASETS:
+            raise _fail(f"data.{key}", value, "null (= dataset) or one of " + ", ".join(DATASETS))
+    cross = (source_dataset or dataset) != (target_dataset or dataset)
+    if cross and split == "random":
+        raise _fail("data.split", split, "fixed or file when source and target datasets differ "
+                    "(random halves split one dataset)")
+    if split == "fixed" and not cross:
+        if "all" in (src_cls, tgt_cls):
+            raise _fail("data.source_classes" if src_cls == "all" else "data.target_classes",
+                        "all", "a list of classes when source and target share one dataset")
+        if set(src_cls) & set(tgt_cls):
+            both = sorted(set(src_cls) & set(tgt_cls))
+            raise _fail("data.target_classes", list(tgt_cls),
+                        f"classes disjoint from data.source_classes (both contain {both})")
     test_fraction = d.number("test_fraction", 0.3, lo=0.0, lo_open=True, hi=0.9)
+    root = d.get("root", "data/raw")
+    if not isinstance(root, str) or not root:
+        raise _fail("data.root", root, "a directory path")
+    mirror = _optional_str(d, "mirror")
+    manifest = _optional_str(d, "manifest")
+    path = _optional_str(d, "path")
+    if "imagefolder" in (dataset, source_dataset, target_dataset) and path is None:
+        raise _fail("data.path", None, "a directory with one sub-folder per class "
+                    "(dataset imagefolder)")
+    image_size = d.get("image_size", None)
+    if image_size is not None:
+        _check_int("data.image_size", image_size, 4, 1024)
+    normalise = d.choice("normalise", "half", NORMALISE)
+    crop = d.integer("crop", 0, 0, None, "0 = no cropping")
+    flip = d.boolean("flip", False)
+    pad = d.integer("pad", 0, 0, 64, "pixels of zero padding before the random crop")
+    if pad and not crop:
+        raise _fail("data.pad", pad, "0 unless data.crop is set (padding feeds the random crop)")
     d.done()
-    data = DataParams(split, src_cls, tgt_cls, test_fraction)
-
-    m = top.section("model")
-    model = ModelParams(m.integer("width", 32, 1), m.integer("hidden", 128, 1))
-    m.done()
+    data = DataParams(split, src_cls, tgt_cls, test_fraction, classes_file, source_dataset,
+                      target_dataset, root, mirror, manifest, path, image_size, normalise, crop,
+                      flip, pad)
 
     pretrain = _train_params(top.section("pretrain"), epochs=True,
                              defaults={"epochs": 30, "batch_size": 64, "lr": 1e-3})
@@ -283,32 +504,13 @@ def parse_params(raw: Any) -> Params:
         subsample=_int_list(s, "subsample", [1, 5, 20], 0, None, "0 = all"),
         seeds=_int_list(s, "seeds", [0, 1, 2], 0, 2**31 - 1),
         reuse_variants=s.boolean("reuse_variants", True),
+        swap=s.boolean("swap", False),
     )
     s.done()
 
-    f = top.section("features")
-    names = layer_names_of(arch)
-    layers = f.non_empty_list("layers", list(names))
-    for i, name in enumerate(layers):
-        if name not in names:
-            raise _fail(f"features.layers[{i}]", name,
-                        f"a layer of arch {arch!r}: " + ", ".join(names))
-    features = FeatureParams(tuple(layers), f.integer("batch_size", 256, 1))
-    f.done()
-
-    h = top.section("heads")
-    cv_folds = h.integer("cv_folds", 5, 2)
-    svm = h.section("svm")
-    svm_c = _float_list(svm, "C", [0.01, 0.1, 1, 10, 100])
-    svm.done()
-    lr = h.section("logreg")
-    logreg_c = _float_list(lr, "C", [0.01, 0.1, 1, 10, 100])
-    lr.done()
-    rf = h.section("random_forest")
-    trees = rf.integer("n_estimators", 128, 1)
-    rf.done()
-    h.done()
-    heads = HeadParams(cv_folds, svm_c, logreg_c, trees)
+    features = _feature_params(top.section("features"), names, arch)
+    heads = _head_params(top.section("heads"))
+    diagnostics = _diagnostics_params(top.section("diagnostics"))
 
     r = top.section("report")
     report = ReportParams(r.integer("layer", 3, 1, n_layers,
@@ -323,7 +525,7 @@ def parse_params(raw: Any) -> Params:
                     + ", ".join(map(str, sweep.subsample)))
     top.done()
     return Params(dataset, arch, source, freeze, finetune, subsample, seed, data, model,
-                  pretrain, transfer, sweep, features, heads, report)
+                  pretrain, transfer, sweep, features, heads, report, diagnostics)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

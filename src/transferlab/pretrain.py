@@ -5,14 +5,45 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from transferlab.data.prepared import TaskData
-from transferlab.experiment import new_model, save_model
+from transferlab.experiment import make_objective, new_model, save_model, train_transform
 from transferlab.io import write_json_atomic
 from transferlab.params import Params
 from transferlab.stage import compute
-from transferlab.train import Batches, evaluate, fit, pick_device, to_tensor
+from transferlab.train import Batches, evaluate, fit, pick_device, score_of, task_tensors
+
+
+def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
+                  live=None, checkpoint: Path | None = None, progress: bool = True,
+                  desc: str = "pretrain"):
+    """A fresh network trained on all of `task`'s training part: (model, metrics)."""
+    device = pick_device()
+    model = new_model(params, task, seed, device)
+    t = task_tensors(task, device, params.data.crop)
+    test = (t["x_test"], t["y_test"], t["ignore_test"])
+    cfg = params.pretrain
+    aux = None
+    if aux_heads and not task.multilabel:
+        from transferlab.losses import BinaryAux
+
+        aux = BinaryAux(task.num_classes, aux_heads, model.embed_dim, cfg.binary_aux.weight,
+                        seed)
+    objective = make_objective(task.multilabel, cfg.gamma, aux)
+    with compute():
+        history = fit(model, Batches(t["x_train"], t["y_train"], cfg.batch_size, seed,
+                                     t["ignore_train"]),
+                      cfg, epochs=cfg.epochs, test=test, live=live, checkpoint=checkpoint,
+                      progress=progress, desc=desc, objective=objective,
+                      transform=train_transform(params))
+        result = evaluate(model, *test)
+    metrics = {"metric": "map" if task.multilabel else "accuracy",
+               "test_score": score_of(result),
+               **{f"test_{k}": v for k, v in result.items()},
+               "train_accuracy": history[-1]["train_accuracy"], "epochs": len(history),
+               "classes": task.classes, "train_images": int(len(task.y_train)),
+               "test_images": int(len(task.y_test)),
+               "binary_aux_heads": aux_heads if aux is not None else 0}
+    return model, metrics
 
 
 def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
@@ -21,16 +52,10 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
     """Train on all training images of the source (A) or target (B) classes.
 
     B uses the whole target training part, as Yosinski et al.'s selffer
-    networks do; the target test part is never used for training.
+    networks do; the target test part is never used for training. Binary
+    auxiliary heads (seed 001), when set, train with the source network A only.
     """
     task = TaskData.load(prepared / ("source.npz" if source == "A" else "target.npz"))
-    device = pick_device()
-    model = new_model(params, task, params.seed, device)
-    x = to_tensor(task.x_train, task.pixel_max, device)
-    y = torch.from_numpy(task.y_train).to(device)
-    x_test = to_tensor(task.x_test, task.pixel_max, device)
-    y_test = torch.from_numpy(task.y_test).to(device)
-
     live = None
     if live_dir is not None:
         from dvclive import Live
@@ -38,24 +63,66 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
         shutil.rmtree(live_dir, ignore_errors=True)
         live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     try:
-        with compute():
-            history = fit(model, Batches(x, y, params.pretrain.batch_size, params.seed),
-                          params.pretrain, epochs=params.pretrain.epochs, test=(x_test, y_test),
-                          live=live, checkpoint=checkpoint, progress=progress,
-                          desc=f"pretrain {source}")
-            test = evaluate(model, x_test, y_test)
+        model, metrics = train_network(
+            params, task, seed=params.seed,
+            aux_heads=params.pretrain.binary_aux.heads if source == "A" else 0, live=live,
+            checkpoint=checkpoint, progress=progress, desc=f"pretrain {source}")
     finally:
         if live is not None:
             live.end()
     meta = {"arch": params.arch, "source": source, "classes": task.classes,
             "in_shape": list(task.image_shape)}
     save_model(model, model_out, meta)
-    metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-               "train_accuracy": history[-1]["train_accuracy"], "epochs": len(history),
-               "classes": task.classes, "train_images": int(len(y)),
-               "test_images": int(len(y_test))}
     write_json_atomic(metrics_out, metrics)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
-    print(f"pretrain {source}: classes {task.classes}, test accuracy {test['accuracy']:.4f}")
+    print(f"pretrain {source}: {task.num_classes} classes, test {metrics['metric']} "
+          f"{metrics['test_score']:.4f}")
     return metrics
+
+
+def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
+                       progress: bool = True) -> dict:
+    """Seed 001's paired comparison: for each seed of the sweep, source networks trained
+    with and without the binary auxiliary heads (same split, same initialisation, same
+    batches), each transferred to the target as the top-level params say."""
+    from transferlab.experiment import Variant, run_variant
+    from transferlab.treatments import treatment_name
+
+    heads = params.pretrain.binary_aux.heads
+    if heads == 0:
+        payload = {"enabled": False}
+        write_json_atomic(out, payload)
+        print("binary_aux: pretrain.binary_aux.heads is 0; no comparison to run")
+        return payload
+    if params.freeze == 0:
+        raise ValueError("params: freeze = 0 is not allowed with pretrain.binary_aux.heads > 0; "
+                         "expected at least one copied layer for the comparison to mean anything")
+    source = TaskData.load(prepared / "source.npz")
+    target = TaskData.load(prepared / "target.npz")
+    treatment = treatment_name("A", params.freeze, params.finetune)
+    pairs = []
+    for seed in params.sweep.seeds:
+        row = {"seed": seed}
+        for name, aux in (("plain", 0), ("binary", heads)):
+            model, metrics = train_network(params, source, seed=seed, aux_heads=aux,
+                                           progress=progress, desc=f"{name} A seed {seed}")
+            with compute():
+                result = run_variant(params, target, {"A": model}, Variant(
+                    treatment, params.freeze, params.subsample, seed))
+            row[name] = {"source_score": metrics["test_score"],
+                         "target_score": result["test_score"]}
+        row["difference"] = row["binary"]["target_score"] - row["plain"]["target_score"]
+        pairs.append(row)
+        print(f"binary_aux seed {seed}: plain {row['plain']['target_score']:.4f}, "
+              f"binary {row['binary']['target_score']:.4f}")
+    diffs = [r["difference"] for r in pairs]
+    mean = sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 \
+        else 0.0
+    payload = {"enabled": True, "heads": heads, "weight": params.pretrain.binary_aux.weight,
+               "treatment": treatment, "n": params.freeze, "subsample": params.subsample,
+               "pairs": pairs, "mean_difference": mean, "sd_difference": sd,
+               "binary_better": sum(d > 0 for d in diffs), "seeds": len(diffs)}
+    write_json_atomic(out, payload)
+    return payload

@@ -13,8 +13,9 @@ from transferlab.params import Params
 from transferlab.treatments import TREATMENTS
 
 TRANSFER_TREATMENTS = [name for name, t in TREATMENTS.items() if t.copies_layers]
+METRIC_LABEL = {"accuracy": "accuracy", "map": "mAP"}
 COLOURS = {"base": "black", "AnB": "tab:blue", "AnB+": "tab:cyan", "BnB": "tab:red",
-           "BnB+": "tab:orange"}
+           "BnB+": "tab:orange", "AnB-2fc": "tab:purple"}
 
 
 def _read_json(path: Path):
@@ -31,11 +32,23 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "seeds": n}
 
 
+def score(result: dict) -> float:
+    """Accuracy, or mAP for a multi-label target."""
+    return result["test_score"] if "test_score" in result else result["test_accuracy"]
+
+
 def aggregate_sweep(variants: list[dict]) -> dict:
-    """{subsample: {treatment: {n: {mean, std, seeds}}}}; base sits at n = 0."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    """{subsample: {treatment: {n: {mean, std, seeds}}}}; base sits at n = 0.
+
+    With both directions of a swapped study (seed 004), each seed's two
+    directions are averaged first; the spread is over seeds.
+    """
+    per_seed: dict[tuple, list[float]] = defaultdict(list)
     for v in variants:
-        groups[(v["subsample"], v["treatment"], v["n"])].append(v["test_accuracy"])
+        per_seed[(v["subsample"], v["treatment"], v["n"], v["seed"])].append(score(v))
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for (k, treatment, n, _seed), values in sorted(per_seed.items()):
+        groups[(k, treatment, n)].append(sum(values) / len(values))
     table: dict = defaultdict(lambda: defaultdict(dict))
     for (k, treatment, n), accs in sorted(groups.items()):
         table[k][treatment][n] = mean_std(accs)
@@ -55,10 +68,15 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
     sweep = aggregate_sweep(variants)
     transfer = _read_json(results / "transfer.json")
     heads = _read_json(results / "heads.json")
+    metric = transfer.get("metric", "accuracy")
+    pretrain = {s: _read_json(results / "pretrain" / f"{s}.json") for s in ("A", "B")}
     summary = {
-        "pretrain": {s: {"test_accuracy": _read_json(results / "pretrain" / f"{s}.json")
-                         ["test_accuracy"]} for s in ("A", "B")},
-        "transfer": {"test_accuracy": transfer["test_accuracy"], "freeze": transfer["n"],
+        "metric": metric,
+        "pretrain": {s: {f"test_{r.get('metric', 'accuracy')}": score(r),
+                         **({"iteration_accuracy": r["test_iteration_accuracy"]}
+                            if "test_iteration_accuracy" in r else {})}
+                     for s, r in pretrain.items()},
+        "transfer": {f"test_{metric}": score(transfer), "freeze": transfer["n"],
                      "subsample": transfer["subsample"], "seed": transfer["seed"]},
         "sweep": {
             f"k{k}": {t: (by_n[0] if t == "base" else {f"n{n}": s for n, s in by_n.items()})
@@ -68,6 +86,14 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
         "heads": {layer: {h: r["test_accuracy"] for h, r in per.items()}
                   for layer, per in heads.items()},
     }
+    aux = _read_json(results / "binary_aux.json")
+    if aux.get("enabled"):
+        summary["binary_aux"] = {k: aux[k] for k in ("treatment", "n", "subsample", "heads",
+                                                    "weight", "mean_difference",
+                                                    "sd_difference", "binary_better", "seeds")}
+        summary["binary_aux"]["pairs"] = [
+            {"seed": r["seed"], "plain": r["plain"]["target_score"],
+             "binary": r["binary"]["target_score"]} for r in aux["pairs"]]
     return summary, sweep
 
 
@@ -146,7 +172,8 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
         ax.set_xlabel("n: layers copied from the pretrained network")
         ax.set_xticks(range(0, len(params.layer_names) + 1))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("target test accuracy (mean ± sd over seeds)")
+    axes[0][0].set_ylabel(f"target test {METRIC_LABEL[summary['metric']]} "
+                          "(mean ± sd over seeds)")
     axes[0][-1].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"Transferability: {params.dataset}, {params.arch}", y=1.03)
     _save(fig, plots / "transferability.png")
@@ -172,7 +199,7 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
         ax.set_title(t)
         ax.set_xlabel("target training images per class")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("target test accuracy")
+    axes[0][0].set_ylabel(f"target test {METRIC_LABEL[summary['metric']]}")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Accuracy against target size", y=1.03)
     _save(fig, plots / "size_curve.png")
@@ -194,16 +221,18 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
 
 
 def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
-    lines = ["| source model | test accuracy |", "|---|---|"]
-    lines += [f"| {s} | {v['test_accuracy']:.3f} |" for s, v in summary["pretrain"].items()]
+    metric = summary["metric"]
+    label = METRIC_LABEL[metric]
+    lines = [f"| pretrained model | test {label} |", "|---|---|"]
+    lines += [f"| {s} | {next(iter(v.values())):.3f} |" for s, v in summary["pretrain"].items()]
     t = summary["transfer"]
     lines += ["", f"Transfer experiment ({params.treatment}, n = {t['freeze']}, "
               f"{t['subsample']} images per class, seed {t['seed']}): "
-              f"test accuracy {t['test_accuracy']:.3f}", ""]
+              f"test {label} {t[f'test_{metric}']:.3f}", ""]
     layers = transfer_layers(sweep)
     for k in sorted(sweep):
         columns = [0, *layers]
-        lines += [f"Sweep, {_size_title(k)} (test accuracy, mean ± sd over seeds):", "",
+        lines += [f"Sweep, {_size_title(k)} (test {label}, mean ± sd over seeds):", "",
                   "| treatment | " + " | ".join(f"n={n}" for n in columns) + " |",
                   "|---|" + "---|" * len(columns)]
         for tr in sorted(sweep[k], key=list(TREATMENTS).index):
@@ -212,6 +241,8 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
                      for n in columns]
             lines.append(f"| {tr} | " + " | ".join(cells) + " |")
         lines.append("")
+    if "binary_aux" in summary:
+        lines += binary_aux_markdown(summary["binary_aux"])
     lines += ["Heads on model A's features:", "", "| layer | svm | logreg | random_forest |",
               "|---|---|---|---|"]
     lines += [f"| {lay} | {a['svm']:.3f} | {a['logreg']:.3f} | {a['random_forest']:.3f} |"
@@ -219,10 +250,55 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
     return "\n".join(lines) + "\n"
 
 
+def iteration_rows(summary: dict) -> list[list]:
+    """Test score of each iteration's prediction of models A and B (1 row for ordinary nets)."""
+    per = {s: v.get("iteration_accuracy") or [next(iter(v.values()))]
+           for s, v in summary["pretrain"].items()}
+    count = max(len(v) for v in per.values())
+    return [[i + 1, *[round(per[s][i], 6) if i < len(per[s]) else "" for s in ("A", "B")]]
+            for i in range(count)]
+
+
+def draw_iterations(summary: dict, plots: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = iteration_rows(summary)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for col, name in ((1, "model A (source classes)"), (2, "model B (target classes)")):
+        points = [(r[0], r[col]) for r in rows if r[col] != ""]
+        ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    ax.set_xticks([r[0] for r in rows])
+    ax.set_xlabel("iteration (feedback networks predict after every one)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Early prediction: accuracy per iteration")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, plots / "iterations.png")
+    plt.close(fig)
+
+
+def binary_aux_markdown(aux: dict) -> list[str]:
+    lines = [f"Binary auxiliary heads (seed 001): {aux['heads']} head(s), weight "
+             f"{aux['weight']}, {aux['treatment']} at n = {aux['n']}, {aux['subsample']} "
+             "target images per class, paired by seed:", "",
+             "| seed | plain A | binary A | difference |", "|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['plain']:.3f} | {r['binary']:.3f} | "
+              f"{r['binary'] - r['plain']:+.3f} |" for r in aux["pairs"]]
+    lines += ["", f"Mean difference {aux['mean_difference']:+.3f} ± {aux['sd_difference']:.3f}"
+              f" (sd over seeds); binary better in {aux['binary_better']} of {aux['seeds']}.",
+              ""]
+    return lines
+
+
 def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir: Path) -> dict:
     summary, sweep = build_summary(params, results)
     write_plot_data(params, sweep, summary, plots_dir)
+    _write_csv(plots_dir / "iterations.csv", ["iteration", "A", "B"], iteration_rows(summary))
     draw_plots(params, sweep, summary, plots_dir)
+    draw_iterations(summary, plots_dir)
     write_json_atomic(summary_out, summary)
     write_text_atomic(summary_out.with_suffix(".md"), summary_markdown(summary, sweep, params))
     print(summary_markdown(summary, sweep, params))

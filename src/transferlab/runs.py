@@ -44,7 +44,7 @@ def run_transfer(params: Params, *, prepared: Path, model_paths: dict[str, Path]
         if live is not None:
             live.end()
     write_json_atomic(out, result)
-    print(f"transfer {variant.key}: target test accuracy {result['test_accuracy']:.4f}")
+    print(f"transfer {variant.key}: target test {result['metric']} {result['test_score']:.4f}")
     return result
 
 
@@ -53,7 +53,13 @@ def grid(params: Params, seed: int) -> list[Variant]:
     variants = []
     for k in params.sweep.subsample:
         for name in params.sweep.treatments:
-            layers = [0] if not TREATMENTS[name].copies_layers else params.sweep.layers
+            treatment = TREATMENTS[name]
+            if not treatment.copies_layers:
+                layers = [0]
+            elif treatment.only_deepest:
+                layers = [max(params.sweep.layers)]
+            else:
+                layers = params.sweep.layers
             variants += [Variant(name, n, k, seed) for n in layers]
     return variants
 
@@ -64,7 +70,8 @@ def _file_digest(path: Path) -> str:
 
 # The modules that decide what a variant trains to; a change to any of them
 # invalidates every cached variant. Same list as the sweep stage's deps in dvc.yaml.
-TRAINING_CODE = ("data", "models", "train.py", "experiment.py", "transfer.py", "treatments.py",
+TRAINING_CODE = ("data", "models", "train.py", "losses.py", "augment.py", "metrics.py",
+                 "experiment.py", "transfer.py", "treatments.py",
                  "runs.py")
 
 
@@ -109,32 +116,47 @@ class VariantCache:
 
 def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
               out: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
-    """Every (treatment, n, size) of the sweep grid for one seed."""
-    target = TaskData.load(prepared / "target.npz")
-    check_sweep_subsamples(params, target.smallest_train_class())
+    """Every (treatment, n, size) of the sweep grid for one seed.
+
+    With `sweep.swap`, the grid runs a second time with the roles exchanged
+    (seed 004): the target is task A, "A" layers come from model B and the
+    selffer "B" layers from model A; the report averages the two directions.
+    """
+    directions = [("AB", "target.npz", model_paths)]
+    if params.sweep.swap:
+        directions.append(("BA", "source.npz", {"A": model_paths["B"], "B": model_paths["A"]}))
     device = pick_device()
-    sources = load_sources(params, target, model_paths, device)
-    context = {
-        "arch": params.arch, "model": vars(params.model), "transfer": vars(params.transfer),
-        "target": _file_digest(prepared / "target.npz"),
-        "sources": {k: _file_digest(p) for k, p in sorted(model_paths.items())},
-        "code": code_fingerprint(), "device": device.type,
-    }
-    cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
-    variants = grid(params, seed)
-    results, reused = [], 0
-    for variant in progress_bar(variants, desc=f"sweep seed {seed}", unit="variant",
-                                disable=not progress):
-        result = cache.get(variant)
-        if result is None:
-            with compute():
-                result = run_variant(params, target, sources, variant, device=device)
-            cache.put(variant, result)
-        else:
-            reused += 1
-        results.append(result)
+    results, reused, total = [], 0, 0
+    for direction, target_file, paths in directions:
+        target = TaskData.load(prepared / target_file)
+        check_sweep_subsamples(params, target.smallest_train_class())
+        sources = load_sources(params, target, paths, device)
+        context = {
+            "arch": params.arch, "model": params.model_kwargs, "data": _data_context(params),
+            "transfer": repr(params.transfer), "target": _file_digest(prepared / target_file),
+            "sources": {k: _file_digest(p) for k, p in sorted(paths.items())},
+            "code": code_fingerprint(), "device": device.type,
+        }
+        cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
+        variants = grid(params, seed)
+        total += len(variants)
+        for variant in progress_bar(variants, desc=f"sweep seed {seed} {direction}",
+                                    unit="variant", disable=not progress):
+            result = cache.get(variant)
+            if result is None:
+                with compute():
+                    result = run_variant(params, target, sources, variant, device=device)
+                cache.put(variant, result)
+            else:
+                reused += 1
+            results.append({**result, "direction": direction})
     payload = {"seed": seed, "variants": results}
     write_json_atomic(out, payload)
-    print(f"sweep seed {seed}: {len(variants)} variants, {len(variants) - reused} trained, "
+    print(f"sweep seed {seed}: {total} variants, {total - reused} trained, "
           f"{reused} reused from {cache_dir}")
     return payload
+
+
+def _data_context(params: Params) -> dict:
+    # Only what changes how a variant trains; the prepared file's hash covers the rest.
+    return {"crop": params.data.crop, "flip": params.data.flip}

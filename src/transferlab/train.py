@@ -31,10 +31,36 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def to_tensor(images: np.ndarray, pixel_max: int, device: torch.device) -> torch.Tensor:
-    """uint8 images -> float in [-1, 1] (mean 0.5, std 0.5 after scaling to [0, 1])."""
+def to_tensor(images: np.ndarray, pixel_max: int, device: torch.device,
+              mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,)) -> torch.Tensor:
+    """uint8 images -> float, scaled to [0, 1] then normalised per channel (default: mean
+    0.5, std 0.5, i.e. [-1, 1])."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
-    return (x / pixel_max - 0.5) / 0.5
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    sd = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (x / pixel_max - m) / sd
+
+
+def task_tensors(task, device: torch.device, crop: int = 0) -> dict[str, torch.Tensor | None]:
+    """A TaskData's parts on the device; test images centre-cropped to `crop` if set."""
+    from transferlab.augment import center_crop
+
+    def images(x):
+        return to_tensor(x, task.pixel_max, device, task.mean, task.std)
+
+    def labels(y):
+        y = torch.from_numpy(np.ascontiguousarray(y)).to(device)
+        return y.float() if task.multilabel else y
+
+    def mask(d):
+        return None if d is None else torch.from_numpy(np.ascontiguousarray(d)).to(device)
+
+    x_test = images(task.x_test)
+    if crop:
+        x_test = center_crop(x_test, crop)
+    return {"x_train": images(task.x_train), "y_train": labels(task.y_train),
+            "ignore_train": mask(task.difficult_train), "x_test": x_test,
+            "y_test": labels(task.y_test), "ignore_test": mask(task.difficult_test)}
 
 
 @dataclass
@@ -45,6 +71,7 @@ class Batches:
     y: torch.Tensor
     batch_size: int
     seed: int
+    ignore: torch.Tensor | None = None  # multi-label: labels left out of the loss
 
     @property
     def steps_per_epoch(self) -> int:
@@ -56,7 +83,7 @@ class Batches:
         size = min(self.batch_size, len(self.y))
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            yield self.x[idx], self.y[idx]
+            yield self.x[idx], self.y[idx], None if self.ignore is None else self.ignore[idx]
 
 
 def progress_bar(iterable=None, disable: bool = False, **kwargs):
@@ -76,19 +103,47 @@ def make_optimizer(param_groups: list[dict], cfg: TrainParams) -> torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
-             ) -> dict[str, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             ignore: torch.Tensor | None = None, batch_size: int = 1024) -> dict:
+    """Single-label: accuracy and cross-entropy. Multi-label (y of shape N x L): mAP over
+    labels (`ignore` marks VOC "difficult" ones) and BCE. Networks with several
+    iterations also get the accuracy (or mAP) of every iteration's prediction."""
+    from transferlab.metrics import mean_average_precision
+
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    iterations = getattr(model, "num_iterations", 1)
+    outs: list[list[torch.Tensor]] = [[] for _ in range(iterations)]
     for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        xb = x[start:start + batch_size]
         with _autocast(x.device):
-            logits = model(xb).float()
-        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
+            logits = model.outputs(xb) if iterations > 1 else [model(xb)]
+        for i, out in enumerate(logits):
+            outs[i].append(out.float())
     model.train(was_training)
-    return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
+    per_iter = [torch.cat(o) for o in outs]
+    last = per_iter[-1]
+    if y.ndim == 2:
+        keep = None if ignore is None else ~ignore
+        loss = nn.functional.binary_cross_entropy_with_logits(last, y.float(), reduction="none")
+        loss = loss[keep].mean() if keep is not None else loss.mean()
+        ign = None if ignore is None else ignore.cpu().numpy()
+        scores = [mean_average_precision(y.cpu().numpy(), o.cpu().numpy(), ign) for o in per_iter]
+        result = {"map": scores[-1][0], "loss": loss.item(), "ap": scores[-1][1]}
+        if iterations > 1:
+            result["iteration_map"] = [s[0] for s in scores]
+        return result
+    accs = [(o.argmax(1) == y).float().mean().item() for o in per_iter]
+    result = {"accuracy": accs[-1],
+              "loss": nn.functional.cross_entropy(last, y).item()}
+    if iterations > 1:
+        result["iteration_accuracy"] = accs
+    return result
+
+
+def score_of(result: dict) -> float:
+    """The one number a run is compared by: accuracy, or mAP for multi-label tasks."""
+    return result["map"] if "map" in result else result["accuracy"]
 
 
 def _autocast(device: torch.device):
@@ -104,23 +159,45 @@ def _config_key(cfg: TrainParams, seed: int, model: nn.Module, n_train: int) -> 
 def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         param_groups: list[dict] | None = None, frozen: Sequence[nn.Module] = (),
         epochs: int | None = None, steps: int | None = None,
-        test: tuple[torch.Tensor, torch.Tensor] | None = None, live=None,
+        test: tuple | None = None, live=None,
         checkpoint: Path | None = None, progress: bool = True, desc: str = "train",
-        log_every: int = 1) -> list[dict]:
-    """Train `model` with cross-entropy for `epochs` passes or `steps` updates.
+        log_every: int = 1, objective: nn.Module | None = None,
+        transform=None) -> list[dict]:
+    """Train `model` for `epochs` passes or `steps` updates.
 
-    `frozen` modules stay in eval mode (no dropout, batch-norm statistics kept).
-    `test` is only monitored and logged, never used for any decision. With
-    `checkpoint`, state is saved after every epoch and a matching checkpoint is
-    resumed from. `live` (a dvclive.Live) gets the metrics of every
-    `log_every`-th epoch and of the last. Returns one metrics dict per epoch.
+    `objective` (transferlab.losses.Objective) gives the loss: cross-entropy by
+    default; per-label BCE for multi-label targets, discounted per-iteration
+    losses, binary auxiliary heads (whose parameters it owns and trains).
+    `transform(x, generator)` augments each training batch (random crops and
+    mirrors); its generator is seeded from the run's seed. `frozen` modules stay
+    in eval mode (no dropout, batch-norm statistics kept). `test` = (x, y) or
+    (x, y, ignore) is only monitored and logged, never used for any decision.
+    With `checkpoint`, state is saved after every epoch and a matching
+    checkpoint is resumed from. `live` (a dvclive.Live) gets the metrics of
+    every `log_every`-th epoch and of the last. Returns one dict per epoch.
     """
+    from transferlab.losses import Objective
+
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of epochs or steps")
+    multilabel = train.y.ndim == 2
+    if objective is None:
+        objective = Objective(multilabel=multilabel)
+    objective = objective.to(train.x.device)
     per_epoch = train.steps_per_epoch
     total_steps = steps if steps is not None else epochs * per_epoch
     n_epochs = math.ceil(total_steps / per_epoch)
-    optimizer = make_optimizer(param_groups or [{"params": list(model.parameters())}], cfg)
+    groups = param_groups or [{"params": list(model.parameters())}]
+    extra = [p for p in objective.parameters() if p.requires_grad]
+    if extra:
+        groups = [*groups, {"params": extra}]
+    optimizer = make_optimizer(groups, cfg)
+    scheduler = None
+    if cfg.milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, [m * per_epoch if epochs is not None else m for m in cfg.milestones],
+            gamma=cfg.lr_decay)
+    gen = torch.Generator(device=train.x.device).manual_seed(train.seed * 7919 + 17)
 
     history: list[dict] = []
     first_epoch = 0
@@ -129,8 +206,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         state = torch.load(checkpoint, map_location=train.x.device, weights_only=False)
         if state.get("key") == key:
             model.load_state_dict(state["model"])
+            objective.load_state_dict(state["objective"])
             optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
+            gen.set_state(state["gen"])
             history, first_epoch = state["history"], state["epoch"]
 
     bar = None
@@ -140,15 +221,17 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     step = first_epoch * per_epoch
     for epoch in range(first_epoch, n_epochs):
         model.train()
+        objective.train()
         for module in frozen:
             module.eval()
         loss_sum, correct, seen = 0.0, 0, 0
-        for xb, yb in train.epoch(epoch):
+        for xb, yb, ignore in train.epoch(epoch):
             if step >= total_steps:
                 break
+            if transform is not None:
+                xb = transform(xb, gen)
             with _autocast(xb.device):
-                logits = model(xb)
-                loss = nn.functional.cross_entropy(logits.float(), yb)
+                loss, logits = objective(model, xb, yb, ignore)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
@@ -156,8 +239,13 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
+            if multilabel:  # per-label agreement at the 0.5 threshold
+                correct += ((logits.float() > 0) == (yb > 0.5)).float().mean(1).sum().item()
+            else:
+                correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
             step += 1
             if bar is not None:
@@ -166,7 +254,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                   "train_accuracy": correct / max(seen, 1)}
         log_now = live is not None and ((epoch + 1) % log_every == 0 or epoch + 1 == n_epochs)
         if test is not None and log_now:
-            record.update({f"test_{k}": v for k, v in evaluate(model, *test).items()})
+            result = evaluate(model, *test)
+            record.update({f"test_{k}": v for k, v in result.items()
+                           if isinstance(v, float)})
         history.append(record)
         if log_now:
             for name, value in record.items():
@@ -177,7 +267,10 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"key": key, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                        "objective": objective.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": None if scheduler is None else scheduler.state_dict(),
+                        "rng": torch.get_rng_state(), "gen": gen.get_state(),
                         "history": history, "epoch": epoch + 1}, tmp)
             os.replace(tmp, checkpoint)
     if bar is not None:

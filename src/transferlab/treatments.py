@@ -10,6 +10,8 @@ class Treatment:
     name: str
     source: str | None  # which pretrained network the first n layers come from
     finetune: bool  # False: copied layers frozen; True: trained at lr * lr_mult
+    new_fc: int = 0  # FC layers in the new head beyond the output layer (Oquab et al.)
+    only_deepest: bool = False  # run at the deepest n of the sweep only
 
     @property
     def copies_layers(self) -> bool:
@@ -24,6 +26,9 @@ TREATMENTS: dict[str, Treatment] = {
         Treatment("AnB+", "A", True),
         Treatment("BnB", "B", False),  # selffer control: layers from a target-class model
         Treatment("BnB+", "B", True),
+        # Seed 003's "add one or two FC layers": every copied layer frozen, a new
+        # FC-ReLU layer and the output layer trained on top.
+        Treatment("AnB-2fc", "A", False, new_fc=1, only_deepest=True),
     )
 }
 

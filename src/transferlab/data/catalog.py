@@ -9,7 +9,7 @@ Manifest format
 ---------------
 A catalog entry, built in or read from the JSON file given as `manifest`
 (which replaces the built-in entry, e.g. for a private mirror serving other
-files, or for tests), looks like this::
+files, or for tests; a file may also map dataset names to entries), looks like this::
 
     {
       "files": [
@@ -213,7 +213,9 @@ def validate_manifest(entry, source: str = "manifest") -> dict:
     return {"files": out_files, "local": out_local}
 
 
-def read_manifest(path: str | Path) -> dict:
+def read_manifest(path: str | Path, name: str | None = None) -> dict:
+    """One entry, or with `name`, that dataset's entry of a {dataset: entry} file (so one
+    manifest serves both sides of a cross-dataset study)."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -221,6 +223,11 @@ def read_manifest(path: str | Path) -> dict:
         raise FileNotFoundError(f"manifest {path} does not exist") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"manifest {path}: not valid JSON ({e})") from None
+    if name is not None and isinstance(raw, dict) and "files" not in raw:
+        if name not in raw:
+            raise ValueError(f"manifest {path}: no entry for dataset {name!r}; it has "
+                             + ", ".join(map(repr, raw)))
+        raw = raw[name]
     return validate_manifest(raw, f"manifest {path}")
 
 
@@ -348,7 +355,7 @@ def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
     if path is not None:
         raise ValueError(f"`path` = {str(path)!r} is only used by dataset imagefolder, "
                          f"not {name}")
-    entry = read_manifest(manifest) if manifest is not None else catalog_entry(name)
+    entry = read_manifest(manifest, name) if manifest is not None else catalog_entry(name)
     root = Path(root).expanduser().absolute()
     verified = ensure_local_copy(name, entry, root, mirror=mirror, download=download,
                                  progress=progress)

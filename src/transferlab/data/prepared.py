@@ -1,4 +1,10 @@
-"""The arrays `prepare` writes and every later stage reads."""
+"""The arrays `prepare` writes and every later stage reads.
+
+`prepare` decodes each dataset once into uint8 arrays: a source task (classes
+A) and a target task (classes B), each with a train and a test part. Later
+stages never decode images again. Multi-label tasks (Pascal VOC) carry a
+(N, L) 0/1 label matrix and a "difficult" mask instead of class indices.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +13,76 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from transferlab.data.split import nested_subsample, split_classes, stratified_test_split
+from transferlab.data.split import (
+    nested_subsample,
+    nested_subsample_multilabel,
+    split_classes,
+    stratified_test_split,
+)
 from transferlab.io import write_json_atomic, write_npz_atomic
 
 
 @dataclass
 class TaskData:
-    """One classification task: images (uint8) and labels re-indexed 0..k-1."""
+    """One task: images (uint8, N x C x H x W) and labels re-indexed 0..k-1.
 
-    classes: list[int]  # original dataset labels, in label-index order
+    Single-label: `y_*` int64 (N,). Multi-label: `y_*` uint8 (N, k) and
+    `difficult_*` bool (N, k), labels the VOC protocol leaves out of scoring.
+    `mean`/`std` (per channel, on the [0, 1] scale) normalise the inputs.
+    """
+
+    classes: list
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     pixel_max: int
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    difficult_train: np.ndarray | None = None
+    difficult_test: np.ndarray | None = None
+    class_names: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @property
+    def multilabel(self) -> bool:
+        return self.y_train.ndim == 2
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
+    def train_counts(self) -> np.ndarray:
+        if self.multilabel:
+            return (self.y_train > 0).sum(0)
+        return np.bincount(self.y_train, minlength=self.num_classes)
+
     def smallest_train_class(self) -> int:
-        return int(np.bincount(self.y_train, minlength=self.num_classes).min())
+        return int(self.train_counts().min())
 
     def subsampled(self, per_class: int, seed: int) -> TaskData:
-        idx = nested_subsample(self.y_train, per_class, seed)
+        pick = nested_subsample_multilabel if self.multilabel else nested_subsample
+        idx = pick(self.y_train, per_class, seed)
+        diff = None if self.difficult_train is None else self.difficult_train[idx]
         return TaskData(self.classes, self.x_train[idx], self.y_train[idx], self.x_test,
-                        self.y_test, self.pixel_max)
+                        self.y_test, self.pixel_max, self.mean, self.std, diff,
+                        self.difficult_test, self.class_names)
 
     def save(self, path: Path) -> None:
-        write_npz_atomic(path, classes=np.asarray(self.classes), x_train=self.x_train,
-                         y_train=self.y_train, x_test=self.x_test, y_test=self.y_test,
-                         pixel_max=np.asarray(self.pixel_max))
+        arrays = dict(classes=np.asarray(self.classes), x_train=self.x_train,
+                      y_train=self.y_train, x_test=self.x_test, y_test=self.y_test,
+                      pixel_max=np.asarray(self.pixel_max), mean=np.asarray(self.mean),
+                      std=np.asarray(self.std),
+                      class_names=np.asarray(self.class_names or [str(c) for c in self.classes]))
+        if self.multilabel:
+            arrays["difficult_train"] = self.difficult_train
+            arrays["difficult_test"] = self.difficult_test
+        write_npz_atomic(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> TaskData:
@@ -50,46 +90,238 @@ class TaskData:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; run `dvc repro prepare` first")
         with np.load(path) as z:
+            has = set(z.files)
             return cls(z["classes"].tolist(), z["x_train"], z["y_train"], z["x_test"],
-                       z["y_test"], int(z["pixel_max"]))
+                       z["y_test"], int(z["pixel_max"]),
+                       tuple(z["mean"].tolist()) if "mean" in has else (0.5,),
+                       tuple(z["std"].tolist()) if "std" in has else (0.5,),
+                       z["difficult_train"] if "difficult_train" in has else None,
+                       z["difficult_test"] if "difficult_test" in has else None,
+                       z["class_names"].tolist() if "class_names" in has else None)
 
 
-def _task(images, labels, train_idx, test_idx, classes, pixel_max) -> TaskData:
-    index_of = {c: i for i, c in enumerate(classes)}
+@dataclass
+class RawImages:
+    """A decoded dataset: the whole of it, before any class split."""
 
-    def part(idx):
-        keep = idx[np.isin(labels[idx], classes)]
-        return images[keep], np.array([index_of[c] for c in labels[keep]], dtype=np.int64)
+    images: np.ndarray  # uint8 N x C x H x W
+    labels: np.ndarray  # int64 (N,) or 0/1 uint8 (N, L)
+    class_names: list[str]
+    is_test: np.ndarray | None = None  # the dataset's own test part, if it has one
+    difficult: np.ndarray | None = None  # bool (N, L), multi-label only
 
-    x_train, y_train = part(train_idx)
-    x_test, y_test = part(test_idx)
-    return TaskData(list(classes), x_train, y_train, x_test, y_test, pixel_max)
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
+
+def load_raw(dataset: str, data, progress: bool = True) -> RawImages:
+    """Decode `dataset` from `data.root` (downloading it if it is not there yet)."""
+    if dataset == "digits":
+        from transferlab.data.digits import load_digits_arrays
+
+        images, labels = load_digits_arrays()
+        return RawImages(images, labels, [str(i) for i in range(10)])
+    from transferlab.data.catalog import load_dataset
+
+    raw = load_dataset(dataset, root=data.root, mirror=data.mirror, manifest=data.manifest,
+                       image_size=data.image_size,
+                       path=data.path if dataset == "imagefolder" else None, progress=progress)
+    return RawImages(raw.images, raw.labels, list(raw.class_names), raw.is_test,
+                     getattr(raw, "difficult", None))
+
+
+def resize_images(images: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """uint8 images converted to `channels` (grey <-> RGB) and resized (bilinear)."""
+    if images.shape[1] == channels and tuple(images.shape[2:]) == tuple(size):
+        return images
+    from PIL import Image
+
+    out = np.empty((len(images), channels, *size), dtype=np.uint8)
+    mode = "L" if channels == 1 else "RGB"
+    for i, img in enumerate(images):
+        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        pil = Image.fromarray(arr).convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(pil)
+        out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return out
+
+
+def read_classes_file(path: str | Path, names_a: list[str], names_b: list[str]
+                      ) -> tuple[list[int], list[int]]:
+    """`source:` / `target:` lists of class names or indices from a YAML file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"params: data.classes_file = {str(path)!r} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    out = []
+    for key, names in (("source", names_a), ("target", names_b)):
+        values = spec.get(key)
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: `{key}:` must be a non-empty list of class names or "
+                             "indices")
+        idx = []
+        for v in values:
+            if isinstance(v, int) and 0 <= v < len(names):
+                idx.append(v)
+            elif isinstance(v, str) and v in names:
+                idx.append(names.index(v))
+            else:
+                raise ValueError(f"{path}: {key} class {v!r} is not a class of the dataset; "
+                                 f"classes: {', '.join(names[:20])}"
+                                 + (" ..." if len(names) > 20 else ""))
+        out.append(sorted(idx))
+    return out[0], out[1]
+
+
+def _parts(raw: RawImages, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if raw.is_test is not None:
+        return np.flatnonzero(~raw.is_test), np.flatnonzero(raw.is_test)
+    strata = raw.labels.argmax(1) if raw.multilabel else raw.labels
+    return stratified_test_split(strata, test_fraction, seed)
+
+
+def _task(raw: RawImages, train_idx, test_idx, classes: list[int], exclusive: list[int]
+          ) -> TaskData:
+    """Images of `classes`, labels re-indexed; multi-label images carrying any label of
+    `exclusive` (the other task's classes, same dataset) are left out of both tasks."""
+    names = [raw.class_names[c] for c in classes]
+    if not raw.multilabel:
+        index_of = {c: i for i, c in enumerate(classes)}
+
+        def part(idx):
+            keep = idx[np.isin(raw.labels[idx], classes)]
+            return raw.images[keep], np.array([index_of[c] for c in raw.labels[keep]],
+                                              dtype=np.int64), None
+
+    else:
+        def part(idx):
+            y = raw.labels[idx]
+            keep = y[:, classes].any(1)
+            if exclusive:
+                keep &= ~y[:, exclusive].any(1)
+            kept = idx[keep]
+            diff = raw.difficult[kept][:, classes] if raw.difficult is not None else \
+                np.zeros((len(kept), len(classes)), dtype=bool)
+            return raw.images[kept], raw.labels[kept][:, classes].astype(np.uint8), diff
+
+    x_train, y_train, d_train = part(train_idx)
+    x_test, y_test, d_test = part(test_idx)
+    return TaskData(list(classes), x_train, y_train, x_test, y_test, 255, (0.5,), (0.5,),
+                    d_train, d_test, names)
+
+
+def _class_list(spec, raw: RawImages) -> list[int]:
+    n = len(raw.class_names)
+    if spec == "all":
+        return list(range(n))
+    bad = [c for c in spec if c >= n]
+    if bad:
+        raise ValueError(f"params: data.source_classes/target_classes name classes {bad} that "
+                         f"the dataset does not have; it has classes 0..{n - 1}")
+    return sorted(spec)
+
+
+def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
+                  ) -> tuple[TaskData, TaskData, dict]:
+    """Source task A, target task B and a description of the split, from params."""
+    src_name = data.dataset_of("source", dataset)
+    tgt_name = data.dataset_of("target", dataset)
+    raw_a = load_raw(src_name, data, progress)
+    raw_b = raw_a if tgt_name == src_name else load_raw(tgt_name, data, progress)
+    pixel_max = 16 if src_name == "digits" else 255
+    if raw_a is raw_b:
+        labels = list(range(len(raw_a.class_names)))
+        if data.split == "file":
+            a_cls, b_cls = read_classes_file(data.classes_file, raw_a.class_names,
+                                             raw_a.class_names)
+        else:
+            src = () if data.source_classes == "all" else data.source_classes
+            tgt = () if data.target_classes == "all" else data.target_classes
+            a_cls, b_cls = split_classes(labels, data.split, seed, tuple(src), tuple(tgt))
+        if set(a_cls) & set(b_cls):
+            raise ValueError(f"params: the source and target classes overlap: "
+                             f"{sorted(set(a_cls) & set(b_cls))}")
+        tr, te = _parts(raw_a, data.test_fraction, seed)
+        source = _task(raw_a, tr, te, a_cls, b_cls)
+        target = _task(raw_a, tr, te, b_cls, a_cls)
+    else:
+        if data.split == "file":
+            a_cls, b_cls = read_classes_file(data.classes_file, raw_a.class_names,
+                                             raw_b.class_names)
+        else:
+            a_cls, b_cls = _class_list(data.source_classes, raw_a), \
+                _class_list(data.target_classes, raw_b)
+        source = _task(raw_a, *_parts(raw_a, data.test_fraction, seed), a_cls, [])
+        target = _task(raw_b, *_parts(raw_b, data.test_fraction, seed), b_cls, [])
+        # Both tasks go through the same network: the target takes the source's image format.
+        if src_name == "digits" or tgt_name == "digits":
+            raise ValueError("params: the 8x8 digits (0..16 pixels) cannot be crossed with "
+                             "another dataset; use mnist for handwritten digits")
+        channels, size = source.image_shape[0], source.image_shape[1:]
+        target.x_train = resize_images(target.x_train, channels, size)
+        target.x_test = resize_images(target.x_test, channels, size)
+    if data.image_size is not None and source.image_shape[1:] != (data.image_size,) * 2:
+        for task in (source, target):
+            task.x_train = resize_images(task.x_train, task.image_shape[0],
+                                         (data.image_size, data.image_size))
+            task.x_test = resize_images(task.x_test, task.image_shape[0],
+                                        (data.image_size, data.image_size))
+    for task in (source, target):
+        task.pixel_max = pixel_max
+    mean, std = _normalisation(source, data.normalise)
+    for task in (source, target):
+        task.mean, task.std = mean, std
+    if data.crop and data.crop > min(source.image_shape[1:]):
+        raise ValueError(f"params: data.crop = {data.crop} is not allowed; expected 0 or at most "
+                         f"the image size {source.image_shape[1:]}")
+    for name, task in (("source", source), ("target", target)):
+        if len(task.y_train) == 0 or len(task.y_test) == 0:
+            raise ValueError(f"the {name} task has no training or no test images; check "
+                             "data.source_classes / data.target_classes")
+    meta = {
+        "dataset": dataset, "source_dataset": src_name, "target_dataset": tgt_name,
+        "image_shape": list(source.image_shape), "multilabel_target": target.multilabel,
+        "source_classes": a_cls, "target_classes": b_cls,
+        "source_class_names": source.class_names, "target_class_names": target.class_names,
+        "normalise": {"mean": list(mean), "std": list(std)},
+        "source_train_per_class": source.train_counts().tolist(),
+        "source_test_per_class": _counts(source.y_test, source.num_classes),
+        "target_train_per_class": target.train_counts().tolist(),
+        "target_test_per_class": _counts(target.y_test, target.num_classes),
+    }
+    return source, target, meta
+
+
+def _counts(y: np.ndarray, k: int) -> list[int]:
+    return ((y > 0).sum(0) if y.ndim == 2 else np.bincount(y, minlength=k)).tolist()
+
+
+def _normalisation(source: TaskData, how: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    channels = source.image_shape[0]
+    if how == "half":  # seed 000: mean 0.5, std 0.5 on the [0, 1] scale
+        return (0.5,) * channels, (0.5,) * channels
+    # Per channel, from the source training images; the target reuses them.
+    x = source.x_train
+    sums = np.zeros(channels)
+    sq = np.zeros(channels)
+    for start in range(0, len(x), 4096):  # chunks keep memory flat on large sets
+        chunk = x[start:start + 4096].astype(np.float64) / source.pixel_max
+        sums += chunk.sum((0, 2, 3))
+        sq += (chunk ** 2).sum((0, 2, 3))
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = sums / n
+    std = np.sqrt(np.maximum(sq / n - mean ** 2, 1e-12))
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
 
 
 def prepare_dataset(dataset: str, split: str, source_classes, target_classes,
                     test_fraction: float, seed: int) -> tuple[TaskData, TaskData, dict]:
-    """Source task A, target task B and a description of the split."""
-    if dataset != "digits":
-        raise ValueError(f"params: dataset = {dataset!r} is not available; allowed: digits")
-    from transferlab.data.digits import PIXEL_MAX, load_digits_arrays
+    """The digits (or another dataset with default data params) split by class lists."""
+    from transferlab.params import DataParams
 
-    images, labels = load_digits_arrays()
-    a_classes, b_classes = split_classes(sorted(np.unique(labels).tolist()), split, seed,
-                                         tuple(source_classes), tuple(target_classes))
-    train_idx, test_idx = stratified_test_split(labels, test_fraction, seed)
-    source = _task(images, labels, train_idx, test_idx, a_classes, PIXEL_MAX)
-    target = _task(images, labels, train_idx, test_idx, b_classes, PIXEL_MAX)
-    meta = {
-        "dataset": dataset,
-        "image_shape": list(images.shape[1:]),
-        "source_classes": a_classes,
-        "target_classes": b_classes,
-        "source_train_per_class": np.bincount(source.y_train).tolist(),
-        "source_test_per_class": np.bincount(source.y_test).tolist(),
-        "target_train_per_class": np.bincount(target.y_train).tolist(),
-        "target_test_per_class": np.bincount(target.y_test).tolist(),
-    }
-    return source, target, meta
+    data = DataParams(split, tuple(source_classes), tuple(target_classes), test_fraction)
+    return prepare_tasks(dataset, data, seed, progress=False)
 
 
 def write_prepared(out_dir: Path, source: TaskData, target: TaskData, meta: dict) -> None:

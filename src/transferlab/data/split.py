@@ -71,3 +71,19 @@ def nested_subsample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
         order = idx[_rng(seed, _SUBSAMPLE_STREAM, int(cls)).permutation(len(idx))]
         chosen.append(order[:per_class])
     return np.sort(np.concatenate(chosen))
+
+
+def nested_subsample_multilabel(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Multi-label version: for each label, the first `per_class` images carrying it (in
+    one seeded order per label); the union of those sets, so sizes stay nested."""
+    if per_class == 0:
+        return np.arange(len(labels))
+    chosen = set()
+    for label in range(labels.shape[1]):
+        idx = np.flatnonzero(labels[:, label] > 0)
+        if per_class > len(idx):
+            raise ValueError(f"label {label} is present in {len(idx)} training images, "
+                             f"fewer than the {per_class} asked for")
+        order = idx[_rng(seed, _SUBSAMPLE_STREAM, label).permutation(len(idx))]
+        chosen.update(order[:per_class].tolist())
+    return np.array(sorted(chosen), dtype=np.int64)

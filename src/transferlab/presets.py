@@ -1,0 +1,94 @@
+"""Paper presets: partial params files in presets/, laid over params.yaml.
+
+    python -m transferlab.presets                      # list them
+    python -m transferlab.presets seed-004 --exp-args  # the `dvc exp run -S ...` arguments
+    python -m transferlab.presets seed-004 --write     # rewrite params.yaml with the preset
+
+A preset names only what its paper changes; every other key keeps its value
+from params.yaml. Both ways validate the result before printing or writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from transferlab.params import ParamsError, parse_params
+
+PRESETS_DIR = Path("presets")
+
+
+def preset_path(name: str, directory: Path = PRESETS_DIR) -> Path:
+    matches = sorted(directory.glob(f"{name}*.yaml"))
+    if len(matches) != 1:
+        known = ", ".join(p.stem for p in sorted(directory.glob("*.yaml")))
+        raise ParamsError(f"preset {name!r} matches {len(matches)} files in {directory}; "
+                          f"presets: {known}")
+    return matches[0]
+
+
+def merge(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_preset(name: str, params_file: Path = Path("params.yaml"),
+                 directory: Path = PRESETS_DIR) -> dict:
+    """params.yaml with the preset laid over it, validated."""
+    base = yaml.safe_load(params_file.read_text())
+    preset = yaml.safe_load(preset_path(name, directory).read_text())
+    merged = merge(base, preset)
+    parse_params(merged)
+    return merged
+
+
+def exp_args(preset: dict, prefix: str = "") -> list[str]:
+    """`-S key=value` pairs for every leaf of the preset (lists stay whole)."""
+    args = []
+    for key, value in preset.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            args += exp_args(value, path + ".")
+        else:
+            args += ["-S", f"{path}={json.dumps(value)}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--exp-args", action="store_true")
+    how.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.name is None:
+        for path in sorted(PRESETS_DIR.glob("*.yaml")):
+            print(path.stem)
+        return 0
+    try:
+        merged = apply_preset(args.name)
+    except ParamsError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if args.write:
+        Path("params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+        print(f"params.yaml now holds preset {preset_path(args.name).stem}")
+    else:
+        preset = yaml.safe_load(preset_path(args.name).read_text())
+        print(" ".join(f"'{a}'" if a != "-S" else a for a in exp_args(preset)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Stage binary_aux: seed 001's paired comparison of source networks trained with and
+without binary auxiliary heads (does nothing when pretrain.binary_aux.heads is 0)."""
+
+import time
+
+STARTED = time.time()
+
+from pathlib import Path  # noqa: E402
+
+from transferlab.params import load_params  # noqa: E402
+from transferlab.stage import run_stage  # noqa: E402
+
+OUT = Path("results/binary_aux.json")
+
+
+def main() -> None:
+    params = load_params()
+    if params.pretrain.binary_aux.heads == 0:  # off: answer without importing torch
+        from transferlab.io import write_json_atomic
+
+        write_json_atomic(OUT, {"enabled": False})
+        print("binary_aux: pretrain.binary_aux.heads is 0; no comparison to run")
+        return
+    from transferlab.pretrain import compare_binary_aux
+
+    compare_binary_aux(params, prepared=Path("data/prepared"), out=OUT)
+
+
+if __name__ == "__main__":
+    run_stage("binary_aux", main, [OUT], STARTED)

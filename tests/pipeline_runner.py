@@ -1,0 +1,78 @@
+"""Run the stages of dvc.yaml in one process, in dependency order.
+
+The same entry scripts `dvc repro` runs, without paying a Python start-up and
+the torch import per stage: the dataset tests run the whole pipeline on six
+datasets. The real `dvc repro` is exercised by test_pipeline_e2e.py.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _expand(name: str, stage: dict, params: dict) -> list[tuple[str, str]]:
+    if "foreach" in stage:
+        return [(f"{name}@{item}", stage["do"]["cmd"].replace("${item}", str(item)))
+                for item in stage["foreach"]]
+    if "matrix" in stage:
+        (key, ref), = stage["matrix"].items()
+        path = ref.strip("${}").split(".")
+        values = params
+        for part in path:
+            values = values[part]
+        return [(f"{name}@{v}", stage["cmd"].replace(f"${{item.{key}}}", str(v)))
+                for v in values]
+    return [(name, stage["cmd"])]
+
+
+def stage_commands(repo: Path) -> list[tuple[str, list[str]]]:
+    """(stage name, argv) for every stage of repo/dvc.yaml, in file order (which is a
+    topological order of the graph; test_runner_order_is_the_dvc_order checks it)."""
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    out = []
+    for name, stage in spec["stages"].items():
+        for full, cmd in _expand(name, stage, params):
+            argv = shlex.split(cmd)
+            assert argv[0] == "python", cmd
+            out.append((full, argv[1:]))
+    return out
+
+
+def run_pipeline(repo: Path, only: set[str] | None = None) -> list[str]:
+    """Run every stage's script as `python <script> <args>` would, in this process."""
+    repo = Path(repo)
+    ran = []
+    old_cwd, old_argv = os.getcwd(), sys.argv
+    os.chdir(repo)
+    try:
+        for name, argv in stage_commands(repo):
+            if only is not None and name.split("@")[0] not in only:
+                continue
+            sys.argv = argv
+            try:
+                runpy.run_path(argv[0], run_name="__main__")
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise AssertionError(f"stage {name} exited with {exc.code}") from exc
+            ran.append(name)
+    finally:
+        os.chdir(old_cwd)
+        sys.argv = old_argv
+    return ran
+
+
+def make_project(dest: Path, root: Path) -> Path:
+    """The files a pipeline run reads: stages/, dvc.yaml, splits/, presets/."""
+    import shutil
+
+    for name in ("stages", "splits", "presets"):
+        shutil.copytree(root / name, dest / name)
+    shutil.copy(root / "dvc.yaml", dest / "dvc.yaml")
+    return dest
