@@ -13,6 +13,7 @@ from transferlab.diagnostics import (
     DiagnosticsConfig,
     compare_with_sweep,
     comparison_markdown,
+    cpu_threads,
     diagnostics_tables_markdown,
     draw_tsne_grid,
     invert,
@@ -167,6 +168,13 @@ def test_config_rejects_bad_values_by_name():
         DiagnosticsConfig(max_spread_ratio=float("nan"))
 
 
+def test_cpu_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
 def tiny_nets(seed: int):
     torch.manual_seed(seed)
     model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
@@ -184,6 +192,8 @@ def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
     text = json.dumps(results, allow_nan=False)
     classes = [str(c) for c in range(10)]
     assert results["known_classes"] + results["unknown_classes"] == classes
+    assert results["inversion_images_per_class"] == 2
+    assert results["decoder_train_images"] == len(source.y_train)
     assert results["layers"] == layers
     for layer in layers:
         assert sorted(results["spread"][layer]) == sorted(classes)

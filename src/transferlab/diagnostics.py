@@ -21,6 +21,8 @@ contract (`layer_names`, `activations`) is used, so any architecture works.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +45,8 @@ INVERSION_MEASURE = (
     "matches the real image's; MSE between the optimised and the real input in the normalised "
     "input space [-1, 1], mean over the class's images")
 DECODER_MEASURE = (
-    "decoder: an MLP from the layer's flattened activation to the flattened input, trained on "
+    "decoder: an MLP (linear when decoder_hidden = 0) from the layer's flattened activation to "
+    "the flattened input, trained on "
     "the known classes' training images with the network frozen; MSE of its reconstruction in "
     "the normalised input space [-1, 1] on test images, mean over the class's images; column "
     "`input`: the same decoder fed the input itself, the error that comes from the decoder "
@@ -64,7 +67,11 @@ class DiagnosticsConfig:
     decoder linear; `decoder_train_per_class` = 0 trains decoders on all known
     training images. A layer is safe to transfer frozen while its decoder gap
     is at most `max_decoder_gap` and the unknown classes' mean spread ratio is
-    at most `max_spread_ratio` (see `recommend`).
+    at most `max_spread_ratio` (see `recommend`). `cpu_threads` (0 = leave the
+    process's setting) bounds torch's and sklearn's CPU threads during the run:
+    the probes' tensors are tiny, so extra threads mostly wait for each other,
+    and on a busy machine two threads ran 8x slower than one; a fixed count
+    also keeps the numbers independent of the machine's core count.
     """
 
     images_per_class: int = 20
@@ -79,14 +86,18 @@ class DiagnosticsConfig:
     decoder_hidden: int = 128
     decoder_batch_size: int = 128
     decoder_train_per_class: int = 0
-    max_decoder_gap: float = 0.03
+    # On the default digits convnet the gaps run 0.014, 0.027, 0.036, 0.067, 0.099
+    # (conv1..fc5); 0.05 sits in the widest step between neighbours.
+    max_decoder_gap: float = 0.05
     max_spread_ratio: float = 1.2
+    cpu_threads: int = 1
     seed: int = 0
 
     def __post_init__(self):
         ints = {"images_per_class": 2, "tsne_iterations": 250, "inversion_images_per_class": 0,
                 "inversion_steps": 1, "decoder_epochs": 1, "decoder_hidden": 0,
-                "decoder_batch_size": 1, "decoder_train_per_class": 0, "seed": 0}
+                "decoder_batch_size": 1, "decoder_train_per_class": 0, "cpu_threads": 0,
+                "seed": 0}
         for name, lo in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -234,6 +245,23 @@ def train_decoder(acts: torch.Tensor, images: torch.Tensor, *, hidden: int, epoc
 # The whole run
 # ---------------------------------------------------------------------------
 
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """Run with at most `count` torch and OpenMP/BLAS threads (0 = unchanged)."""
+    if count == 0:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        with threadpool_limits(limits=count):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _probe_images(task: TaskData, per_class: int, rng: np.random.Generator, role: str
                   ) -> tuple[np.ndarray, list[int]]:
     """`per_class` seeded test images of each class of `task`, class by class."""
@@ -355,24 +383,25 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
         bar.update(1)
 
     try:
-        decode(x_train.flatten(1), x.flatten(1), "input")
-        acts = _layer_acts(model, x, layers)
-        train_acts = _layer_acts(model, x_train, layers)
-        for layer in layers:
-            a = acts[layer].cpu().numpy()
-            results["spread"][layer] = spread_ratios(a, labels, known_cls)
-            coords, used = tsne_2d(a, cfg.tsne_perplexity, cfg.tsne_iterations, cfg.seed)
-            results["tsne"]["coords"][layer] = coords.astype(float).tolist()
-            results["tsne"]["perplexity"] = used
-            bar.update(1)
-            for name, m in models.items():
-                x_hat = invert(m, layer, x_inv, cfg.inversion_steps, cfg.inversion_lr, cfg.seed,
-                               cfg.inversion_init_std)
-                results["inversion"][name][layer] = _class_means(per_image_mse(x_hat, x_inv),
-                                                                 inv_labels)
+        with cpu_threads(cfg.cpu_threads if device.type == "cpu" else 0):
+            decode(x_train.flatten(1), x.flatten(1), "input")
+            acts = _layer_acts(model, x, layers)
+            train_acts = _layer_acts(model, x_train, layers)
+            for layer in layers:
+                a = acts[layer].cpu().numpy()
+                results["spread"][layer] = spread_ratios(a, labels, known_cls)
+                coords, used = tsne_2d(a, cfg.tsne_perplexity, cfg.tsne_iterations, cfg.seed)
+                results["tsne"]["coords"][layer] = coords.astype(float).tolist()
+                results["tsne"]["perplexity"] = used
                 bar.update(1)
-            decode(train_acts[layer], acts[layer], layer)
-            results["summary"][layer] = _layer_summary(results, layer)
+                for name, m in models.items():
+                    x_hat = invert(m, layer, x_inv, cfg.inversion_steps, cfg.inversion_lr,
+                                   cfg.seed, cfg.inversion_init_std)
+                    results["inversion"][name][layer] = _class_means(
+                        per_image_mse(x_hat, x_inv), inv_labels)
+                    bar.update(1)
+                decode(train_acts[layer], acts[layer], layer)
+                results["summary"][layer] = _layer_summary(results, layer)
     finally:
         bar.close()
         for name, m in models.items():
@@ -627,6 +656,7 @@ def draw_tsne_grid(results: dict, path: str | Path) -> None:
         ax.set_yticks([])
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(classes), 10), fontsize=8,
+               markerscale=1.8,
                frameon=False)
     fig.suptitle("t-SNE of layer activations: known (o) and unknown (^) classes")
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
