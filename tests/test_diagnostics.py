@@ -1,0 +1,242 @@
+import json
+from collections import OrderedDict
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferlab.diagnostics import (
+    FROZEN,
+    RETRAIN,
+    DiagnosticsConfig,
+    compare_with_sweep,
+    comparison_markdown,
+    cpu_threads,
+    diagnostics_tables_markdown,
+    draw_tsne_grid,
+    invert,
+    per_image_mse,
+    recommend,
+    run_diagnostics,
+    spread_ratios,
+    train_decoder,
+)
+from transferlab.models import build_model
+from transferlab.models.base import TransferableNet
+from transferlab.train import to_tensor
+
+
+class Mask(nn.Module):
+    """Keeps the left half of each image and zeroes the right half."""
+
+    def forward(self, x):
+        mask = torch.zeros_like(x)
+        mask[..., : x.shape[-1] // 2] = 1
+        return x * mask
+
+
+def net(first: nn.Module) -> TransferableNet:
+    return TransferableNet(OrderedDict(l1=first, l2=nn.Flatten()), 64, 2)
+
+
+def images(task, count):
+    return to_tensor(task.x_test[:count], task.pixel_max, torch.device("cpu"))
+
+
+TINY = DiagnosticsConfig(images_per_class=6, tsne_perplexity=5, tsne_iterations=250,
+                         inversion_images_per_class=2, inversion_steps=5, decoder_epochs=2,
+                         decoder_hidden=8, seed=0)
+
+
+def test_inversion_through_identity_is_exact_and_a_zeroed_half_stays_lost(digits_tasks):
+    x = images(digits_tasks[0], 20)
+    identity = invert(net(nn.Identity()), "l1", x, steps=150, lr=0.05, seed=0)
+    assert per_image_mse(identity, x).mean() < 1e-3
+
+    masked = invert(net(Mask()), "l1", x, steps=150, lr=0.05, seed=0)
+    left, right = slice(0, 4), slice(4, 8)
+    assert per_image_mse(masked[..., left], x[..., left]).mean() < 1e-3
+    # Nothing reaches the right half, so it keeps its noise: digits there are far from it.
+    assert per_image_mse(masked[..., right], x[..., right]).mean() > 0.1
+
+
+def test_inversion_leaves_model_weights_without_gradients(digits_tasks):
+    model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
+    model.train()
+    invert(model, "conv2", images(digits_tasks[0], 4), steps=3, lr=0.1, seed=0)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_decoder_reconstructs_worse_from_an_information_dropping_layer(digits_tasks):
+    source = digits_tasks[0]
+    x_train = to_tensor(source.x_train, source.pixel_max, torch.device("cpu"))
+    x_test = images(source, 100)
+    errors = {}
+    for name, layer in {"identity": nn.Identity(), "mask": Mask()}.items():
+        with torch.no_grad():
+            train_acts, test_acts = layer(x_train), layer(x_test)
+        decoder = train_decoder(train_acts, x_train, hidden=0, epochs=60, lr=0.01,
+                                batch_size=128, seed=0)
+        with torch.no_grad():
+            errors[name] = per_image_mse(decoder(test_acts), x_test).mean()
+    assert errors["identity"] < 0.02
+    assert errors["mask"] > 3 * errors["identity"]
+
+
+def test_spread_ratio_is_larger_for_a_scattered_class_and_scale_free():
+    rng = np.random.default_rng(0)
+    dims = 20
+    acts = np.concatenate([rng.normal(0, 1, (40, dims)), rng.normal(5, 1, (40, dims)),
+                           rng.normal(-5, 0.2, (40, dims)), rng.normal(10, 3, (40, dims))])
+    labels = ["a"] * 40 + ["b"] * 40 + ["tight"] * 40 + ["wide"] * 40
+    ratios = spread_ratios(acts, labels, ["a", "b"])
+    assert ratios["tight"] < 0.3 < 0.8 < ratios["a"] < 1.2 < 2.5 < ratios["wide"]
+    assert ratios["a"] + ratios["b"] == pytest.approx(2.0)
+    scaled = spread_ratios(acts * 10, labels, ["a", "b"])
+    assert scaled == pytest.approx(ratios)
+
+
+def fake_results(gaps, spreads, verdicts=None):
+    layers = [f"l{i + 1}" for i in range(len(gaps))]
+    results = {
+        "layers": layers,
+        "layer_positions": {name: i + 1 for i, name in enumerate(layers)},
+        "unknown_classes": ["u"],
+        "spread": {name: {"u": s} for name, s in zip(layers, spreads, strict=True)},
+        "summary": {name: {"decoder_gap": g, "spread_unknown": s}
+                    for name, g, s in zip(layers, gaps, spreads, strict=True)},
+    }
+    if verdicts is not None:
+        results["recommendation"] = {"layers": {name: {"verdict": v} for name, v in
+                                                zip(layers, verdicts, strict=True)}}
+    return results
+
+
+def test_recommendation_flips_at_the_thresholds_and_is_monotone():
+    results = fake_results(gaps=[0.01, 0.05, 0.0], spreads=[1.0, 1.1, 1.0])
+    cfg = replace(TINY, max_decoder_gap=0.03, max_spread_ratio=1.2)
+    rec = recommend(results, cfg)
+    verdicts = [rec["layers"][name]["verdict"] for name in results["layers"]]
+    assert verdicts == [FROZEN, RETRAIN, RETRAIN]
+    # l3 alone is fine, but it sits above a retrained layer.
+    assert rec["layers"]["l3"]["own_verdict"] == FROZEN
+    assert "after l2" in rec["layers"]["l3"]["reason"]
+    assert rec["frozen_layers"] == 1
+    assert "0.03" in rec["rule"] and "1.2" in rec["rule"]
+
+    looser = recommend(results, replace(cfg, max_decoder_gap=0.06))
+    assert looser["frozen_layers"] == 3
+    assert looser["layers"]["l2"]["verdict"] == FROZEN
+
+    spread_bound = recommend(results, replace(cfg, max_decoder_gap=0.06, max_spread_ratio=1.05))
+    assert [spread_bound["layers"][n]["verdict"] for n in results["layers"]] == [
+        FROZEN, RETRAIN, RETRAIN]
+    assert "spread ratio" in spread_bound["layers"]["l2"]["reason"]
+    assert spread_bound["layers"]["l2"]["spread_classes_over"] == ["u"]
+
+
+def test_compare_with_sweep_marks_agreement():
+    results = fake_results([0, 0, 0, 0], [1, 1, 1, 1], [FROZEN, FROZEN, RETRAIN, RETRAIN])
+    sweep = {("base", 0): 0.80,
+             ("AnB", 1): 0.85, ("AnB+", 1): 0.86,  # within tolerance: frozen is fine
+             ("AnB", 2): 0.70, ("AnB+", 2): 0.85,  # fine-tuning helps: retrain
+             ("AnB", 3): 0.60,                      # no AnB+, but below base: retrain
+             ("AnB+", 4): 0.9}                      # no AnB at n = 4
+    rows = {r["n"]: r for r in compare_with_sweep(results, sweep, tolerance=0.02)}
+    assert rows[1]["AnB_below_AnB+"] is False and rows[1]["AnB_below_base"] is False
+    assert rows[1]["sweep"] == FROZEN and rows[1]["agree"] is True
+    assert rows[2]["AnB_below_AnB+"] is True and rows[2]["AnB_below_base"] is True
+    assert rows[2]["sweep"] == RETRAIN and rows[2]["agree"] is False
+    assert rows[3]["AnB_below_AnB+"] is None and rows[3]["AnB_below_base"] is True
+    assert rows[3]["agree"] is True
+    assert rows[4]["sweep"] is None and rows[4]["agree"] is None
+    # A wider tolerance turns n = 2's drop into noise.
+    wide = compare_with_sweep(results, sweep, tolerance=0.2)
+    assert wide[1]["sweep"] == FROZEN and wide[1]["agree"] is True
+    assert "| 2 | l2 |" in comparison_markdown(list(rows.values()))
+    with pytest.raises(ValueError, match="tolerance"):
+        compare_with_sweep(results, sweep, tolerance=-1)
+
+
+def test_config_rejects_bad_values_by_name():
+    with pytest.raises(ValueError, match="diagnostics.images_per_class = 1"):
+        DiagnosticsConfig(images_per_class=1)
+    with pytest.raises(ValueError, match="diagnostics.max_spread_ratio"):
+        DiagnosticsConfig(max_spread_ratio=float("nan"))
+
+
+def test_cpu_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def tiny_nets(seed: int):
+    torch.manual_seed(seed)
+    model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
+    random_model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
+    return model, random_model
+
+
+def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
+    source, target, _ = digits_tasks
+    model, random_model = tiny_nets(0)
+    layers = model.layer_names
+    device = torch.device("cpu")
+    results = run_diagnostics(model, random_model, source, target, layers, TINY, device,
+                              progress=False)
+    text = json.dumps(results, allow_nan=False)
+    classes = [str(c) for c in range(10)]
+    assert results["known_classes"] + results["unknown_classes"] == classes
+    assert results["inversion_images_per_class"] == 2
+    assert results["decoder_train_images"] == len(source.y_train)
+    assert results["layers"] == layers
+    for layer in layers:
+        assert sorted(results["spread"][layer]) == sorted(classes)
+        assert sorted(results["decoder"][layer]) == sorted(classes)
+        for net_name in ("trained", "random"):
+            assert sorted(results["inversion"][net_name][layer]) == sorted(classes)
+        assert np.asarray(results["tsne"]["coords"][layer]).shape == (60, 2)
+        assert results["recommendation"]["layers"][layer]["verdict"] in (FROZEN, RETRAIN)
+    assert sorted(results["decoder"]["input"]) == sorted(classes)
+    assert len(results["tsne"]["labels"]) == 60
+
+    # Same seed, same numbers; another seed, other probe images.
+    again = run_diagnostics(model, random_model, source, target, layers, TINY, device,
+                            progress=False)
+    assert json.dumps(again, allow_nan=False) == text
+    other = run_diagnostics(model, random_model, source, target, layers,
+                            replace(TINY, seed=1), device, progress=False)
+    assert other["decoder"]["conv1"] != results["decoder"]["conv1"]
+
+    md = diagnostics_tables_markdown(results)
+    for heading in ("Gradient inversion", "Decoder", "Spread", "Recommendation"):
+        assert heading in md
+    assert "| 9 (unknown) |" in md and "conv4 (random)" in md
+
+    png = tmp_path / "plots" / "tsne.png"
+    draw_tsne_grid(results, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in png.parent.iterdir()] == ["tsne.png"]
+
+
+def test_run_diagnostics_rejects_bad_requests(digits_tasks):
+    source, target, _ = digits_tasks
+    model, random_model = tiny_nets(0)
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="images_per_class = 1000"):
+        run_diagnostics(model, random_model, source, target, ["conv1"],
+                        replace(TINY, images_per_class=1000), cpu, progress=False)
+    with pytest.raises(ValueError, match="network order"):
+        run_diagnostics(model, random_model, source, target, ["conv2", "conv1"], TINY, cpu,
+                        progress=False)
+    with pytest.raises(ValueError, match="not layers"):
+        run_diagnostics(model, random_model, source, target, ["conv9"], TINY, cpu,
+                        progress=False)
+    with pytest.raises(ValueError, match="overlap"):
+        run_diagnostics(model, random_model, source, source, ["conv1"], TINY, cpu,
+                        progress=False)
