@@ -52,3 +52,23 @@ def digits_tasks():
 
 def write_params(path, raw):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def tiny_diagnostics(digits_tasks):
+    """Real diagnostics results of a tiny random convnet on the digits (a few seconds)."""
+    import torch
+
+    from transferlab.diagnostics import DiagnosticsConfig, run_diagnostics
+    from transferlab.models import build_model
+
+    source, target, _ = digits_tasks
+    torch.manual_seed(0)
+    model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
+    random_model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
+    cfg = DiagnosticsConfig(images_per_class=6, tsne_perplexity=5, tsne_iterations=250,
+                            inversion_images_per_class=2, inversion_steps=5, decoder_epochs=2)
+    results = run_diagnostics(model, random_model, source, target, model.layer_names, cfg,
+                              torch.device("cpu"), progress=False)
+    results["tolerance"] = 0.01
+    return results

@@ -19,9 +19,14 @@ from .pipeline_runner import make_project, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
-SMALL = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB", "AnB+"]},
+SMALL = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB", "AnB+"],
+                                     "layers": [2]},
+                           "features": {"layers": ["conv2", "fc5"]},
+                           "report": {"layer": 2},
+                           "model": {"convnet": {"width": 8, "hidden": 32}},
+                           "pretrain": {"epochs": 8, "batch_size": 16},
                            "heads": {"low_shot": {"shots": [1, 2], "draws": 2}},
-                           "diagnostics": {"images_per_class": 4}})
+                           })
 
 
 def _served_params(tmp: Path, dataset: str, writer, changes: dict, server) -> dict:
@@ -30,8 +35,8 @@ def _served_params(tmp: Path, dataset: str, writer, changes: dict, server) -> di
         manifest = manifest[0]
     path = fx.write_manifest(manifest, tmp / f"{dataset}.manifest.json")
     data = {"root": str(tmp / "raw"), "mirror": str(server), "manifest": str(path)}
-    return deep_update(SHIPPED, deep_update(SMALL, {"dataset": dataset, "data": data,
-                                                    **changes}))
+    return deep_update(SHIPPED, deep_update(SMALL, deep_update(
+        {"dataset": dataset, "data": data}, changes)))
 
 
 WITHIN = {

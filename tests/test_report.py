@@ -34,8 +34,9 @@ def test_swapped_directions_are_averaged_per_seed_before_the_spread():
     assert stats["std"] == pytest.approx(0.0707107, abs=1e-6)
 
 
-def _write_results(root, seeds, layers=(1, 3), sizes=(1, 3)):
+def _write_results(root, seeds, diagnostics, layers=(1, 3), sizes=(1, 3)):
     (root / "pretrain").mkdir(parents=True)
+    (root / "diagnostics.json").write_text(json.dumps(diagnostics))
     for s in ("A", "B"):
         (root / "pretrain" / f"{s}.json").write_text(json.dumps({"test_accuracy": 0.9}))
     (root / "transfer.json").write_text(json.dumps(
@@ -54,9 +55,10 @@ def _write_results(root, seeds, layers=(1, 3), sizes=(1, 3)):
         (root / "sweep" / f"seed-{seed}.json").write_text(json.dumps({"variants": variants}))
 
 
-def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params):
+def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagnostics):
     results = tmp_path / "results"
-    _write_results(results, seeds=[0, 5])  # seed-5 is stale: not in sweep.seeds
+    # seed-5 is stale: not in sweep.seeds
+    _write_results(results, seeds=[0, 5], diagnostics=tiny_diagnostics)
     summary = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
                            plots_dir=tmp_path / "plots")
     assert summary["sweep"]["k3"]["base"] == {"mean": 0.5, "std": 0.0, "seeds": 1}
@@ -66,13 +68,18 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params):
     assert rows[1].startswith("0,0.5,") and rows[2].startswith("1,0.5,0.61")
     assert json.loads((tmp_path / "m/s.json").read_text()) == summary
     assert (tmp_path / "m/s.md").read_text().startswith("| pretrained model | test accuracy")
-    for name in ("transferability", "size_curve", "heads", "iterations"):
+    assert set(summary["diagnostics"]) == {"conv1", "conv2", "conv3", "conv4", "fc5"}
+    assert summary["diagnostics_vs_sweep"]["conv1"]["sweep"] in ("retrain", "transfer frozen")
+    md = (tmp_path / "m/s.md").read_text()
+    assert "## Layer diagnostics" in md and "agree at" in md
+    for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics",
+                 "diagnostics_tsne"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
 
 
-def test_report_fails_clearly_on_a_missing_result(tmp_path, tiny_params):
+def test_report_fails_clearly_on_a_missing_result(tmp_path, tiny_params, tiny_diagnostics):
     results = tmp_path / "results"
-    _write_results(results, seeds=[0])
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
     (results / "heads.json").unlink()
     with pytest.raises(FileNotFoundError, match="heads.json is missing"):
         build_report(tiny_params, results=results, summary_out=tmp_path / "s.json",
@@ -80,9 +87,10 @@ def test_report_fails_clearly_on_a_missing_result(tmp_path, tiny_params):
     assert not (tmp_path / "s.json").exists()
 
 
-def test_report_shows_map_and_the_paired_binary_head_comparison(tmp_path, tiny_params):
+def test_report_shows_map_and_the_paired_binary_head_comparison(tmp_path, tiny_params,
+                                                                 tiny_diagnostics):
     results = tmp_path / "results"
-    _write_results(results, seeds=[0])
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
     (results / "transfer.json").write_text(json.dumps(
         {"metric": "map", "test_score": 0.42, "test_map": 0.42, "n": 3, "subsample": 3,
          "seed": 0}))

@@ -342,13 +342,13 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
     k_img, k_lab = _probe_images(known, k, rng, "known")
     u_img, u_lab = _probe_images(unknown, k, rng, "unknown")
     labels = [str(c) for c in k_lab + u_lab]
-    x = torch.cat([to_tensor(k_img, known.pixel_max, device),
-                   to_tensor(u_img, unknown.pixel_max, device)])
+    x = torch.cat([to_tensor(k_img, known.pixel_max, device, known.mean, known.std),
+                   to_tensor(u_img, unknown.pixel_max, device, unknown.mean, unknown.std)])
     # Images are grouped by class, k each: the inversion takes the first k_inv of each.
     inv_idx = [c * k + j for c in range(len(labels) // k) for j in range(k_inv)]
     x_inv, inv_labels = x[inv_idx], [labels[i] for i in inv_idx]
     train = known.subsampled(cfg.decoder_train_per_class, cfg.seed)
-    x_train = to_tensor(train.x_train, train.pixel_max, device)
+    x_train = to_tensor(train.x_train, train.pixel_max, device, train.mean, train.std)
 
     models = {"trained": model.to(device), "random": random_model.to(device)}
     modes = {name: m.training for name, m in models.items()}
@@ -663,3 +663,49 @@ def draw_tsne_grid(results: dict, path: str | Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# The pipeline's diagnostics stage
+# ---------------------------------------------------------------------------
+
+def _probe_task(task: TaskData, crop: int) -> TaskData:
+    """What the network sees: centre crops (data.crop), one class per image (a multi-label
+    image counts as its first label)."""
+    x_train, x_test = task.x_train, task.x_test
+    if crop:
+        top, left = (x_train.shape[2] - crop) // 2, (x_train.shape[3] - crop) // 2
+        x_train = x_train[:, :, top:top + crop, left:left + crop]
+        x_test = x_test[:, :, top:top + crop, left:left + crop]
+    y_train, y_test = task.y_train, task.y_test
+    if task.multilabel:
+        y_train, y_test = (y_train > 0).argmax(1), (y_test > 0).argmax(1)
+    return TaskData(task.classes, x_train, y_train.astype(np.int64), x_test,
+                    y_test.astype(np.int64), task.pixel_max, task.mean, task.std)
+
+
+def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
+             progress: bool = True) -> dict:
+    """Probe model A with its own classes (known) and the target's (unknown)."""
+    from transferlab.experiment import load_model, new_model
+    from transferlab.io import write_json_atomic
+    from transferlab.stage import compute
+    from transferlab.train import pick_device
+
+    settings = params.diagnostics.as_dict()
+    cfg = DiagnosticsConfig(**{k: v for k, v in settings.items() if k != "tolerance"},
+                            seed=params.seed)
+    known = _probe_task(TaskData.load(Path(prepared) / "source.npz"), params.data.crop)
+    unknown = _probe_task(TaskData.load(Path(prepared) / "target.npz"), params.data.crop)
+    device = pick_device()
+    model = load_model(model_path, params, known.image_shape, known.num_classes, device)
+    # The inversion's baseline: same shape, random weights, a seed of its own.
+    random_model = new_model(params, known, params.seed + 7919, device)
+    with compute():
+        results = run_diagnostics(model, random_model, known, unknown,
+                                  list(params.layer_names), cfg, device, progress=progress)
+    results["tolerance"] = settings["tolerance"]
+    write_json_atomic(out, results)
+    verdicts = {layer: v["verdict"] for layer, v in results["recommendation"]["layers"].items()}
+    print(f"diagnostics: {verdicts}")
+    return results

@@ -359,8 +359,25 @@ def _freeze(top: _Section, names: tuple[str, ...], arch: str) -> int:
 
 HEAD_TRANSFORMS = ("l2", "power")
 # Seed 002's probes; sized so the default run's diagnostics take seconds on a CPU.
+# Same names and defaults as transferlab.diagnostics.DiagnosticsConfig (a test checks),
+# plus `tolerance`: how far AnB may fall below AnB+ or base before the sweep says "retrain".
 DIAGNOSTICS_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
+    "images_per_class": 20,
+    "tsne_perplexity": 20.0,
+    "tsne_iterations": 500,
+    "inversion_images_per_class": 8,
+    "inversion_steps": 80,
+    "inversion_lr": 0.1,
+    "inversion_init_std": 0.1,
+    "decoder_epochs": 40,
+    "decoder_lr": 0.003,
+    "decoder_hidden": 128,
+    "decoder_batch_size": 128,
+    "decoder_train_per_class": 0,
+    "max_decoder_gap": 0.05,
+    "max_spread_ratio": 1.2,
+    "cpu_threads": 1,
+    "tolerance": 0.01,
 }
 
 
@@ -412,14 +429,21 @@ def _head_params(h: _Section) -> HeadParams:
     return HeadParams(cv_folds, svm_c, logreg_c, trees, transform, power, shots, draws)
 
 
+# Lower bounds the probes need (t-SNE wants at least 250 iterations); floats listed
+# here must be > 0, every other value >= 0.
+_DIAGNOSTICS_MIN = {"images_per_class": 2, "tsne_iterations": 250, "inversion_steps": 1,
+                    "decoder_epochs": 1, "decoder_batch_size": 1}
+_DIAGNOSTICS_POSITIVE = ("tsne_perplexity", "inversion_lr", "decoder_lr", "max_spread_ratio")
+
+
 def _diagnostics_params(sec: _Section) -> DiagnosticsParams:
     values = []
     for name, default in DIAGNOSTICS_DEFAULTS.items():
-        value = sec.get(name, default)
-        if not _same_kind(value, default) or (
-                isinstance(value, int | float) and not isinstance(value, bool) and value < 0):
-            raise _fail(sec.key(name), value, f"a {type(default).__name__} >= 0 like {default!r}")
-        values.append((name, float(value) if isinstance(default, float) else value))
+        if isinstance(default, int):
+            value = sec.integer(name, default, _DIAGNOSTICS_MIN.get(name, 0))
+        else:
+            value = sec.number(name, default, lo=0.0, lo_open=name in _DIAGNOSTICS_POSITIVE)
+        values.append((name, value))
     sec.done()
     return DiagnosticsParams(tuple(values))
 

@@ -86,6 +86,11 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
         "heads": {layer: {h: r["test_accuracy"] for h, r in per.items()}
                   for layer, per in heads.items()},
     }
+    diag = _read_json(results / "diagnostics.json")
+    summary["diagnostics"] = {
+        layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
+                "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
+        for layer in diag["layers"]}
     aux = _read_json(results / "binary_aux.json")
     if aux.get("enabled"):
         summary["binary_aux"] = {k: aux[k] for k in ("treatment", "n", "subsample", "heads",
@@ -95,6 +100,79 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
             {"seed": r["seed"], "plain": r["plain"]["target_score"],
              "binary": r["binary"]["target_score"]} for r in aux["pairs"]]
     return summary, sweep
+
+
+def sweep_means_at(sweep: dict, k: int) -> dict:
+    """{(treatment, n): mean} at target size k, base at ("base", 0)."""
+    return {(t, n): stats["mean"] for t, by_n in sweep.get(k, {}).items()
+            for n, stats in by_n.items()}
+
+
+def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict,
+                       plots: Path) -> str:
+    """Seed 002's tables, the t-SNE grid and the probe-against-sweep comparison."""
+    from transferlab.diagnostics import (
+        compare_with_sweep,
+        comparison_markdown,
+        diagnostics_tables_markdown,
+        draw_tsne_grid,
+    )
+
+    diag = _read_json(results / "diagnostics.json")
+    draw_tsne_grid(diag, plots / "diagnostics_tsne.png")
+    rows = compare_with_sweep(diag, sweep_means_at(sweep, params.report.subsample),
+                              diag.get("tolerance", params.diagnostics.as_dict()["tolerance"]))
+    summary["diagnostics_vs_sweep"] = {
+        r["layer"]: {"probe": r["probe"], "sweep": r["sweep"], "agree": r["agree"]}
+        for r in rows}
+    _write_csv(plots / "diagnostics.csv", ["n", "layer", "decoder_gap", "spread_unknown",
+                                           "inversion_trained_over_random"],
+               [[diag["layer_positions"][layer], layer,
+                 *[_fmt(summary["diagnostics"][layer][key]) for key in
+                   ("decoder_gap", "spread_unknown", "inversion_trained_over_random")]]
+                for layer in diag["layers"]])
+    draw_diagnostics(diag, rows, plots / "diagnostics.png")
+    agree = [r["agree"] for r in rows if r["agree"] is not None]
+    return "\n".join([
+        "## Layer diagnostics (seed 002)", "",
+        diagnostics_tables_markdown(diag), "",
+        f"Probe verdicts against the sweep at {_size_title(params.report.subsample)} "
+        f"(agree at {sum(agree)} of {len(agree)} layers):", "",
+        comparison_markdown(rows), ""])
+
+
+def draw_diagnostics(diag: dict, rows: list[dict], path: Path) -> None:
+    """Decoder gap and spread ratio per layer against the rule's thresholds, with the
+    probe's and the sweep's verdicts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = diag["layers"]
+    thresholds = diag["recommendation"]["thresholds"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, limit, label in (
+            (axes[0], "decoder_gap", thresholds["max_decoder_gap"],
+             "decoder gap (unknown - known error, less the input's)"),
+            (axes[1], "spread_unknown", thresholds["max_spread_ratio"],
+             "spread ratio of unknown classes")):
+        values = [diag["summary"][layer][key] for layer in layers]
+        colours = ["tab:green" if diag["recommendation"]["layers"][layer]["verdict"]
+                   == "transfer frozen" else "tab:red" for layer in layers]
+        ax.bar(range(len(layers)), values, color=colours)
+        ax.axhline(limit, color="black", ls="--", lw=1, label="rule threshold")
+        ax.set_xticks(range(len(layers)), layers, rotation=45 if len(layers) > 6 else 0)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    sweep = {r["layer"]: r["sweep"] for r in rows}
+    axes[0].set_title("probe: green = transfer frozen, red = retrain", fontsize=9)
+    axes[1].set_title("sweep says retrain at: " + (", ".join(
+        layer for layer in layers if sweep.get(layer) == "retrain") or "none"), fontsize=9)
+    fig.suptitle("Which layers to transfer (seed 002 probes of model A)", y=1.03)
+    _save(fig, path)
+    plt.close(fig)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -299,7 +377,9 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     _write_csv(plots_dir / "iterations.csv", ["iteration", "A", "B"], iteration_rows(summary))
     draw_plots(params, sweep, summary, plots_dir)
     draw_iterations(summary, plots_dir)
+    diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
+    text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md
     write_json_atomic(summary_out, summary)
-    write_text_atomic(summary_out.with_suffix(".md"), summary_markdown(summary, sweep, params))
-    print(summary_markdown(summary, sweep, params))
+    write_text_atomic(summary_out.with_suffix(".md"), text)
+    print(text)
     return summary

@@ -258,7 +258,7 @@ def _unavailable(name: str, root: Path, missing: list[Path], archive: Path,
     return DatasetUnavailableError(
         f"dataset {name!r}: no local copy under {root}; missing: {_listing(missing)}. "
         f"Needed {archive}, but {how}. Put the files there in torchvision's layout, point "
-        f"`mirror` or `manifest` at a reachable copy, or use {OFFLINE_HINT}.")
+        f"`mirror` or `manifest` at a reachable copy, or run offline: {OFFLINE_HINT}.")
 
 
 def ensure_local_copy(name: str, entry: dict, root: str | Path, *, mirror: str | None = None,
