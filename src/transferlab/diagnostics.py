@@ -701,9 +701,14 @@ def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
     model = load_model(model_path, params, known.image_shape, known.num_classes, device)
     # The inversion's baseline: same shape, random weights, a seed of its own.
     random_model = new_model(params, known, params.seed + 7919, device)
+    # The layers the heads see (by default all); a torchvision source's nodes are not
+    # layers of model A, so then every layer of A is probed.
+    names = list(params.layer_names)
+    layers = names if params.features.source_model else sorted(params.features.layers,
+                                                                 key=names.index)
     with compute():
-        results = run_diagnostics(model, random_model, known, unknown,
-                                  list(params.layer_names), cfg, device, progress=progress)
+        results = run_diagnostics(model, random_model, known, unknown, layers, cfg, device,
+                                  progress=progress)
     results["tolerance"] = settings["tolerance"]
     write_json_atomic(out, results)
     verdicts = {layer: v["verdict"] for layer, v in results["recommendation"]["layers"].items()}
