@@ -1,6 +1,23 @@
 import numpy as np
+import pytest
 
-from transferlab.heads import _choose_c, fit_heads, l2_normalise
+from transferlab.heads import (
+    FeatureSplit,
+    HeadConfig,
+    LowShotConfig,
+    _choose_c,
+    _subsample_rows,
+    average_precisions,
+    fit_heads,
+    fit_layer,
+    iteration_table,
+    l2_normalise,
+    lowshot,
+    power_normalise,
+    transform_features,
+)
+
+GRID = (0.01, 0.1, 1.0, 10.0)
 
 
 def separable(seed, n_per_class=12, classes=3, dim=20):
@@ -11,6 +28,25 @@ def separable(seed, n_per_class=12, classes=3, dim=20):
     return x, y
 
 
+def two_parts(seed, n_train, n_test, noise=0.3, classes=3, dim=20):
+    """Training and test samples around the same class centres."""
+    x, y = separable(seed, n_train + n_test, classes, dim)
+    x = x + np.random.default_rng(seed + 100).normal(scale=noise, size=x.shape)
+    first = np.tile(np.arange(n_train + n_test) < n_train, classes)
+    return (x[first], y[first]), (x[~first], y[~first])
+
+
+def mixed_difficulty(seed, n=20):
+    """Class 0 easy, classes 1 and 2 barely apart: their best costs differ."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3 * n, 6))
+    y = np.repeat(np.arange(3), n)
+    x[y == 0, 0] += 3
+    x[y == 1, 1] += 0.3
+    x[y == 2, 1] -= 0.3
+    return x, y
+
+
 def test_every_head_separates_separable_features():
     x_train, y_train = separable(0)
     x_test, y_test = separable(0, n_per_class=6)
@@ -18,8 +54,11 @@ def test_every_head_separates_separable_features():
                         logreg_c=(0.1, 1.0, 10.0), trees=16, cv_folds=3, seed=0)
     assert set(results) == {"svm", "logreg", "random_forest"}
     for name, r in results.items():
-        assert r["test_accuracy"] == 1.0, name
-    assert results["svm"]["C"] in (0.1, 1.0, 10.0) and results["svm"]["cv_folds"] == 3
+        assert r["test_accuracy"] == 1.0 and r["score"] == 1.0, name
+        assert r["metric"] == "accuracy"
+    assert len(results["svm"]["C"]) == 3 and set(results["svm"]["C"]) <= {0.1, 1.0, 10.0}
+    assert results["svm"]["cv_folds"] == [3, 3, 3]
+    assert results["logreg"]["C"] in (0.1, 1.0, 10.0) and results["logreg"]["cv_folds"] == 3
 
 
 def test_random_labels_are_not_learned():
@@ -38,9 +77,181 @@ def test_l2_normalise_gives_unit_rows():
     assert np.allclose(out[0], [0.6, 0.8]) and np.all(out[1] == 0)
 
 
-def test_cost_choice_uses_only_the_training_part_and_skips_cv_with_one_image():
+def test_power_transform_is_signed_root_then_l2():
+    x = np.array([[4.0, -9.0, 0.0], [-1.0, 1.0, 16.0]])
+    out = power_normalise(x, 0.5)
+    want = np.array([[2.0, -3.0, 0.0], [-1.0, 1.0, 4.0]])
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert np.allclose(out, want)
+    assert np.allclose(transform_features(x, "power", 0.5), want)
+    assert not np.allclose(transform_features(x, "l2"), want)
+    assert np.allclose(power_normalise(x, 1.0), l2_normalise(x))
+    with pytest.raises(ValueError, match="heads.transform = 'cube'"):
+        transform_features(x, "cube")
+
+
+def test_cost_choice_skips_cv_with_one_image_and_says_so():
     from sklearn.svm import LinearSVC
 
     x, y = separable(2, n_per_class=1)
     c, info = _choose_c(lambda c: LinearSVC(C=c), (0.01, 1.0, 100.0), x, y, 5, 0)
     assert c == 1.0 and info["cv_folds"] == 0 and "no cross-validation" in info["note"]
+    x_test, y_test = separable(2, n_per_class=2)
+    results = fit_heads(x, y, x_test, y_test, svm_c=(0.01, 1.0, 100.0), logreg_c=(0.1, 1.0),
+                        trees=4, cv_folds=5, seed=0)
+    assert results["svm"]["C"] == [1.0, 1.0, 1.0] and len(results["svm"]["notes"]) == 3
+    assert "middle of the grid" in results["logreg"]["notes"][0]
+
+
+def test_chosen_costs_do_not_depend_on_the_test_part():
+    x, y = mixed_difficulty(2)
+    x_test, y_test = mixed_difficulty(12)
+    kwargs = dict(svm_c=GRID, logreg_c=GRID, trees=4, cv_folds=3, seed=0,
+                  heads=("svm", "logreg"))
+    base = fit_heads(x, y, x_test, y_test, **kwargs)
+    shuffled = fit_heads(x, y, x_test, np.random.default_rng(0).permutation(y_test), **kwargs)
+    noise = fit_heads(x, y, np.random.default_rng(1).normal(size=x_test.shape), y_test, **kwargs)
+    for other in (shuffled, noise):
+        assert other["svm"]["C"] == base["svm"]["C"]
+        assert other["logreg"]["C"] == base["logreg"]["C"]
+        assert other["svm"]["cv_score"] == base["svm"]["cv_score"]
+    assert noise["svm"]["test_accuracy"] != base["svm"]["test_accuracy"]
+
+
+def test_svm_cost_is_chosen_per_class_and_matches_a_hand_fit():
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    x, y = mixed_difficulty(2)
+    x_test, y_test = mixed_difficulty(12)
+    result = fit_heads(x, y, x_test, y_test, svm_c=GRID, logreg_c=GRID, trees=4, cv_folds=3,
+                       seed=0, heads=("svm",))["svm"]
+    assert len(set(result["C"])) > 1, result["C"]
+
+    xn = l2_normalise(x)
+    for cls in (1, 2):
+        target = (y == cls).astype(int)
+        folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(xn, target))
+        mean_ap = {}
+        for c in GRID:
+            aps = []
+            for tr, va in folds:
+                model = LinearSVC(C=c, max_iter=20000, random_state=0).fit(xn[tr], target[tr])
+                aps.append(average_precision_score(target[va], model.decision_function(xn[va])))
+            mean_ap[c] = np.mean(aps)
+        best = max(GRID, key=lambda c: (mean_ap[c], -c))
+        assert result["C"][cls] == best
+        assert np.allclose([result["cv_score"][cls][str(c)] for c in GRID],
+                           [mean_ap[c] for c in GRID])
+
+
+def test_average_precision_matches_sklearn_and_ignores_difficult_labels():
+    from sklearn.metrics import average_precision_score
+
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1]], np.uint8)
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.3], [0.5, 0.6], [0.3, 0.2], [0.1, 0.7]])
+    difficult = np.zeros_like(y, bool)
+    difficult[3, 0] = True  # a high-scoring negative, left out
+    aps, m, notes = average_precisions(y, scores, difficult)
+    keep = np.array([True, True, True, False, True, True])
+    want0 = average_precision_score(y[keep, 0], scores[keep, 0])
+    want1 = average_precision_score(y[:, 1], scores[:, 1])
+    assert np.isclose(aps[0], want0) and np.isclose(aps[1], want1)
+    assert np.isclose(m, (want0 + want1) / 2) and notes == []
+    assert want0 != average_precision_score(y[:, 0], scores[:, 0])
+    y2 = y.copy()
+    y2[3, 0] = 1
+    assert average_precisions(y2, scores, difficult)[1] == m
+
+
+def multilabel_data(seed, n=40, labels=3, dim=8):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < 0.4).astype(np.uint8)
+    x = rng.normal(size=(n, dim))
+    x[:, :labels] += 2.0 * y
+    return x, y
+
+
+def test_multilabel_heads_score_map_and_skip_difficult_labels():
+    x, y = multilabel_data(0)
+    x_test, y_test = multilabel_data(1, n=30)
+    difficult = np.zeros_like(y_test, bool)
+    difficult[:4, 0] = True
+    kwargs = dict(svm_c=(0.1, 1.0), logreg_c=(0.1, 1.0), trees=16, cv_folds=3, seed=0)
+    base = fit_heads(x, y, x_test, y_test, difficult=difficult, **kwargs)
+    flipped = y_test.copy()
+    flipped[:4, 0] = 1 - flipped[:4, 0]
+    other = fit_heads(x, y, x_test, flipped, difficult=difficult, **kwargs)
+    for head in ("svm", "logreg", "random_forest"):
+        r = base[head]
+        assert r["metric"] == "mAP" and len(r["ap_per_class"]) == 3
+        assert np.isclose(r["mAP"], np.mean(r["ap_per_class"])) and r["mAP"] > 0.7, head
+        assert other[head]["mAP"] == r["mAP"]
+    assert len(base["svm"]["C"]) == 3 and len(base["logreg"]["C"]) == 3
+    changed = fit_heads(x, y, x_test, flipped, **kwargs)  # not difficult: now it counts
+    assert changed["svm"]["mAP"] != base["svm"]["mAP"]
+
+
+def feature_split(x, y, copies=0):
+    n = len(y)
+    return FeatureSplit(np.concatenate([x] * (copies + 1)), np.concatenate([y] * (copies + 1)),
+                        np.tile(np.arange(n), copies + 1),
+                        np.repeat(np.arange(copies + 1), n).astype(np.int16))
+
+
+def test_lowshot_draws_are_nested_deterministic_and_summarised_right():
+    (x, y), (x_test, y_test) = two_parts(3, 10, 8, noise=5.0)  # not too easy
+    train = feature_split(x, y)
+    test = feature_split(x_test, y_test)
+    cfg = HeadConfig(heads=("logreg",), logreg_C=(1.0,), cv_folds=2, seed=5,
+                     lowshot=LowShotConfig(shots=(1, 2, 4), draws=3, heads=("logreg",)))
+    out = lowshot(train, test, cfg)
+    assert out == lowshot(train, test, cfg)
+    assert set(out) == {"logreg"} and set(out["logreg"]) == {"1", "2", "4"}
+    for k in (1, 2, 4):
+        rec = out["logreg"][str(k)]
+        assert len(rec["scores"]) == 3 and rec["seeds"] == [5, 6, 7]
+        assert np.isclose(rec["mean"], np.mean(rec["scores"]))
+        assert np.isclose(rec["std"], np.std(rec["scores"]))
+        want = [fit_layer(train, test, cfg, ("logreg",), per_class=k, seed=s)["logreg"]["score"]
+                for s in (5, 6, 7)]
+        assert rec["scores"] == want
+    assert out["logreg"]["1"]["std"] > 0
+    for s in (5, 6):
+        sets = [set(_subsample_rows(train, k, s)) for k in (1, 2, 4)]
+        assert sets[0] < sets[1] < sets[2] and [len(r) for r in sets] == [3, 6, 12]
+    assert set(_subsample_rows(train, 2, 5)) != set(_subsample_rows(train, 2, 6))
+    with pytest.raises(ValueError, match="heads.lowshot.shots"):
+        lowshot(train, test, HeadConfig(lowshot=LowShotConfig(shots=(11,))))
+
+
+def test_subsample_takes_augmented_copies_along_and_matches_training_draw():
+    from transferlab.data.split import nested_subsample
+
+    x, y = separable(0, n_per_class=6)
+    train = feature_split(x, y, copies=2)
+    rows = _subsample_rows(train, 2, 0)
+    images = nested_subsample(y, 2, 0)
+    assert len(rows) == 3 * len(images) == 18
+    assert set(train.index[rows]) == set(images)
+    assert sorted(train.copy[rows].tolist()) == [0] * 6 + [1] * 6 + [2] * 6
+
+
+def test_iteration_table_shape_and_informative_iteration():
+    rng = np.random.default_rng(0)
+    (x_inf, y), (x_inf_test, y_test) = two_parts(0, 15, 10)
+    train, test = [], []
+    for t in range(4):
+        if t == 2:
+            train.append(feature_split(x_inf, y))
+            test.append(feature_split(x_inf_test, y_test))
+        else:
+            train.append(feature_split(rng.normal(size=x_inf.shape), y))
+            test.append(feature_split(rng.normal(size=x_inf_test.shape), y_test))
+    table = iteration_table(train, test, logreg_c=(0.1, 1.0), cv_folds=3, seed=0)
+    acc = np.array(table["accuracy"])
+    assert acc.shape == (5, 4) and table["rows"][-1] == "all"
+    assert np.all((acc >= 0) & (acc <= 1))
+    assert acc[2, 2] == 1.0 and max(acc[0, 0], acc[1, 1], acc[3, 3]) < 0.7
+    assert acc[4, 2] > 0.9  # the stacked model learns the informative iteration too
