@@ -10,14 +10,17 @@ from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("results/heads.json")
+LOWSHOT = Path("results/heads_lowshot.json")
+ITERATIONS = Path("results/heads_iterations.json")
 
 
 def main() -> None:
     params = load_params()
     from transferlab.heads import fit_heads_per_layer
 
-    fit_heads_per_layer(params, features_dir=Path("data/features"), out=OUT)
+    fit_heads_per_layer(params, features_dir=Path("data/features"), out=OUT,
+                        lowshot_out=LOWSHOT, iterations_out=ITERATIONS)
 
 
 if __name__ == "__main__":
-    run_stage("heads", main, [OUT], STARTED)
+    run_stage("heads", main, [OUT, LOWSHOT, ITERATIONS], STARTED)

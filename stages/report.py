@@ -21,7 +21,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    outputs = [SUMMARY, SUMMARY.with_suffix(".md"), PLOTS / "diagnostics_tsne.png"] + [
+    outputs = [SUMMARY, SUMMARY.with_suffix(".md"), PLOTS / "diagnostics_tsne.png",
+               PLOTS / "lowshot.png"] + [
         PLOTS / f"{name}.{ext}"
         for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics")
         for ext in ("csv", "png")]

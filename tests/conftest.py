@@ -18,6 +18,9 @@ TINY = {
     "heads": {"cv_folds": 3, "svm": {"C": [0.1, 1]}, "logreg": {"C": [0.1, 1]},
               "random_forest": {"n_estimators": 8}},
     "report": {"layer": 3, "subsample": 3},
+    "diagnostics": {"images_per_class": 3, "tsne_perplexity": 2.0, "tsne_iterations": 250,
+                    "inversion_images_per_class": 1, "inversion_steps": 2, "decoder_epochs": 1,
+                    "decoder_hidden": 0},
 }
 
 

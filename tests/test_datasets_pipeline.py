@@ -25,7 +25,7 @@ SMALL = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB",
                            "report": {"layer": 2},
                            "model": {"convnet": {"width": 8, "hidden": 32}},
                            "pretrain": {"epochs": 8, "batch_size": 16},
-                           "heads": {"low_shot": {"shots": [1, 2], "draws": 2}},
+                           "heads": {"lowshot": {"shots": [1, 2], "draws": 2}},
                            })
 
 
@@ -46,7 +46,7 @@ WITHIN = {
     "voc2012": (fx.write_voc_archive,
                 {"data": {"source_classes": [0, 1, 2], "target_classes": [3, 4, 5]},
                  "subsample": 2, "sweep": {"subsample": [1, 2]},
-                 "report": {"subsample": 2}, "heads": {"low_shot": {"shots": [1]}}}),
+                 "report": {"subsample": 2}, "heads": {"lowshot": {"shots": [1]}}}),
     "tinyimagenet": (fx.write_tinyimagenet_zip,
                      {"data": {"source_classes": [0, 1, 2], "target_classes": [3, 4, 5],
                                "crop": 57, "flip": True}}),
@@ -147,7 +147,7 @@ def test_cross_dataset_transfer_to_multilabel_voc_through_dvc_repro(tmp_path):
                      "root": str(tmp_path / "raw"), "mirror": str(server),
                      "manifest": str(manifest)},
             "sweep": {"subsample": [1, 2]}, "report": {"subsample": 2},
-            "heads": {"low_shot": {"shots": [1]}}}))
+            "heads": {"lowshot": {"shots": [1]}}}))
         write_params(repo / "params.yaml", raw)
         env = tool_env()
         for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "cross"]):

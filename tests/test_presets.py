@@ -13,7 +13,7 @@ from tests import dataset_fixtures as fx
 from transferlab.params import parse_params
 from transferlab.presets import apply_preset, exp_args, merge
 
-from .conftest import write_params
+from .conftest import TINY, write_params
 from .pipeline_runner import make_project, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,10 +24,8 @@ TINY_RUN = {
     "pretrain": {"epochs": 2, "batch_size": 32},
     "transfer": {"steps": 3, "batch_size": 16},
     "heads": {"cv_folds": 2, "svm": {"C": [1]}, "logreg": {"C": [1]},
-              "random_forest": {"n_estimators": 4}, "low_shot": {"shots": [1], "draws": 1}},
-    "diagnostics": {"images_per_class": 3, "tsne_perplexity": 2.0, "tsne_iterations": 250,
-                    "inversion_images_per_class": 1, "inversion_steps": 2,
-                    "decoder_epochs": 1, "decoder_hidden": 0},
+              "random_forest": {"n_estimators": 4}, "lowshot": {"shots": [1], "draws": 1}},
+    "diagnostics": TINY["diagnostics"],
     "sweep": {"seeds": [0]},
 }
 SHRINK = {

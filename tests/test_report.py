@@ -44,6 +44,11 @@ def _write_results(root, seeds, diagnostics, layers=(1, 3), sizes=(1, 3)):
     heads = {lay: {h: {"test_accuracy": 0.5} for h in ("svm", "logreg", "random_forest")}
              for lay in ("conv1", "fc5")}
     (root / "heads.json").write_text(json.dumps(heads))
+    lowshot = {"shots": [1, 2], "draws": 2, "layers": {"fc5": {"svm": {
+        "1": {"mean": 0.4, "std": 0.1, "scores": [0.3, 0.5]},
+        "2": {"mean": 0.6, "std": 0.0, "scores": [0.6, 0.6]}}}}}
+    (root / "heads_lowshot.json").write_text(json.dumps(lowshot))
+    (root / "heads_iterations.json").write_text(json.dumps({"note": "single iteration"}))
     (root / "binary_aux.json").write_text(json.dumps({"enabled": False}))
     (root / "sweep").mkdir()
     for seed in seeds:
@@ -72,8 +77,10 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagn
     assert summary["diagnostics_vs_sweep"]["conv1"]["sweep"] in ("retrain", "transfer frozen")
     md = (tmp_path / "m/s.md").read_text()
     assert "## Layer diagnostics" in md and "agree at" in md
+    assert "| fc5 | svm | 0.400 ± 0.100 | 0.600 ± 0.000 |" in md
+    assert summary["lowshot"]["layers"]["fc5"]["svm"]["2"] == {"mean": 0.6, "std": 0.0}
     for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics",
-                 "diagnostics_tsne"):
+                 "diagnostics_tsne", "lowshot"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
 
 
@@ -109,5 +116,11 @@ def test_report_shows_map_and_the_paired_binary_head_comparison(tmp_path, tiny_p
     assert summary["binary_aux"]["pairs"][1] == {"seed": 1, "plain": 0.7, "binary": 0.6}
     text = (tmp_path / "m/s.md").read_text()
     assert "test mAP 0.420" in text and "| 1 | 0.700 | 0.600 | -0.100 |" in text
+    (results / "heads_iterations.json").write_text(json.dumps({
+        "rows": ["iter1", "iter2", "all"], "columns": ["iter1", "iter2"],
+        "accuracy": [[0.5, 0.4], [0.45, 0.6], [0.55, 0.65]]}))
+    build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                 plots_dir=tmp_path / "plots")
+    assert "| all | 0.550 | 0.650 |" in (tmp_path / "m/s.md").read_text()
     rows = (tmp_path / "plots/iterations.csv").read_text().splitlines()
     assert rows[0] == "iteration,A,B" and rows[4].startswith("4,0.9,")

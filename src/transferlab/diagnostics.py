@@ -672,16 +672,16 @@ def draw_tsne_grid(results: dict, path: str | Path) -> None:
 def _probe_task(task: TaskData, crop: int) -> TaskData:
     """What the network sees: centre crops (data.crop), one class per image (a multi-label
     image counts as its first label)."""
+    from transferlab.data.prepared import center_cropped
+
+    task = center_cropped(task, crop)
     x_train, x_test = task.x_train, task.x_test
-    if crop:
-        top, left = (x_train.shape[2] - crop) // 2, (x_train.shape[3] - crop) // 2
-        x_train = x_train[:, :, top:top + crop, left:left + crop]
-        x_test = x_test[:, :, top:top + crop, left:left + crop]
     y_train, y_test = task.y_train, task.y_test
     if task.multilabel:
         y_train, y_test = (y_train > 0).argmax(1), (y_test > 0).argmax(1)
-    return TaskData(task.classes, x_train, y_train.astype(np.int64), x_test,
-                    y_test.astype(np.int64), task.pixel_max, task.mean, task.std)
+    return TaskData(list(task.classes), x_train, y_train.astype(np.int64), x_test,
+                    y_test.astype(np.int64), task.pixel_max, task.mean, task.std,
+                    class_names=task.class_names)
 
 
 def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
@@ -697,6 +697,9 @@ def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
                             seed=params.seed)
     known = _probe_task(TaskData.load(Path(prepared) / "source.npz"), params.data.crop)
     unknown = _probe_task(TaskData.load(Path(prepared) / "target.npz"), params.data.crop)
+    if set(known.classes) & set(unknown.classes):  # two datasets: indices overlap, names tell
+        known.classes = [f"source:{n}" for n in known.class_names or known.classes]
+        unknown.classes = [f"target:{n}" for n in unknown.class_names or unknown.classes]
     device = pick_device()
     model = load_model(model_path, params, known.image_shape, known.num_classes, device)
     # The inversion's baseline: same shape, random weights, a seed of its own.
@@ -704,7 +707,7 @@ def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
     # The layers the heads see (by default all); a torchvision source's nodes are not
     # layers of model A, so then every layer of A is probed.
     names = list(params.layer_names)
-    layers = names if params.features.source_model else sorted(params.features.layers,
+    layers = names if params.features.source_model != "A" else sorted(params.features.layers,
                                                                  key=names.index)
     with compute():
         results = run_diagnostics(model, random_model, known, unknown, layers, cfg, device,

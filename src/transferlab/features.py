@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.data.prepared import TaskData
+from transferlab.data.prepared import TaskData, center_cropped
 from transferlab.experiment import load_model
 from transferlab.io import atomic_dir, write_json_atomic
 from transferlab.models.base import TransferableNet
@@ -145,15 +145,15 @@ def extract(model: TransferableNet, images: np.ndarray, pixel_max: int, layers: 
 
 
 def own_model_features(model: TransferableNet, pixel_max: int, layers: list[str], *,
-                       iterations: bool = True, device: torch.device | None = None
-                       ) -> BatchFeatures:
+                       iterations: bool = True, device: torch.device | None = None,
+                       mean=(0.5,), std=(0.5,)) -> BatchFeatures:
     """Layer activations, plus iter1..iterT (`iteration_embeddings`) for multi-iteration nets."""
     device = device or next(model.parameters()).device
     model.eval()
     several = iterations and getattr(model, "num_iterations", 1) > 1
 
     def fn(batch: np.ndarray) -> dict[str, torch.Tensor]:
-        x = to_tensor(batch, pixel_max, device)
+        x = to_tensor(batch, pixel_max, device, mean, std)
         out = dict(model.activations(x, layers)) if layers else {}
         if several:
             for t, emb in enumerate(model.iteration_embeddings(x), 1):
@@ -231,7 +231,8 @@ def extract_target_features(params, *, prepared, model_path, out_dir,
     from transferlab.pretrained import TORCHVISION_PREFIX, TorchvisionFeatures
 
     cfg = config or FeatureConfig.from_params(params)
-    target = TaskData.load(Path(prepared) / "target.npz")
+    # The network saw centre crops at test time (data.crop); so do the heads.
+    target = center_cropped(TaskData.load(Path(prepared) / "target.npz"), params.data.crop)
     device = pick_device()
     layers = list(cfg.layers)
     if cfg.source_model.startswith(TORCHVISION_PREFIX):
@@ -244,7 +245,7 @@ def extract_target_features(params, *, prepared, model_path, out_dir,
     else:
         model = load_model(model_path, params, target.image_shape, target.num_classes, device)
         fn = own_model_features(model, target.pixel_max, layers, iterations=cfg.iterations,
-                                device=device)
+                                device=device, mean=target.mean, std=target.std)
     meta = write_features(target, fn, cfg, out_dir)
     print(f"features: {meta['train_images']} train images ({meta['train_rows']} rows with "
           f"augmented copies) / {meta['test_images']} test images, "

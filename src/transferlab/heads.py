@@ -520,26 +520,30 @@ def fit_heads_per_layer(params, *, features_dir, out, config: HeadConfig | None 
     results: dict[str, dict] = {}
     low: dict[str, dict] = {}
     low_layers = cfg.lowshot.layers
+    low_note = None if cfg.lowshot.shots else "heads.lowshot.shots is empty: no low-shot run"
     for layer in _layers_of(features_dir, cfg):
         train = load_split(features_dir / layer / "train.npz")
         test = load_split(features_dir / layer / "test.npz")
         if cfg.subsample and not train.multilabel:
             _check_per_class("subsample", cfg.subsample, train)
+        if train.multilabel and cfg.lowshot.shots:
+            low_note = "k images per class is defined for single-label tasks; low-shot skipped"
         with compute():
             results[layer] = fit_layer(train, test, cfg)
-            if cfg.lowshot.shots and (low_layers is None or layer in low_layers):
+            if low_note is None and (low_layers is None or layer in low_layers):
                 low[layer] = lowshot(train, test, cfg)
         scores = ", ".join(f"{h} {r['metric']} {r['score']:.3f}"
                            for h, r in results[layer].items())
         print(f"heads {layer}: {scores}")
     write_json_atomic(out, results)
-    if cfg.lowshot.shots:
-        summary = {"shots": list(cfg.lowshot.shots), "draws": cfg.lowshot.draws,
-                   "layers": low}
-        if lowshot_out is not None:
-            write_json_atomic(lowshot_out, summary)
-        low = summary
-    table = None
+    # Both side files are always written (DVC outputs), with a note when there is nothing.
+    summary = {"shots": list(cfg.lowshot.shots), "draws": cfg.lowshot.draws, "layers": low}
+    if low_note is not None:
+        summary = {"note": low_note, "layers": {}}
+    if lowshot_out is not None:
+        write_json_atomic(lowshot_out, summary)
+    low = summary if low else None
+    table = {"note": "single-iteration network: no per-iteration table"}
     iters = iteration_names(features_dir) if cfg.iterations else []
     if iters:
         train = [load_split(features_dir / n / "train.npz") for n in iters]
@@ -556,6 +560,6 @@ def fit_heads_per_layer(params, *, features_dir, out, config: HeadConfig | None 
                                         transform=cfg.transform, power=cfg.power)
             print(f"heads per iteration: rows {table['rows']}, diagonal "
                   f"{[round(table['accuracy'][t][t], 3) for t in range(len(iters))]}")
-        if iterations_out is not None:
-            write_json_atomic(iterations_out, table)
-    return {"layers": results, "lowshot": low or None, "iterations": table}
+    if iterations_out is not None:
+        write_json_atomic(iterations_out, table)
+    return {"layers": results, "lowshot": low, "iterations": table}

@@ -179,14 +179,30 @@ class SweepParams:
 
 
 @dataclass(frozen=True)
+class AugmentParams:
+    copies: int  # extra training features per image from random crops (CNNaug); 0 = off
+    flip: bool
+    pad: float  # crop window shift, as a fraction of the shorter side
+
+
+@dataclass(frozen=True)
 class FeatureParams:
     layers: tuple[str, ...]
     batch_size: int
-    augment_copies: int = 0  # extra training features per image from random crops (CNNaug)
-    augment_flip: bool = False
-    source_model: str | None = None  # "torchvision:<name>": features of that model instead of A
-    weights: str | None = None  # its local weights file
+    augment: AugmentParams = AugmentParams(0, False, 0.125)
+    iterations: bool = True  # feedback nets: also each iteration's head input (iter1..iterT)
+    source_model: str = "A"  # A, or "torchvision:<name>": that model's features instead
+    weights: str | None = None  # the torchvision model's local weights file
     input_size: int = 224
+    pool: str = "flatten"  # flatten | avg (spatial mean of conv maps)
+
+
+@dataclass(frozen=True)
+class LowShotParams:
+    shots: tuple[int, ...]  # images per class
+    draws: int  # random draws per size
+    heads: tuple[str, ...]
+    layers: tuple[str, ...] | None  # None: every feature layer
 
 
 @dataclass(frozen=True)
@@ -197,8 +213,10 @@ class HeadParams:
     forest_trees: int
     transform: str = "l2"  # l2 | power
     power: float = 0.5
-    shots: tuple[int, ...] = (1, 2, 4, 8)  # low-shot protocol: images per class
-    draws: int = 3  # random draws per low-shot size
+    heads: tuple[str, ...] = ("svm", "logreg", "random_forest")
+    iterations: bool = True
+    lowshot: LowShotParams = LowShotParams((1, 2, 4, 8), 3, ("svm", "logreg", "random_forest"),
+                                           None)
 
 
 @dataclass(frozen=True)
@@ -381,13 +399,28 @@ DIAGNOSTICS_DEFAULTS: dict[str, Any] = {
 }
 
 
+HEAD_NAMES = ("svm", "logreg", "random_forest")
+POOLS = ("flatten", "avg")
+
+
+def _choices(sec: _Section, name: str, default: list, allowed: tuple[str, ...]
+             ) -> tuple[str, ...]:
+    values = sec.non_empty_list(name, default)
+    for i, v in enumerate(values):
+        if v not in allowed:
+            raise _fail(f"{sec.key(name)}[{i}]", v, "one of " + ", ".join(allowed))
+    return tuple(values)
+
+
 def _feature_params(f: _Section, names: tuple[str, ...], arch: str) -> FeatureParams:
-    source_model = _optional_str(f, "source_model")
-    if source_model is not None and not source_model.startswith("torchvision:"):
+    source_model = f.get("source_model", "A")
+    if source_model != "A" and not (isinstance(source_model, str)
+                                    and source_model.startswith("torchvision:")
+                                    and len(source_model) > len("torchvision:")):
         raise _fail("features.source_model", source_model,
-                    'null (model A) or "torchvision:<model name>", e.g. torchvision:resnet18')
+                    'A (model A) or "torchvision:<model name>", e.g. torchvision:resnet18')
     weights = _optional_str(f, "weights")
-    if source_model is not None and weights is None:
+    if source_model != "A" and weights is None:
         raise _fail("features.weights", None, f"the path of a local weights file for "
                     f"{source_model} (weights cannot be downloaded at run time)")
     layers = f.non_empty_list("layers", list(names))
@@ -395,21 +428,24 @@ def _feature_params(f: _Section, names: tuple[str, ...], arch: str) -> FeaturePa
         if not isinstance(name, str):
             raise _fail(f"features.layers[{i}]", name, "a layer name")
         # A torchvision model's node names are checked when it is built (needs torch).
-        if source_model is None and name not in names:
+        if source_model == "A" and name not in names:
             raise _fail(f"features.layers[{i}]", name,
                         f"a layer of arch {arch!r}: " + ", ".join(names))
     aug = f.section("augment")
-    copies = aug.integer("copies", 0, 0, 64, "extra training features per image; 0 = off")
-    flip = aug.boolean("flip", False)
+    augment = AugmentParams(aug.integer("copies", 0, 0, 64, "extra features per image; 0 = off"),
+                            aug.boolean("flip", False),
+                            aug.number("pad", 0.125, lo=0.0, lo_open=True, hi=1.0))
     aug.done()
-    out = FeatureParams(tuple(layers), f.integer("batch_size", 256, 1), copies, flip,
-                        source_model, weights, f.integer("input_size", 224, 16, 1024))
+    out = FeatureParams(tuple(layers), f.integer("batch_size", 256, 1), augment,
+                        f.boolean("iterations", True), source_model, weights,
+                        f.integer("input_size", 224, 16, 1024), f.choice("pool", "flatten", POOLS))
     f.done()
     return out
 
 
-def _head_params(h: _Section) -> HeadParams:
+def _head_params(h: _Section, feature_layers: tuple[str, ...]) -> HeadParams:
     cv_folds = h.integer("cv_folds", 5, 2)
+    heads = _choices(h, "heads", list(HEAD_NAMES), HEAD_NAMES)
     transform = h.choice("transform", "l2", HEAD_TRANSFORMS)
     power = h.number("power", 0.5, lo=0.0, lo_open=True, hi=1.0)
     svm = h.section("svm")
@@ -421,12 +457,22 @@ def _head_params(h: _Section) -> HeadParams:
     rf = h.section("random_forest")
     trees = rf.integer("n_estimators", 128, 1)
     rf.done()
-    low = h.section("low_shot")
-    shots = _int_list(low, "shots", [1, 2, 4, 8], 1)
+    iterations = h.boolean("iterations", True)
+    low = h.section("lowshot")
+    shots = low.get("shots", [1, 2, 4, 8])
+    if shots != []:
+        low.seen.discard("shots")
+        shots = _int_list(low, "shots", [1, 2, 4, 8], 1)
     draws = low.integer("draws", 3, 1)
+    low_heads = _choices(low, "heads", list(HEAD_NAMES), HEAD_NAMES)
+    low_layers = low.get("layers", None)
+    if low_layers is not None:
+        low.seen.discard("layers")
+        low_layers = _choices(low, "layers", [], tuple(feature_layers))
     low.done()
     h.done()
-    return HeadParams(cv_folds, svm_c, logreg_c, trees, transform, power, shots, draws)
+    return HeadParams(cv_folds, svm_c, logreg_c, trees, transform, power, heads, iterations,
+                      LowShotParams(tuple(shots), draws, low_heads, low_layers))
 
 
 # Lower bounds the probes need (t-SNE wants at least 250 iterations); floats listed
@@ -533,7 +579,7 @@ def parse_params(raw: Any) -> Params:
     s.done()
 
     features = _feature_params(top.section("features"), names, arch)
-    heads = _head_params(top.section("heads"))
+    heads = _head_params(top.section("heads"), features.layers)
     diagnostics = _diagnostics_params(top.section("diagnostics"))
 
     r = top.section("report")

@@ -83,9 +83,19 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
                       for t, by_n in per_t.items()}
             for k, per_t in sweep.items()
         },
-        "heads": {layer: {h: r["test_accuracy"] for h, r in per.items()}
+        "heads": {layer: {h: r.get("score", r.get("test_accuracy")) for h, r in per.items()}
                   for layer, per in heads.items()},
     }
+    low = _read_json(results / "heads_lowshot.json")
+    if low.get("layers"):
+        summary["lowshot"] = {
+            "shots": low["shots"], "draws": low["draws"],
+            "layers": {layer: {h: {k: {"mean": v["mean"], "std": v["std"]}
+                                   for k, v in by_k.items()} for h, by_k in per.items()}
+                       for layer, per in low["layers"].items()}}
+    iters = _read_json(results / "heads_iterations.json")
+    if "accuracy" in iters:
+        summary["iteration_heads"] = {k: iters[k] for k in ("rows", "columns", "accuracy")}
     diag = _read_json(results / "diagnostics.json")
     summary["diagnostics"] = {
         layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
@@ -203,10 +213,11 @@ def write_plot_data(params: Params, sweep: dict, summary: dict, plots: Path) -> 
                [[size, *[_fmt(_value(sweep, size, t, layer)) for t in treatments]]
                 for size in sorted(sweep)])
     names = params.layer_names
-    _write_csv(plots / "heads.csv", ["n", "layer", "svm", "logreg", "random_forest"],
-               [[names.index(lay) + 1, lay, *[_fmt(accs[h]) for h in
-                                              ("svm", "logreg", "random_forest")]]
-                for lay, accs in summary["heads"].items()])
+    heads = ("svm", "logreg", "random_forest")
+    _write_csv(plots / "heads.csv", ["n", "layer", *heads],
+               [[names.index(lay) + 1 if lay in names else i + 1, lay,
+                 *[_fmt(accs.get(h)) for h in heads]]
+                for i, (lay, accs) in enumerate(summary["heads"].items())])
 
 
 def _size_label(k: int) -> str:
@@ -287,8 +298,9 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     layers = list(summary["heads"])
     for head, marker in (("svm", "o"), ("logreg", "s"), ("random_forest", "^")):
-        ax.plot(layers, [summary["heads"][lay][head] for lay in layers], marker=marker,
-                label=head)
+        if all(head in summary["heads"][lay] for lay in layers):
+            ax.plot(layers, [summary["heads"][lay][head] for lay in layers], marker=marker,
+                    label=head)
     ax.set_xlabel("layer of model A (features L2-normalised)")
     ax.set_ylabel("target test accuracy")
     ax.set_title(f"Heads on frozen features, {params.subsample} images per class")
@@ -323,9 +335,68 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
         lines += binary_aux_markdown(summary["binary_aux"])
     lines += ["Heads on model A's features:", "", "| layer | svm | logreg | random_forest |",
               "|---|---|---|---|"]
-    lines += [f"| {lay} | {a['svm']:.3f} | {a['logreg']:.3f} | {a['random_forest']:.3f} |"
+    lines += ["| " + " | ".join([lay, *[f"{a[h]:.3f}" if h in a else "" for h in
+                                         ("svm", "logreg", "random_forest")]]) + " |"
               for lay, a in summary["heads"].items()]
+    lines += _lowshot_markdown(summary) + _iterations_markdown(summary)
     return "\n".join(lines) + "\n"
+
+
+def _lowshot_markdown(summary: dict) -> list[str]:
+    low = summary.get("lowshot")
+    if not low:
+        return []
+    shots = low["shots"]
+    lines = ["", f"Low-shot heads (test {METRIC_LABEL[summary['metric']]}, mean ± sd over "
+             f"{low['draws']} draws of k images per class):", "",
+             "| layer | head | " + " | ".join(f"k={k}" for k in shots) + " |",
+             "|---|---|" + "---|" * len(shots)]
+    for layer, per_head in low["layers"].items():
+        for head, by_k in per_head.items():
+            lines.append(f"| {layer} | {head} | " + " | ".join(
+                f"{by_k[str(k)]['mean']:.3f} ± {by_k[str(k)]['std']:.3f}" for k in shots) + " |")
+    return lines
+
+
+def _iterations_markdown(summary: dict) -> list[str]:
+    table = summary.get("iteration_heads")
+    if not table:
+        return []
+    lines = ["", "Logistic regression per iteration (rows: trained on; columns: tested on; "
+             "seed 000 Fig. 4):", "",
+             "| trained on | " + " | ".join(table["columns"]) + " |",
+             "|---|" + "---|" * len(table["columns"])]
+    lines += [f"| {row} | " + " | ".join(f"{v:.3f}" for v in accs) + " |"
+              for row, accs in zip(table["rows"], table["accuracy"], strict=True)]
+    return lines
+
+
+def draw_lowshot(summary: dict, plots: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    low = summary.get("lowshot")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if low:
+        for layer, per_head in low["layers"].items():
+            for head, by_k in per_head.items():
+                ks = [int(k) for k in by_k]
+                ax.errorbar(ks, [by_k[str(k)]["mean"] for k in ks],
+                            yerr=[by_k[str(k)]["std"] for k in ks], marker="o", capsize=2,
+                            label=f"{head} on {layer}")
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=6, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no low-shot run (see results/heads_lowshot.json)",
+                ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("training images per class (k)")
+    ax.set_ylabel(f"target test {METRIC_LABEL[summary['metric']]}")
+    ax.set_title("Low-shot heads on frozen features")
+    ax.grid(alpha=0.3)
+    _save(fig, plots / "lowshot.png")
+    plt.close(fig)
 
 
 def iteration_rows(summary: dict) -> list[list]:
@@ -377,6 +448,7 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     _write_csv(plots_dir / "iterations.csv", ["iteration", "A", "B"], iteration_rows(summary))
     draw_plots(params, sweep, summary, plots_dir)
     draw_iterations(summary, plots_dir)
+    draw_lowshot(summary, plots_dir)
     diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
     text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md
     write_json_atomic(summary_out, summary)

@@ -8,6 +8,7 @@ stages never decode images again. Multi-label tasks (Pascal VOC) carry a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,16 @@ class TaskData:
                        z["difficult_train"] if "difficult_train" in has else None,
                        z["difficult_test"] if "difficult_test" in has else None,
                        z["class_names"].tolist() if "class_names" in has else None)
+
+
+def center_cropped(task: TaskData, crop: int) -> TaskData:
+    """`task` with every image cut to its central crop x crop window (0 = unchanged)."""
+    if not crop:
+        return task
+    h, w = task.image_shape[1:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
+    return dataclasses.replace(task, x_train=task.x_train[window], x_test=task.x_test[window])
 
 
 @dataclass
