@@ -16,6 +16,7 @@ TINY = {
     "transfer": {"steps": 5, "batch_size": 16},
     "sweep": {"layers": [1, 3], "subsample": [1, 3], "seeds": [0]},
     "heads": {"cv_folds": 3, "svm": {"C": [0.1, 1]}, "logreg": {"C": [0.1, 1]},
+              "lowshot": {"shots": [1, 2], "draws": 2},
               "random_forest": {"n_estimators": 8}},
     "report": {"layer": 3, "subsample": 3},
     "diagnostics": {"images_per_class": 3, "tsne_perplexity": 2.0, "tsne_iterations": 250,

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 # DVC needs every param a stage lists to be in the file: start from the shipped one.
 E2E_PARAMS = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                         deep_update(TINY, {"sweep": {"seeds": [0]}, "model": {"width": 8},
+                         deep_update(TINY, {"sweep": {"seeds": [0]},
+                                            "model": {"convnet": {"width": 8}},
                                             "transfer": {"steps": 40}}))
 
 
@@ -46,7 +47,7 @@ def repo(tmp_path_factory):
     git(path, "commit", "-qm", "tiny params")
     first = dvc(path, "repro")
     assert ran(first) == {"prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
-                          "features", "heads", "report"}
+                          "binary_aux", "features", "heads", "diagnostics", "report"}
     git(path, "add", "-A")
     git(path, "commit", "-qm", "baseline")
     return path
@@ -54,7 +55,8 @@ def repo(tmp_path_factory):
 
 def test_repro_produces_the_summary_and_plots(repo):
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary) == {"pretrain", "transfer", "sweep", "heads"}
+    assert set(summary) == {"metric", "pretrain", "transfer", "sweep", "heads", "lowshot",
+                            "diagnostics", "diagnostics_vs_sweep"}
     assert 0 <= summary["transfer"]["test_accuracy"] <= 1
     assert summary["transfer"]["freeze"] == 3
     assert set(summary["sweep"]) == {"k1", "k3"}

@@ -74,6 +74,7 @@ class FeatureConfig:
     input_size: int = 224  # torchvision models: images are resized to this square size
     pool: str = "flatten"  # "avg": mean over the spatial positions of a (B, C, H, W) output
     seed: int = 0
+    crop: int = 0  # centre crop (data.crop): the size the network was trained on
 
     def __post_init__(self):
         if self.pool not in POOLS:
@@ -94,7 +95,7 @@ class FeatureConfig:
                    source_model=getattr(f, "source_model", "A"),
                    weights=getattr(f, "weights", None),
                    input_size=getattr(f, "input_size", 224), pool=getattr(f, "pool", "flatten"),
-                   seed=params.seed)
+                   seed=params.seed, crop=params.data.crop)
 
 
 # ---------------------------------------------------------------------------- augmentation
@@ -232,7 +233,7 @@ def extract_target_features(params, *, prepared, model_path, out_dir,
 
     cfg = config or FeatureConfig.from_params(params)
     # The network saw centre crops at test time (data.crop); so do the heads.
-    target = center_cropped(TaskData.load(Path(prepared) / "target.npz"), params.data.crop)
+    target = center_cropped(TaskData.load(Path(prepared) / "target.npz"), cfg.crop)
     device = pick_device()
     layers = list(cfg.layers)
     if cfg.source_model.startswith(TORCHVISION_PREFIX):

@@ -148,6 +148,8 @@ class DataParams:
 class BinaryAuxParams:
     heads: int  # 0 = off
     weight: float
+    seeds: tuple[int, ...] = (0, 1, 2)  # the paired comparison's replicates
+    subsample: int = 5  # its target images per class
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ class TrainParams:
     milestones: tuple[int, ...] = ()  # epochs (pretrain) / steps (transfer): lr *= lr_decay
     lr_decay: float = 0.1
     gamma: float = 1.0  # weight gamma^i of iteration i's loss (feedback networks)
-    binary_aux: BinaryAuxParams = BinaryAuxParams(0, 0.4)
+    binary_aux: BinaryAuxParams = BinaryAuxParams(0, 0.4, (0, 1, 2), 5)
 
 
 @dataclass(frozen=True)
@@ -307,7 +309,9 @@ def _train_params(sec: _Section, *, epochs: bool, defaults: dict) -> TrainParams
         aux = sec.section("binary_aux")
         kwargs["binary_aux"] = BinaryAuxParams(
             aux.integer("heads", 0, 0, 16, "0 = no binary auxiliary head"),
-            aux.number("weight", 0.4, lo=0.0, lo_open=True, hi=1.0))
+            aux.number("weight", 0.4, lo=0.0, lo_open=True, hi=1.0),
+            _int_list(aux, "seeds", [0, 1, 2], 0, 2**31 - 1),
+            aux.integer("subsample", 5, 0, None, "0 = all"))
         aux.done()
     else:
         kwargs["steps"] = sec.integer("steps", defaults["steps"], 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import make_objective, new_model, save_model, train_transform
 from transferlab.io import write_json_atomic
-from transferlab.params import Params
+from transferlab.params import Params, check_subsample
 from transferlab.stage import compute
 from transferlab.train import Batches, evaluate, fit, pick_device, score_of, task_tensors
 
@@ -83,11 +83,11 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
 
 def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
                        progress: bool = True) -> dict:
-    """Seed 001's paired comparison: for each seed of the sweep, source networks trained
-    with and without the binary auxiliary heads (same split, same initialisation, same
-    batches), each transferred to the target as the top-level params say."""
+    """Seed 001's paired comparison (Table 1): for each of `binary_aux.seeds`, source
+    networks trained with and without the binary auxiliary heads (same split, same
+    initialisation, same batches), each transferred with every layer copied and
+    fine-tuned (AnB+ at all layers) to `binary_aux.subsample` target images per class."""
     from transferlab.experiment import Variant, run_variant
-    from transferlab.treatments import treatment_name
 
     heads = params.pretrain.binary_aux.heads
     if heads == 0:
@@ -95,21 +95,21 @@ def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
         write_json_atomic(out, payload)
         print("binary_aux: pretrain.binary_aux.heads is 0; no comparison to run")
         return payload
-    if params.freeze == 0:
-        raise ValueError("params: freeze = 0 is not allowed with pretrain.binary_aux.heads > 0; "
-                         "expected at least one copied layer for the comparison to mean anything")
+    aux_cfg = params.pretrain.binary_aux
     source = TaskData.load(prepared / "source.npz")
     target = TaskData.load(prepared / "target.npz")
-    treatment = treatment_name("A", params.freeze, params.finetune)
+    check_subsample("pretrain.binary_aux.subsample", aux_cfg.subsample,
+                    target.smallest_train_class())
+    treatment, n = "AnB+", len(params.layer_names)
     pairs = []
-    for seed in params.sweep.seeds:
+    for seed in params.pretrain.binary_aux.seeds:
         row = {"seed": seed}
         for name, aux in (("plain", 0), ("binary", heads)):
             model, metrics = train_network(params, source, seed=seed, aux_heads=aux,
                                            progress=progress, desc=f"{name} A seed {seed}")
             with compute():
-                result = run_variant(params, target, {"A": model}, Variant(
-                    treatment, params.freeze, params.subsample, seed))
+                result = run_variant(params, target, {"A": model},
+                                     Variant(treatment, n, aux_cfg.subsample, seed))
             row[name] = {"source_score": metrics["test_score"],
                          "target_score": result["test_score"]}
         row["difference"] = row["binary"]["target_score"] - row["plain"]["target_score"]
@@ -121,7 +121,7 @@ def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
     sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 \
         else 0.0
     payload = {"enabled": True, "heads": heads, "weight": params.pretrain.binary_aux.weight,
-               "treatment": treatment, "n": params.freeze, "subsample": params.subsample,
+               "treatment": treatment, "n": n, "subsample": aux_cfg.subsample,
                "pairs": pairs, "mean_difference": mean, "sd_difference": sd,
                "binary_better": sum(d > 0 for d in diffs), "seeds": len(diffs)}
     write_json_atomic(out, payload)
