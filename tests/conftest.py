@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from transferlab.params import parse_params
+from transferlab.presets import merge as deep_update  # noqa: F401  (tests import it)
 
 os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
 
@@ -23,16 +24,6 @@ TINY = {
                     "inversion_images_per_class": 1, "inversion_steps": 2, "decoder_epochs": 1,
                     "decoder_hidden": 0},
 }
-
-
-def deep_update(base: dict, changes: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ TINY_RUN = {
     "pretrain": {"epochs": 2, "batch_size": 32},
     "transfer": {"steps": 3, "batch_size": 16},
     "heads": {"cv_folds": 2, "svm": {"C": [1]}, "logreg": {"C": [1]},
-              "random_forest": {"n_estimators": 4}, "lowshot": {"shots": [1], "draws": 1}},
+              "random_forest": {"n_estimators": 4},
+              "lowshot": {"shots": [1], "draws": 1, "layers": None}},
     "diagnostics": TINY["diagnostics"],
     "sweep": {"seeds": [0]},
 }

@@ -217,8 +217,7 @@ class HeadParams:
     power: float = 0.5
     heads: tuple[str, ...] = ("svm", "logreg", "random_forest")
     iterations: bool = True
-    lowshot: LowShotParams = LowShotParams((1, 2, 4, 8), 3, ("svm", "logreg", "random_forest"),
-                                           None)
+    lowshot: LowShotParams = LowShotParams((1, 2, 4, 8), 3, ("svm", "logreg"), ("conv2",))
 
 
 @dataclass(frozen=True)
@@ -468,11 +467,11 @@ def _head_params(h: _Section, feature_layers: tuple[str, ...]) -> HeadParams:
         low.seen.discard("shots")
         shots = _int_list(low, "shots", [1, 2, 4, 8], 1)
     draws = low.integer("draws", 3, 1)
-    low_heads = _choices(low, "heads", list(HEAD_NAMES), HEAD_NAMES)
-    low_layers = low.get("layers", None)
+    low_heads = _choices(low, "heads", ["svm", "logreg"], HEAD_NAMES)
+    low_layers = low.get("layers", ["conv2"])
     if low_layers is not None:
         low.seen.discard("layers")
-        low_layers = _choices(low, "layers", [], tuple(feature_layers))
+        low_layers = _choices(low, "layers", ["conv2"], tuple(feature_layers))
     low.done()
     h.done()
     return HeadParams(cv_folds, svm_c, logreg_c, trees, transform, power, heads, iterations,

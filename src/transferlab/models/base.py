@@ -109,3 +109,13 @@ class TransferableNet(nn.Module):
                 if len(out) == len(wanted):
                     break
         return out
+
+
+def check_input_size(arch: str, in_shape: tuple[int, int, int], minimum: int, why: str
+                     ) -> tuple[int, int, int]:
+    """(channels, height, width) of `in_shape`, or a clear error when it is too small."""
+    channels, height, width = in_shape
+    if min(height, width) < minimum:
+        raise ValueError(f"{arch} {why}; inputs must be at least {minimum}x{minimum}, "
+                         f"got {height}x{width}")
+    return channels, height, width

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from transferlab.models.base import TransferableNet
+from transferlab.models.base import TransferableNet, check_input_size
 
 
 class DenseLayer(nn.Module):
@@ -43,10 +43,7 @@ def build_densenet_bc(in_shape: tuple[int, int, int], num_classes: int, depth: i
                       growth: int = 12, compression: float = 0.5) -> TransferableNet:
     from transferlab.models import layer_names_of
 
-    in_ch, height, width = in_shape
-    if min(height, width) < 4:
-        raise ValueError(f"densenet_bc pools twice by 2; inputs must be at least 4x4, "
-                         f"got {height}x{width}")
+    in_ch, height, width = check_input_size("densenet_bc", in_shape, 4, "pools twice by 2")
     if not 0 < compression <= 1:
         raise ValueError(f"model.densenet_bc.compression = {compression}: must be in (0, 1]")
     names = layer_names_of("densenet_bc", {"depth": depth})  # validates depth

@@ -28,7 +28,7 @@ from collections.abc import Collection
 import torch
 from torch import nn
 
-from transferlab.models.base import TransferableNet
+from transferlab.models.base import TransferableNet, check_input_size
 
 # (in, out) channels of the 12 layers, in units of the stem width (16 in the paper).
 _PLAN = ((1, 1), (1, 1), (1, 1), (1, 2), (2, 2), (2, 2), (2, 4),
@@ -113,10 +113,8 @@ class FeedbackNet(TransferableNet):
 
 def build_feedback(in_shape: tuple[int, int, int], num_classes: int, iterations: int = 4,
                    width: int = 16, hidden: int = 256, dropout: float = 0.5) -> FeedbackNet:
-    in_ch, height, width_px = in_shape
-    if min(height, width_px) < 8:
-        raise ValueError(f"feedback strides twice by 2 and pools to 2x2; inputs must be at "
-                         f"least 8x8, got {height}x{width_px}")
+    in_ch, height, width_px = check_input_size("feedback", in_shape, 8,
+                                               "strides twice by 2 and pools to 2x2")
     if iterations < 1:
         raise ValueError(f"model.feedback.iterations = {iterations}: must be at least 1")
     if width < 1:

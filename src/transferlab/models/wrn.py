@@ -15,7 +15,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from transferlab.models.base import TransferableNet
+from transferlab.models.base import TransferableNet, check_input_size
 from transferlab.models.densenet import init_conv_bn
 
 
@@ -42,10 +42,7 @@ def build_wrn(in_shape: tuple[int, int, int], num_classes: int, depth: int = 28,
               widen: int = 10, dropout: float = 0.3) -> TransferableNet:
     from transferlab.models import layer_names_of
 
-    in_ch, height, width = in_shape
-    if min(height, width) < 4:
-        raise ValueError(f"wrn strides twice by 2; inputs must be at least 4x4, "
-                         f"got {height}x{width}")
+    in_ch, height, width = check_input_size("wrn", in_shape, 4, "strides twice by 2")
     if widen < 1:
         raise ValueError(f"model.wrn.widen = {widen}: must be at least 1")
     names = layer_names_of("wrn", {"depth": depth})  # validates depth
