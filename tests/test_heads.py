@@ -137,7 +137,8 @@ def test_svm_cost_is_chosen_per_class_and_matches_a_hand_fit():
         for c in GRID:
             aps = []
             for tr, va in folds:
-                model = LinearSVC(C=c, max_iter=20000, random_state=0).fit(xn[tr], target[tr])
+                model = LinearSVC(C=c, max_iter=20000, random_state=0,
+                                  class_weight="balanced").fit(xn[tr], target[tr])
                 aps.append(average_precision_score(target[va], model.decision_function(xn[va])))
             mean_ap[c] = np.mean(aps)
         best = max(GRID, key=lambda c: (mean_ap[c], -c))

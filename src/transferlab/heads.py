@@ -205,7 +205,11 @@ def average_precisions(y: np.ndarray, scores: np.ndarray, difficult: np.ndarray 
 def _svm(c: float, seed: int):
     from sklearn.svm import LinearSVC
 
-    return LinearSVC(C=c, max_iter=20000, random_state=seed)
+    # One class against all the others is imbalanced (1 to k-1): without balanced
+    # weights a small chosen C pushes every decision value negative and the per-class
+    # scores stop being comparable for the argmax (measured on the digits at 5 images
+    # per class: 0.49-0.69 accuracy, against 0.89-0.90 balanced).
+    return LinearSVC(C=c, max_iter=20000, random_state=seed, class_weight="balanced")
 
 
 def _logreg(c: float):
