@@ -77,3 +77,28 @@ def test_prepared_digits_split(digits_tasks):
         assert len(train) == len(test) == 5
         assert np.all(np.abs(test / (train + test) - 0.3) < 0.01)
     assert sum(meta["target_train_per_class"]) == len(target.y_train)
+
+
+def test_multilabel_subsamples_cover_every_label_and_are_nested():
+    from transferlab.data.split import nested_subsample_multilabel
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 4)) < 0.3).astype(np.uint8)
+    small = nested_subsample_multilabel(labels, 2, seed=1)
+    large = nested_subsample_multilabel(labels, 5, seed=1)
+    assert set(small) <= set(large)
+    assert (labels[small].sum(0) >= 2).all() and (labels[large].sum(0) >= 5).all()
+    assert np.array_equal(small, nested_subsample_multilabel(labels, 2, seed=1))
+    with pytest.raises(ValueError, match="label 0"):
+        nested_subsample_multilabel(labels[:3], 50, seed=1)
+
+
+def test_centre_crop_keeps_the_middle_window():
+    from transferlab.data.prepared import TaskData, center_cropped
+
+    x = np.arange(2 * 1 * 8 * 8, dtype=np.uint8).reshape(2, 1, 8, 8)
+    task = TaskData([0, 1], x, np.array([0, 1]), x, np.array([0, 1]), 255)
+    cropped = center_cropped(task, 4)
+    assert cropped.image_shape == (1, 4, 4)
+    assert np.array_equal(cropped.x_test[0, 0], x[0, 0, 2:6, 2:6])
+    assert center_cropped(task, 0) is task
