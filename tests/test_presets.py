@@ -110,3 +110,26 @@ def test_wrn_trains_through_the_pipeline_on_the_digits(tmp_path):
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert set(summary["heads"]) == {"conv1", "final"}
     assert summary["transfer"]["freeze"] == 2
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkeypatch):
+    """`--exp-args | xargs dvc exp run`: xargs splits like shlex, DVC reads each value
+    as YAML and sets the dotted key."""
+    import shlex
+
+    from transferlab.presets import main
+
+    monkeypatch.chdir(ROOT)
+    assert main([name, "--exp-args"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for flag, assignment in zip(words[::2], words[1::2], strict=True):
+        assert flag == "-S"
+        key, value = assignment.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    assert raw == apply_preset(name, ROOT / "params.yaml", ROOT / "presets")

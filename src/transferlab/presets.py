@@ -1,7 +1,7 @@
 """Paper presets: partial params files in presets/, laid over params.yaml.
 
     python -m transferlab.presets                      # list them
-    python -m transferlab.presets seed-004 --exp-args  # the `dvc exp run -S ...` arguments
+    python -m transferlab.presets seed-004 --exp-args | xargs dvc exp run   # as an experiment
     python -m transferlab.presets seed-004 --write     # rewrite params.yaml with the preset
 
 A preset names only what its paper changes; every other key keeps its value
