@@ -183,20 +183,14 @@ def average_precisions(y: np.ndarray, scores: np.ndarray, difficult: np.ndarray 
     A label without a positive (non-difficult) test image has no AP (None) and
     is left out of the mean.
     """
-    from sklearn.metrics import average_precision_score
+    from transferlab.metrics import mean_average_precision
 
-    aps: list[float | None] = []
-    notes = []
-    for j in range(y.shape[1]):
-        keep = np.ones(len(y), bool) if difficult is None else ~difficult[:, j].astype(bool)
-        truth = y[keep, j]
-        if truth.sum() == 0:
-            aps.append(None)
-            notes.append(f"label {j}: no positive non-difficult test image, no AP")
-            continue
-        aps.append(float(average_precision_score(truth, scores[keep, j])))
-    valid = [a for a in aps if a is not None]
-    return aps, (float(np.mean(valid)) if valid else math.nan), notes
+    ignore = None if difficult is None else np.asarray(difficult, bool)
+    m, per_label = mean_average_precision(y, scores, ignore)
+    aps = [None if math.isnan(ap) else ap for ap in per_label]
+    notes = [f"label {j}: no positive non-difficult test image, no AP"
+             for j, ap in enumerate(aps) if ap is None]
+    return aps, m, notes
 
 
 # ---------------------------------------------------------------------------- heads

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation over seeds (0 with a single seed)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "seeds": n}
 
 
 def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:

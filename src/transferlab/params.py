@@ -297,7 +297,6 @@ def _classes(sec: _Section, name: str, default) -> tuple[int, ...] | str:
         return "all"
     if not isinstance(value, list):
         raise _fail(sec.key(name), value, '"all" or a non-empty list of class indices')
-    sec.seen.discard(name)  # re-read through the list checker
     return _int_list(sec, name, default, 0)
 
 
@@ -464,13 +463,11 @@ def _head_params(h: _Section, feature_layers: tuple[str, ...]) -> HeadParams:
     low = h.section("lowshot")
     shots = low.get("shots", [1, 2, 4, 8])
     if shots != []:
-        low.seen.discard("shots")
         shots = _int_list(low, "shots", [1, 2, 4, 8], 1)
     draws = low.integer("draws", 3, 1)
     low_heads = _choices(low, "heads", ["svm", "logreg"], HEAD_NAMES)
     low_layers = low.get("layers", ["conv2"])
     if low_layers is not None:
-        low.seen.discard("layers")
         low_layers = _choices(low, "layers", ["conv2"], tuple(feature_layers))
     low.done()
     h.done()

@@ -8,6 +8,7 @@ from pathlib import Path
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import make_objective, new_model, save_model, train_transform
 from transferlab.io import write_json_atomic
+from transferlab.metrics import mean_std
 from transferlab.params import Params, check_subsample
 from transferlab.stage import compute
 from transferlab.train import Batches, evaluate, fit, pick_device, score_of, task_tensors
@@ -117,12 +118,10 @@ def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
         print(f"binary_aux seed {seed}: plain {row['plain']['target_score']:.4f}, "
               f"binary {row['binary']['target_score']:.4f}")
     diffs = [r["difference"] for r in pairs]
-    mean = sum(diffs) / len(diffs)
-    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 \
-        else 0.0
+    stats = mean_std(diffs)
     payload = {"enabled": True, "heads": heads, "weight": params.pretrain.binary_aux.weight,
                "treatment": treatment, "n": n, "subsample": aux_cfg.subsample,
-               "pairs": pairs, "mean_difference": mean, "sd_difference": sd,
+               "pairs": pairs, "mean_difference": stats["mean"], "sd_difference": stats["std"],
                "binary_better": sum(d > 0 for d in diffs), "seeds": len(diffs)}
     write_json_atomic(out, payload)
     return payload

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
 from transferlab.io import atomic_path, write_json_atomic, write_text_atomic
+from transferlab.metrics import mean_std
 from transferlab.params import Params
 from transferlab.treatments import TREATMENTS
 
@@ -22,14 +22,6 @@ def _read_json(path: Path):
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run `dvc repro` to produce it")
     return json.loads(path.read_text())
-
-
-def mean_std(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    # Sample standard deviation over seeds (0 with a single seed).
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "seeds": n}
 
 
 def score(result: dict) -> float:
@@ -96,11 +88,6 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
     iters = _read_json(results / "heads_iterations.json")
     if "accuracy" in iters:
         summary["iteration_heads"] = {k: iters[k] for k in ("rows", "columns", "accuracy")}
-    diag = _read_json(results / "diagnostics.json")
-    summary["diagnostics"] = {
-        layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
-                "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
-        for layer in diag["layers"]}
     aux = _read_json(results / "binary_aux.json")
     if aux.get("enabled"):
         summary["binary_aux"] = {k: aux[k] for k in ("treatment", "n", "subsample", "heads",
@@ -120,7 +107,7 @@ def sweep_means_at(sweep: dict, k: int) -> dict:
 
 def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict,
                        plots: Path) -> str:
-    """Seed 002's tables, the t-SNE grid and the probe-against-sweep comparison."""
+    """Seed 002: per-layer figures into `summary`, tables, t-SNE grid, probe against sweep."""
     from transferlab.diagnostics import (
         compare_with_sweep,
         comparison_markdown,
@@ -129,6 +116,10 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
     )
 
     diag = _read_json(results / "diagnostics.json")
+    summary["diagnostics"] = {
+        layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
+                "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
+        for layer in diag["layers"]}
     draw_tsne_grid(diag, plots / "diagnostics_tsne.png")
     rows = compare_with_sweep(diag, sweep_means_at(sweep, params.report.subsample),
                               diag.get("tolerance", params.diagnostics.as_dict()["tolerance"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from transferlab.data.readers import convert_images
 from transferlab.data.split import (
     nested_subsample,
     nested_subsample_multilabel,
@@ -59,9 +60,7 @@ class TaskData:
         return tuple(self.x_train.shape[1:])
 
     def train_counts(self) -> np.ndarray:
-        if self.multilabel:
-            return (self.y_train > 0).sum(0)
-        return np.bincount(self.y_train, minlength=self.num_classes)
+        return _counts(self.y_train, self.num_classes)
 
     def smallest_train_class(self) -> int:
         return int(self.train_counts().min())
@@ -140,22 +139,6 @@ def load_raw(dataset: str, data, progress: bool = True) -> RawImages:
                        path=data.path if dataset == "imagefolder" else None, progress=progress)
     return RawImages(raw.images, raw.labels, list(raw.class_names), raw.is_test,
                      getattr(raw, "difficult", None))
-
-
-def resize_images(images: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """uint8 images converted to `channels` (grey <-> RGB) and resized (bilinear)."""
-    if images.shape[1] == channels and tuple(images.shape[2:]) == tuple(size):
-        return images
-    from PIL import Image
-
-    out = np.empty((len(images), channels, *size), dtype=np.uint8)
-    mode = "L" if channels == 1 else "RGB"
-    for i, img in enumerate(images):
-        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-        pil = Image.fromarray(arr).convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-        arr = np.asarray(pil)
-        out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-    return out
 
 
 def read_classes_file(path: str | Path, names_a: list[str], names_b: list[str]
@@ -270,13 +253,13 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
             raise ValueError("params: the 8x8 digits (0..16 pixels) cannot be crossed with "
                              "another dataset; use mnist for handwritten digits")
         channels, size = source.image_shape[0], source.image_shape[1:]
-        target.x_train = resize_images(target.x_train, channels, size)
-        target.x_test = resize_images(target.x_test, channels, size)
+        target.x_train = convert_images(target.x_train, channels, size)
+        target.x_test = convert_images(target.x_test, channels, size)
     if data.image_size is not None and source.image_shape[1:] != (data.image_size,) * 2:
         for task in (source, target):
-            task.x_train = resize_images(task.x_train, task.image_shape[0],
+            task.x_train = convert_images(task.x_train, task.image_shape[0],
                                          (data.image_size, data.image_size))
-            task.x_test = resize_images(task.x_test, task.image_shape[0],
+            task.x_test = convert_images(task.x_test, task.image_shape[0],
                                         (data.image_size, data.image_size))
     for task in (source, target):
         task.pixel_max = pixel_max
@@ -297,15 +280,16 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
         "source_class_names": source.class_names, "target_class_names": target.class_names,
         "normalise": {"mean": list(mean), "std": list(std)},
         "source_train_per_class": source.train_counts().tolist(),
-        "source_test_per_class": _counts(source.y_test, source.num_classes),
+        "source_test_per_class": _counts(source.y_test, source.num_classes).tolist(),
         "target_train_per_class": target.train_counts().tolist(),
-        "target_test_per_class": _counts(target.y_test, target.num_classes),
+        "target_test_per_class": _counts(target.y_test, target.num_classes).tolist(),
     }
     return source, target, meta
 
 
-def _counts(y: np.ndarray, k: int) -> list[int]:
-    return ((y > 0).sum(0) if y.ndim == 2 else np.bincount(y, minlength=k)).tolist()
+def _counts(y: np.ndarray, k: int) -> np.ndarray:
+    """Images per class (single-label) or per label (multi-label)."""
+    return (y > 0).sum(0) if y.ndim == 2 else np.bincount(y, minlength=k)
 
 
 def _normalisation(source: TaskData, how: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

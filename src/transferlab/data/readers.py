@@ -88,14 +88,24 @@ def square_size(image_size: int | None) -> tuple[int, int] | None:
 def resize_images(images: np.ndarray, image_size: int | None) -> np.ndarray:
     """Resize (N, C, H, W) uint8 images to image_size x image_size (no-op if already so)."""
     size = square_size(image_size)
-    if size is None or images.shape[2:] == size:
+    if size is None:
+        return images
+    return convert_images(images, images.shape[1], size)
+
+
+def convert_images(images: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, C, H, W) images converted to `channels` (grey <-> RGB) and resized
+    (bilinear) to `size` = (height, width); no-op when they already are."""
+    if images.shape[1] == channels and tuple(images.shape[2:]) == tuple(size):
         return images
     Image = _pil()
-    out = np.empty((len(images), images.shape[1], *size), dtype=np.uint8)
+    out = np.empty((len(images), channels, *size), dtype=np.uint8)
+    mode = "L" if channels == 1 else "RGB"
     for i, img in enumerate(images):
-        pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
-        arr = np.asarray(pil.resize(size, Image.BILINEAR))
-        out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        pil = Image.fromarray(arr).convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(pil)
+        out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
     return out
 
 

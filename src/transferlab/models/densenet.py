@@ -60,11 +60,19 @@ def build_densenet_bc(in_shape: tuple[int, int, int], num_classes: int, depth: i
             out = int(math.floor(channels * compression))
             layers[f"trans{b}"] = _transition(channels, out)
             channels = out
-    layers["final"] = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-                                    nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    layers["final"] = bn_relu_pool(channels)
     model = TransferableNet(layers, channels, num_classes)
     init_conv_bn(model)
     return model
+
+
+def bn_relu_pool(channels: int) -> nn.Sequential:
+    """The last transferable layer of the CIFAR-style nets: BN, ReLU, global average pool.
+
+    A layer of its own because its batch norm has parameters to transfer.
+    """
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 def init_conv_bn(model: nn.Module) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from transferlab.models.base import TransferableNet, check_input_size
-from transferlab.models.densenet import init_conv_bn
+from transferlab.models.densenet import bn_relu_pool, init_conv_bn
 
 
 class WideUnit(nn.Module):
@@ -56,8 +56,7 @@ def build_wrn(in_shape: tuple[int, int, int], num_classes: int, depth: int = 28,
             layers[f"block{b}.unit{i}"] = WideUnit(channels, out, stride if i == 1 else 1,
                                                    dropout)
             channels = out
-    layers["final"] = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-                                    nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    layers["final"] = bn_relu_pool(channels)
     model = TransferableNet(layers, channels, num_classes)
     init_conv_bn(model)
     return model
