@@ -7,14 +7,12 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("results/binary_aux.json")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     if params.pretrain.binary_aux.heads == 0:  # off: answer without importing torch
         from transferlab.io import write_json_atomic
 

@@ -7,22 +7,13 @@ STARTED = time.time()
 from pathlib import Path  # noqa: E402
 
 from transferlab.data.prepared import prepare_tasks, write_prepared  # noqa: E402
-from transferlab.params import (  # noqa: E402
-    check_subsample,
-    check_sweep_subsamples,
-    load_params,
-)
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("data/prepared")
 
 
-def main() -> None:
-    p = load_params()
+def main(p) -> None:
     source, target, meta = prepare_tasks(p.dataset, p.data, p.seed)
-    smallest = target.smallest_train_class()
-    check_subsample("subsample", p.subsample, smallest)
-    check_sweep_subsamples(p, smallest)
     write_prepared(OUT, source, target, meta)
     print(f"source {meta['source_dataset']} ({source.num_classes} classes): "
           f"{len(source.y_train)} train, {len(source.y_test)} test; target "

@@ -7,7 +7,7 @@ STARTED = time.time()
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
+from transferlab.keys import stage_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -18,13 +18,13 @@ METRICS = Path(f"results/pretrain/{ARGS.source}.json")
 LIVE = Path(f"dvclive/pretrain-{ARGS.source}")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     from transferlab.pretrain import pretrain
 
     pretrain(params, ARGS.source, prepared=Path("data/prepared"), model_out=MODEL,
              metrics_out=METRICS, live_dir=LIVE,
-             checkpoint=Path(f".transferlab/checkpoints/pretrain-{ARGS.source}.pt"))
+             checkpoint=Path(f".transferlab/checkpoints/pretrain-{ARGS.source}.pt"),
+             key_params=stage_params(f"pretrain@{ARGS.source}", params))
 
 
 if __name__ == "__main__":

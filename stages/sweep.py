@@ -7,7 +7,7 @@ STARTED = time.time()
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
+from transferlab.keys import stage_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -16,13 +16,13 @@ ARGS = parser.parse_args()
 OUT = Path(f"results/sweep/seed-{ARGS.seed}.json")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     from transferlab.runs import run_sweep
 
     run_sweep(params, ARGS.seed, prepared=Path("data/prepared"),
               model_paths={"A": Path("models/A.pt"), "B": Path("models/B.pt")},
-              out=OUT, cache_dir=Path(".transferlab/variants"))
+              out=OUT, key_params=stage_params(f"sweep@{ARGS.seed}", params),
+              cache_dir=Path(".transferlab/variants"))
 
 
 if __name__ == "__main__":

@@ -6,15 +6,13 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("results/transfer.json")
 LIVE = Path("dvclive/transfer")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     from transferlab.runs import run_transfer
 
     run_transfer(params, prepared=Path("data/prepared"),

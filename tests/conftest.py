@@ -1,16 +1,27 @@
 import copy
+import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 
-from transferlab.params import parse_params
-from transferlab.presets import merge as deep_update  # noqa: F401  (tests import it)
+from transferlab.params import parse_params, read_params_file
+from transferlab.presets import merge as deep_update
 
 os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
 
+ROOT = Path(__file__).resolve().parents[1]
+# The shipped params.yaml: the one place defaults live; tests change what they need.
+SHIPPED = read_params_file(ROOT / "params.yaml")
+
+
+def complete(changes: dict) -> dict:
+    """The shipped params with `changes` merged in (params.yaml must set every key)."""
+    return deep_update(copy.deepcopy(SHIPPED), changes)
+
 # A params tree small enough for unit tests: few steps, a narrow network.
-TINY = {
+TINY = complete({
     "subsample": 3,
     "model": {"convnet": {"width": 4, "hidden": 16}},
     "pretrain": {"epochs": 2, "batch_size": 64},
@@ -23,17 +34,22 @@ TINY = {
     "diagnostics": {"images_per_class": 3, "tsne_perplexity": 2.0, "tsne_iterations": 250,
                     "inversion_images_per_class": 1, "inversion_steps": 2, "decoder_epochs": 1,
                     "decoder_hidden": 0},
-}
+})
+
+
+def recipe(**changes):
+    """A training recipe (the shipped transfer section) with `changes`."""
+    return dataclasses.replace(parse_params(TINY).transfer, **changes)
 
 
 @pytest.fixture
 def tiny_raw():
-    return copy.deepcopy(TINY)
+    return complete(TINY)
 
 
 @pytest.fixture
 def tiny_params():
-    return parse_params(copy.deepcopy(TINY))
+    return parse_params(complete(TINY))
 
 
 @pytest.fixture(scope="session")
@@ -54,16 +70,15 @@ def tiny_diagnostics(digits_tasks):
     """Real diagnostics results of a tiny random convnet on the digits (a few seconds)."""
     import torch
 
-    from transferlab.diagnostics import DiagnosticsConfig, run_diagnostics
+    from transferlab.diagnostics_probes import run_diagnostics
     from transferlab.models import build_model
 
     source, target, _ = digits_tasks
     torch.manual_seed(0)
     model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
     random_model = build_model("convnet", (1, 8, 8), 5, width=4, hidden=16)
-    cfg = DiagnosticsConfig(images_per_class=6, tsne_perplexity=5, tsne_iterations=250,
-                            inversion_images_per_class=2, inversion_steps=5, decoder_epochs=2)
-    results = run_diagnostics(model, random_model, source, target, model.layer_names, cfg,
-                              torch.device("cpu"), progress=False)
-    results["tolerance"] = 0.01
-    return results
+    cfg = parse_params(complete({"diagnostics": {
+        "images_per_class": 6, "tsne_perplexity": 5, "tsne_iterations": 250,
+        "inversion_images_per_class": 2, "inversion_steps": 5, "decoder_epochs": 2}})).diagnostics
+    return run_diagnostics(model, random_model, source, target, model.layer_names, cfg,
+                           torch.device("cpu"), seed=0, progress=False)

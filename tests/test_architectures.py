@@ -7,9 +7,11 @@ from torch.nn import functional as F
 
 from transferlab.losses import Objective
 from transferlab.models import ARCHITECTURES, build_model, layer_names_of, model_kwargs_of
-from transferlab.params import TrainParams
+from transferlab.schema import Spec
 from transferlab.train import make_optimizer
 from transferlab.transfer import apply_treatment
+
+from .conftest import recipe
 
 # Tiny instances for speed: the same code paths, narrow and shallow.
 TINY = {
@@ -84,10 +86,9 @@ def test_default_layer_lists():
     assert len(layer_names_of("densenet_bc", {"depth": 10})) == 1 + 3 + 2 + 1
 
 
-def test_registry_defaults_are_plain_values_and_names_need_no_torch():
+def test_registry_declares_option_specs_and_names_need_no_torch():
     for spec in ARCHITECTURES.values():
-        for value in spec.defaults.values():
-            assert type(value) in (int, float, bool, str, list), value
+        assert spec.options and all(isinstance(s, Spec) for s in spec.options.values())
     code = ("import sys; from transferlab.models import layer_names_of, ARCHITECTURES\n"
             "for a in ARCHITECTURES: layer_names_of(a)\n"
             "layer_names_of('wrn', {'depth': 40})\n"
@@ -211,7 +212,7 @@ def layer_state(model, name):
 
 
 def one_sgd_step(model, plan, arch, lr):
-    cfg = TrainParams(steps=1, batch_size=4, optimizer="sgd", lr=lr, momentum=0.0)
+    cfg = recipe(batch_size=4, optimizer="sgd", lr=lr, momentum=0.0)
     opt = make_optimizer(plan.param_groups, cfg)
     model.train()
     for module in plan.frozen:

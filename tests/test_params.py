@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -6,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab.params import ParamsError, check_subsample, load_params, parse_params
+from transferlab.params import (
+    ParamsError,
+    check_subsample,
+    load_params,
+    parse_params,
+    read_params_file,
+)
+from transferlab.schema import recording
+from transferlab.stage import ParamsChanged, check_params_unchanged
 
 from .conftest import deep_update
 
@@ -17,7 +26,12 @@ BAD = [
     ({"dataset": "imagenet"}, "dataset = 'imagenet'", "one of digits, mnist"),
     ({"arch": "resnet"}, "arch = 'resnet'", "one of convnet, alexnet"),
     ({"freeze": "conv9"}, "freeze = 'conv9'", "a layer name of arch 'convnet'"),
-    ({"model": {"convnet": {"width": "wide"}}}, "model.convnet.width = 'wide'", "int"),
+    ({"model": {"convnet": {"width": "wide"}}}, "model.convnet.width = 'wide'", "an integer"),
+    # Degenerate networks: a chance-level model must not be recorded as a result.
+    ({"model": {"convnet": {"hidden": 0}}}, "model.convnet.hidden = 0", ">= 1"),
+    ({"model": {"convnet": {"width": 0}}}, "model.convnet.width = 0", ">= 1"),
+    ({"model": {"alexnet": {"channels": [96, 256]}}}, "model.alexnet.channels = [96, 256]",
+     "5 values"),
     ({"model": {"convnet": {"depth": 3}}}, "unknown key 'model.convnet.depth'", "hidden"),
     ({"data": {"split": "random", "source_dataset": "cifar100", "target_dataset": "voc2012"}},
      "data.split = 'random'", "fixed or file"),
@@ -79,10 +93,20 @@ BAD = [
 ]
 
 
-def test_defaults_are_valid_and_match_the_shipped_params_file():
+def test_the_shipped_params_file_is_the_one_place_of_defaults():
     shipped = load_params(ROOT / "params.yaml")
     assert shipped.treatment == "AnB" and shipped.freeze == 3
-    assert parse_params({}) == parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    # No value comes from code: any key left out is an error naming it.
+    with pytest.raises(ParamsError, match="missing key 'dataset'"):
+        parse_params({})
+    raw = read_params_file(ROOT / "params.yaml")
+    del raw["transfer"]["lr_mult"]
+    with pytest.raises(ParamsError, match="missing key 'transfer.lr_mult'"):
+        parse_params(raw)
+    raw = read_params_file(ROOT / "params.yaml")
+    del raw["model"]["wrn"]["widen"]
+    with pytest.raises(ParamsError, match="missing key 'model.wrn.widen'"):
+        parse_params(raw)
 
 
 @pytest.mark.parametrize(("change", "key", "allowed"), BAD, ids=[b[1] for b in BAD])
@@ -114,7 +138,8 @@ def test_freeze_accepts_a_layer_name_as_up_to_and_including_it(tiny_raw):
 def test_model_sections_keep_every_arch_and_fill_defaults(tiny_raw):
     p = parse_params(tiny_raw)
     assert p.model_kwargs == {"width": 4, "hidden": 16}
-    assert set(p.model) == set(__import__("transferlab.models").models.ARCHITECTURES)
+    fields = {f.name for f in dataclasses.fields(p.model)}
+    assert fields == set(__import__("transferlab.models").models.ARCHITECTURES)
 
 
 def test_treatment_follows_the_top_level_keys(tiny_raw):
@@ -124,6 +149,7 @@ def test_treatment_follows_the_top_level_keys(tiny_raw):
 
 def _stage_in(tmp_path: Path, raw: dict, stage: str):
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")  # stages derive keys from it
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path,
                           capture_output=True, text=True)
@@ -137,11 +163,59 @@ def test_a_stage_refuses_bad_params_before_any_work(tmp_path, tiny_raw, stage):
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
 
 
-def test_prepare_refuses_a_subsample_larger_than_a_class_and_writes_nothing(tmp_path,
-                                                                            tiny_raw):
-    proc = _stage_in(tmp_path, {**tiny_raw, "sweep": {**tiny_raw["sweep"],
-                                                      "subsample": [1, 500]},
-                                "report": {"layer": 3, "subsample": 1}}, "prepare")
+def test_sweep_refuses_a_subsample_larger_than_a_class_and_writes_nothing(tmp_path,
+                                                                          tiny_raw):
+    # prepare does not read the sizes (changing them must not re-decode the dataset);
+    # the stages that draw them refuse them before any training.
+    raw = deep_update(tiny_raw, {"sweep": {"subsample": [1, 500]},
+                                 "report": {"layer": 3, "subsample": 1}})
+    assert _stage_in(tmp_path, raw, "prepare").returncode == 0
+    proc = subprocess.run([sys.executable, "stages/sweep.py", "--seed", "0"], cwd=tmp_path,
+                          capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "sweep.subsample[1] = 500" in proc.stderr and "smallest target class" in proc.stderr
-    assert not (tmp_path / "data" / "prepared").exists()
+    assert not (tmp_path / "results").exists()
+
+
+def test_params_are_read_with_the_yaml_rules_dvc_uses(tmp_path):
+    # YAML 1.2 (DVC): 3e-4 is a number; PyYAML's YAML 1.1 would read the string '3e-4'.
+    text = (ROOT / "params.yaml").read_text().replace("  lr: 0.001\n", "  lr: 3e-4\n", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").pretrain.lr == 3e-4
+    (tmp_path / "params.yaml").write_text(text + "seed: 1\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):  # a duplicate key
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("text", ["freez: 2\n", "foo: 1\n"])
+def test_unknown_top_level_keys_are_refused(tmp_path, text):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text() + text)
+    with pytest.raises(ParamsError, match=f"unknown key '{text.split(':')[0]}'"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_misspelt_nested_key_is_refused(tiny_raw):
+    with pytest.raises(ParamsError, match="unknown key 'sweep.layer'; keys allowed in sweep"):
+        parse_params(deep_update(tiny_raw, {"sweep": {"layer": [1]}}))
+
+
+def test_reads_are_recorded_by_dotted_key_and_validation_is_not_a_read(tiny_raw):
+    with recording() as reads:
+        p = parse_params(tiny_raw)
+    assert reads == set()
+    with recording() as reads:
+        p.transfer.lr, p.model_kwargs, p.heads.svm.C  # noqa: B018
+        p.data  # noqa: B018  (a section is not a value)
+    assert reads == {"transfer.lr", "arch", "model.convnet", "heads.svm.C"}
+
+
+def test_a_stage_fails_when_a_key_it_read_changed_under_it(tmp_path, tiny_raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw))
+    used = load_params(path)
+    check_params_unchanged(used, {"pretrain.lr"}, path)
+    path.write_text(yaml.safe_dump(deep_update(tiny_raw, {"pretrain": {"lr": 0.0013},
+                                                          "heads": {"cv_folds": 4}})))
+    check_params_unchanged(used, {"seed"}, path)  # a key it did not read may change
+    with pytest.raises(ParamsChanged, match=r"pretrain.lr: 0.001 -> 0.0013"):
+        check_params_unchanged(used, {"pretrain.lr", "seed"}, path)

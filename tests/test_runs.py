@@ -4,10 +4,13 @@ import torch
 
 from transferlab import runs
 from transferlab.experiment import Variant, run_variant
+from transferlab.keys import stage_params
 from transferlab.params import parse_params
 from transferlab.pretrain import pretrain
 
-from .conftest import TINY, deep_update
+from .conftest import ROOT, TINY, deep_update
+
+KEYS = stage_params("sweep", parse_params(TINY), ROOT / "dvc.yaml")
 
 
 def _prepared(tmp_path, digits_tasks):
@@ -91,11 +94,13 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     monkeypatch.setattr(runs, "run_variant", counting)
     cache = tmp_path / "variants"
     first = runs.run_sweep(tiny_params, 0, prepared=prepared, model_paths=sources,
-                           out=tmp_path / "s.json", cache_dir=cache, progress=False)
+                           out=tmp_path / "s.json", cache_dir=cache, progress=False,
+                   key_params=KEYS)
     n_first = len(trained)
     grown = parse_params(deep_update(TINY, {"sweep": {"layers": [1, 2, 3]}}))
     second = runs.run_sweep(grown, 0, prepared=prepared, model_paths=sources,
-                            out=tmp_path / "s2.json", cache_dir=cache, progress=False)
+                            out=tmp_path / "s2.json", cache_dir=cache, progress=False,
+                   key_params=KEYS)
     new = trained[n_first:]
     assert sorted(new) == sorted(f"{t}/n2/k{k}/s0" for t in ("AnB", "AnB+", "BnB", "BnB+")
                                  for k in (1, 3))
@@ -109,15 +114,46 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     changed = parse_params(deep_update(TINY, {"transfer": {"steps": 6}}))
     trained.clear()
     runs.run_sweep(changed, 0, prepared=prepared, model_paths=sources,
-                   out=tmp_path / "s3.json", cache_dir=cache, progress=False)
+                   out=tmp_path / "s3.json", cache_dir=cache, progress=False,
+                   key_params=KEYS)
     assert len(trained) == len(runs.grid(changed, 0))
 
 
-def test_sweep_stage_depends_on_all_the_code_the_variant_cache_hashes():
-    from pathlib import Path
+def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, tmp_path):
+    """The red-team's C5: with data.crop set, data.pad was missing from the key."""
+    from transferlab.schema import value_at
 
-    import yaml
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "target.npz").write_bytes(b"target")
+    sources = {"A": prepared / "target.npz", "B": prepared / "target.npz"}
 
-    root = Path(__file__).resolve().parent.parent
-    deps = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["sweep"]["deps"])
-    assert {f"src/transferlab/{name}" for name in runs.TRAINING_CODE} <= deps
+    def key(raw_changes):
+        p = parse_params(deep_update(TINY, raw_changes))
+        return json.dumps(runs.variant_context(
+            p, KEYS, direction="AB", target_file=prepared / "target.npz",
+            source_files=sources, device=torch.device("cpu")), sort_keys=True)
+
+    cropped = {"data": {"crop": 6}}
+    assert key(cropped) != key(deep_update(cropped, {"data": {"pad": 2}}))
+    assert key(cropped) != key(deep_update(cropped, {"model": {"convnet": {"hidden": 17}}}))
+    assert key(cropped) != key(deep_update(cropped, {"transfer": {"momentum": 0.5}}))
+    # The grid's keys choose variants, they do not change one; other arches do not matter.
+    assert key(cropped) == key(deep_update(cropped, {"sweep": {"layers": [1, 2, 3]}}))
+    assert key(cropped) == key(deep_update(cropped, {"model": {"wrn": {"widen": 2}}}))
+    declared = {k for k in KEYS if not k.startswith("sweep.")}
+    assert declared == set(json.loads(key(cropped))["params"])
+    assert value_at(tiny_params, "data.pad") == 0
+
+
+def test_an_unreadable_store_entry_is_a_miss_that_names_the_file(tmp_path, capsys):
+    from transferlab.experiment import Variant
+
+    store = runs.VariantCache(tmp_path, {"any": "context"})
+    variant = Variant("AnB", 3, 5, 0)
+    store.put(variant, {"treatment": "AnB", "test_score": 0.5})
+    assert store.get(variant)["test_score"] == 0.5
+    path = store._path(variant)
+    path.write_text('{"treatment": "AnB", "test_sc')  # a torn write
+    assert store.get(variant) is None
+    assert str(path) in capsys.readouterr().err

@@ -15,6 +15,7 @@ def run(stage_args, cwd):
 
 def test_a_diverging_pretrain_leaves_no_output_behind(tmp_path, tiny_raw):
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     raw = deep_update(tiny_raw, {"pretrain": {"optimizer": "sgd", "lr": 1e12, "epochs": 3}})
     write_params(tmp_path / "params.yaml", raw)
     assert run(["stages/prepare.py"], tmp_path).returncode == 0
@@ -28,6 +29,7 @@ def test_a_diverging_pretrain_leaves_no_output_behind(tmp_path, tiny_raw):
 
 def test_a_stage_missing_its_input_says_which_stage_to_run(tmp_path, tiny_raw):
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     write_params(tmp_path / "params.yaml", tiny_raw)
     proc = run(["stages/features.py"], tmp_path)
     assert proc.returncode == 1

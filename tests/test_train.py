@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from transferlab.models import build_model
-from transferlab.params import TrainParams
 from transferlab.train import Batches, TrainingDiverged, fit, to_tensor
+
+from .conftest import recipe
 
 
 def data(n=40, seed=0):
@@ -19,13 +20,13 @@ def model(seed=0):
     return build_model("convnet", (1, 8, 8), 3, width=4, hidden=8)
 
 
-CFG = TrainParams(epochs=4, batch_size=16, lr=1e-2)
+CFG = recipe(batch_size=16, lr=1e-2)
 
 
 def test_loss_goes_down_on_a_learnable_task():
     x, y = data()
     net = model()
-    history = fit(net, Batches(x, y, 16, 0), TrainParams(epochs=30, batch_size=16, lr=1e-2),
+    history = fit(net, Batches(x, y, 16, 0), recipe(batch_size=16, lr=1e-2),
                   epochs=30, progress=False)
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
 
@@ -70,12 +71,12 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
     with pytest.raises(Stop):
         fit(interrupted, Batches(x, y, 16, 0), CFG, epochs=4, live=StopAfterTwo(),
-            checkpoint=ckpt, progress=False)
+            checkpoint=ckpt, checkpoint_key="k", progress=False)
     # The checkpoint is written after the live step; the run died after epoch 2's log,
     # so the newest checkpoint is epoch 1's. Resume in a fresh model.
     resumed = model(seed=99)
     history = fit(resumed, Batches(x, y, 16, 0), CFG, epochs=4, checkpoint=ckpt,
-                  progress=False)
+                  checkpoint_key="k", progress=False)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k

@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from transferlab.models import build_model
-from transferlab.params import TrainParams
 from transferlab.train import Batches, fit, make_optimizer
 from transferlab.transfer import apply_treatment, copy_first_layers
 from transferlab.treatments import treatment_name
+
+from .conftest import recipe
 
 NAMES = ["conv1", "conv2", "conv3", "conv4", "fc5"]
 
@@ -21,7 +22,7 @@ def layer_equal(a, b, name):
 
 
 def one_step(model, plan, lr=0.1):
-    cfg = TrainParams(steps=1, batch_size=8, optimizer="sgd", lr=lr, momentum=0.0)
+    cfg = recipe(batch_size=8, optimizer="sgd", lr=lr, momentum=0.0)
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))
     fit(model, Batches(x, y, 8, 0), cfg, param_groups=plan.param_groups, frozen=plan.frozen,
@@ -70,7 +71,7 @@ def test_fine_tuned_layers_move_at_lr_mult_of_the_base_rate():
     plan = apply_treatment(tuned, "AnB+", 2, {"A": source}, lr=lr, lr_mult=mult)
     assert [g["lr"] for g in plan.param_groups] == [lr * mult, lr]
     # Plain SGD: the update is exactly -rate * gradient, so compare with the gradient.
-    cfg = TrainParams(steps=1, batch_size=8, optimizer="sgd", lr=lr, momentum=0.0)
+    cfg = recipe(batch_size=8, optimizer="sgd", lr=lr, momentum=0.0)
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))
     opt = make_optimizer(plan.param_groups, cfg)

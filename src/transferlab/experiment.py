@@ -11,6 +11,7 @@ from transferlab.data.prepared import TaskData
 from transferlab.models import build_model
 from transferlab.models.base import TransferableNet
 from transferlab.params import Params
+from transferlab.schema import fail
 from transferlab.train import (
     Batches,
     evaluate,
@@ -55,7 +56,19 @@ def load_model(path: str | Path, params: Params, in_shape, num_classes: int,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run its pretrain stage first")
-    state = torch.load(path, map_location=device, weights_only=True)
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch.load of a damaged file raises a dozen different types
+        # torch's own texts run to paragraphs (and suggest weights_only=False): one line
+        why = ("not a weights-only torch file" if isinstance(e, pickle.UnpicklingError)
+               else (str(e).splitlines() or [type(e).__name__])[0])
+        raise ValueError(f"{path}: cannot load the model ({why}); the file is damaged or not "
+                         "a transferlab model: delete it and rerun its pretrain stage") from e
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise ValueError(f"{path} holds no model state_dict; delete it and rerun its "
+                         "pretrain stage")
     model = build_model(params.arch, input_shape(params, in_shape), num_classes,
                         **params.model_kwargs)
     # The head of a source model has the source's class count; only layers transfer.
@@ -70,7 +83,10 @@ def load_model(path: str | Path, params: Params, in_shape, num_classes: int,
 def input_shape(params: Params, image_shape) -> tuple[int, int, int]:
     """What the network sees: the stored images, or their `data.crop` crops."""
     c, h, w = image_shape
-    return (c, params.data.crop, params.data.crop) if params.data.crop else (c, h, w)
+    crop = params.data.crop
+    if crop > min(h, w):
+        raise fail("data.crop", crop, f"0 or at most the image size {min(h, w)}")
+    return (c, crop, crop) if crop else (c, h, w)
 
 
 def train_transform(params: Params):

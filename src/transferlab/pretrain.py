@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import make_objective, new_model, save_model, train_transform
 from transferlab.io import write_json_atomic
+from transferlab.keys import code_digest, derive_key, file_digest
 from transferlab.metrics import mean_std
 from transferlab.params import Params, check_subsample
 from transferlab.stage import compute
@@ -15,7 +17,8 @@ from transferlab.train import Batches, evaluate, fit, pick_device, score_of, tas
 
 
 def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
-                  live=None, checkpoint: Path | None = None, progress: bool = True,
+                  live=None, checkpoint: Path | None = None, checkpoint_key: str | None = None,
+                  progress: bool = True,
                   desc: str = "pretrain"):
     """A fresh network trained on all of `task`'s training part: (model, metrics)."""
     device = pick_device()
@@ -34,6 +37,7 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
         history = fit(model, Batches(t["x_train"], t["y_train"], cfg.batch_size, seed,
                                      t["ignore_train"]),
                       cfg, epochs=cfg.epochs, test=test, live=live, checkpoint=checkpoint,
+                      checkpoint_key=checkpoint_key,
                       progress=progress, desc=desc, objective=objective,
                       transform=train_transform(params))
         result = evaluate(model, *test)
@@ -47,16 +51,32 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
     return model, metrics
 
 
+def checkpoint_key(params: Params, key_params: Sequence[str], source: str, task_file: Path,
+                   device) -> str:
+    """What a resumable pretraining run is: the params its stage declares, the side, the
+    prepared file's digest, the code it imports, the torch version and the device type."""
+    import torch
+
+    return derive_key(params, list(key_params), source=source, data=file_digest(task_file),
+                      code=code_digest(__name__), torch=torch.__version__, device=device.type)
+
+
 def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
              metrics_out: Path, live_dir: Path | None = None,
-             checkpoint: Path | None = None, progress: bool = True) -> dict:
+             checkpoint: Path | None = None, key_params: Sequence[str] = (),
+             progress: bool = True) -> dict:
     """Train on all training images of the source (A) or target (B) classes.
 
     B uses the whole target training part, as Yosinski et al.'s selffer
     networks do; the target test part is never used for training. Binary
     auxiliary heads (seed 001), when set, train with the source network A only.
+    `key_params` are the params the stage declares (dvc.yaml): with the inputs'
+    digests and the code they make the checkpoint's key.
     """
-    task = TaskData.load(prepared / ("source.npz" if source == "A" else "target.npz"))
+    task_file = prepared / ("source.npz" if source == "A" else "target.npz")
+    task = TaskData.load(task_file)
+    key = None if checkpoint is None else checkpoint_key(params, key_params, source, task_file,
+                                                         pick_device())
     live = None
     if live_dir is not None:
         from dvclive import Live
@@ -67,7 +87,8 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
         model, metrics = train_network(
             params, task, seed=params.seed,
             aux_heads=params.pretrain.binary_aux.heads if source == "A" else 0, live=live,
-            checkpoint=checkpoint, progress=progress, desc=f"pretrain {source}")
+            checkpoint=checkpoint, checkpoint_key=key, progress=progress,
+            desc=f"pretrain {source}")
     finally:
         if live is not None:
             live.end()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -11,9 +13,12 @@ import torch
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import Variant, load_model, run_variant
 from transferlab.io import write_json_atomic
+from transferlab.keys import code_digest, file_digest
 from transferlab.params import Params, check_subsample, check_sweep_subsamples
+from transferlab.progress import progress_bar
+from transferlab.schema import value_at
 from transferlab.stage import compute
-from transferlab.train import pick_device, progress_bar
+from transferlab.train import pick_device
 from transferlab.treatments import TREATMENTS
 
 
@@ -64,35 +69,29 @@ def grid(params: Params, seed: int) -> list[Variant]:
     return variants
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+# The grid's own keys choose which variants run; they do not change how one trains,
+# so they stay out of its key (a grown grid reuses what it already trained).
+GRID_KEYS = "sweep."
 
 
-# The modules that decide what a variant trains to; a change to any of them
-# invalidates every cached variant. Same list as the sweep stage's deps in dvc.yaml.
-TRAINING_CODE = ("data", "models", "train.py", "losses.py", "augment.py", "metrics.py",
-                 "experiment.py", "transfer.py", "treatments.py",
-                 "runs.py")
-
-
-def code_fingerprint() -> str:
-    """Hash of the training code and the torch version."""
-    root = Path(__file__).parent
-    h = hashlib.sha256(torch.__version__.encode())
-    files = [f for name in TRAINING_CODE
-             for f in ([root / name] if name.endswith(".py") else (root / name).rglob("*.py"))]
-    for f in sorted(files):
-        h.update(f.relative_to(root).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def variant_context(params: Params, key_params: Sequence[str], *, direction: str,
+                    target_file: Path, source_files: dict[str, Path], device) -> dict:
+    """Everything but the variant itself that decides a variant's result: the params the
+    sweep stage declares (less the grid's), the input files' digests, the code the
+    training imports, the torch version and the device type."""
+    return {"params": {k: value_at(params, k) for k in sorted(key_params)
+                       if not k.startswith(GRID_KEYS)},
+            "direction": direction, "target": file_digest(target_file),
+            "sources": {k: file_digest(p) for k, p in sorted(source_files.items())},
+            "code": code_digest(__name__), "torch": torch.__version__, "device": device.type}
 
 
 class VariantCache:
     """Results of single variants, keyed by everything that determines them.
 
     DVC caches a sweep stage as a whole; this lets a stage whose grid grew
-    reuse the variants it already trained. The key covers the variant, the
-    params it reads, the input files' contents, the code and the device type.
+    reuse the variants it already trained. An entry that cannot be read is a
+    miss (with a message naming it), never an error or an answer.
     """
 
     def __init__(self, root: Path | None, context: dict):
@@ -107,7 +106,17 @@ class VariantCache:
         if self.root is None:
             return None
         path = self._path(variant)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            result = json.loads(path.read_text())
+            if not isinstance(result, dict) or result.get("treatment") != variant.treatment:
+                raise ValueError("not a result of this variant")
+        except (OSError, ValueError) as err:
+            print(f"variant store: ignoring unreadable entry {path} for {variant.key} ({err}); "
+                  "training it again", file=sys.stderr)
+            return None
+        return result
 
     def put(self, variant: Variant, result: dict) -> None:
         if self.root is not None:
@@ -115,12 +124,15 @@ class VariantCache:
 
 
 def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
-              out: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
+              out: Path, key_params: Sequence[str], cache_dir: Path | None = None,
+              progress: bool = True) -> dict:
     """Every (treatment, n, size) of the sweep grid for one seed.
 
     With `sweep.swap`, the grid runs a second time with the roles exchanged
     (seed 004): the target is task A, "A" layers come from model B and the
     selffer "B" layers from model A; the report averages the two directions.
+    `key_params` are the params the sweep stage declares (dvc.yaml), from which
+    each variant's key in the store is derived.
     """
     directions = [("AB", "target.npz", model_paths)]
     if params.sweep.swap:
@@ -131,12 +143,9 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
         target = TaskData.load(prepared / target_file)
         check_sweep_subsamples(params, target.smallest_train_class())
         sources = load_sources(params, target, paths, device)
-        context = {
-            "arch": params.arch, "model": params.model_kwargs, "data": _data_context(params),
-            "transfer": repr(params.transfer), "target": _file_digest(prepared / target_file),
-            "sources": {k: _file_digest(p) for k, p in sorted(paths.items())},
-            "code": code_fingerprint(), "device": device.type,
-        }
+        context = variant_context(params, key_params, direction=direction,
+                                  target_file=prepared / target_file, source_files=paths,
+                                  device=device)
         cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
         variants = grid(params, seed)
         total += len(variants)
@@ -155,8 +164,3 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     print(f"sweep seed {seed}: {total} variants, {total - reused} trained, "
           f"{reused} reused from {cache_dir}")
     return payload
-
-
-def _data_context(params: Params) -> dict:
-    # Only what changes how a variant trains; the prepared file's hash covers the rest.
-    return {"crop": params.data.crop, "flip": params.data.flip}

@@ -1,4 +1,4 @@
-"""What every stage entry point shares: params, errors, cleanup and timing."""
+"""What every stage entry point shares: params, errors, cleanup, timing, read tracking."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from transferlab.io import remove_outputs
-from transferlab.params import ParamsError
+from transferlab.params import Params, ParamsError, load_params
+from transferlab.schema import recording, value_at
 
 # Seconds spent in training, feature extraction and head fitting in this process;
 # the benchmark compares it with the stage's wall time.
 _compute_seconds = 0.0
+
+# Stage name -> the params keys its last run in this process read (tests compare
+# them with the stage's declared params in dvc.yaml).
+READS: dict[str, set[str]] = {}
+
+
+class ParamsChanged(RuntimeError):
+    """params.yaml changed, in a key the stage read, while the stage ran."""
 
 
 @contextmanager
@@ -40,23 +49,50 @@ def _record_timing(name: str, started: float) -> None:
         fh.write(json.dumps(entry) + "\n")
 
 
-def run_stage(name: str, main: Callable[[], None], outputs: Sequence[str | Path],
+def check_params_unchanged(used: Params, reads: set[str], path: str | Path = "params.yaml"
+                           ) -> None:
+    """Fail when a key the stage read has another value in params.yaml now.
+
+    DVC records the params it finds in params.yaml when a stage ends; a
+    `dvc exp run -S` refused while this stage ran still rewrote the file, and
+    the lock would pair this run's outputs with values it never trained with.
+    """
+    try:
+        now = load_params(path)
+    except ParamsError as err:
+        raise ParamsChanged(f"params.yaml changed while the stage ran and is no longer valid "
+                            f"({err})") from None
+    changed = [f"{k}: {value_at(used, k)!r} -> {value_at(now, k)!r}" for k in sorted(reads)
+               if value_at(used, k) != value_at(now, k)]
+    if changed:
+        raise ParamsChanged("params.yaml changed while the stage ran (" + "; ".join(changed)
+                            + "); the results would be recorded under values they were not "
+                            "made with. Run again.")
+
+
+def run_stage(name: str, main: Callable[[Params], None], outputs: Sequence[str | Path],
               started: float | None = None) -> None:
-    """Run a stage's main; on any failure remove its outputs and exit non-zero.
+    """Load params, run `main(params)`; on any failure remove its outputs and exit non-zero.
 
     `started` is the time.time() at which the entry script began, before its
     imports, so the recorded timing includes them.
     """
     started = started if started is not None else time.time()
     try:
-        main()
+        params = load_params()
+        with recording() as reads:
+            main(params)
+        READS[name] = set(reads)
+        check_params_unchanged(params, reads)
     except ParamsError as err:
         remove_outputs(outputs)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except BaseException as err:
         remove_outputs(outputs)
-        traceback.print_exc()
-        print(f"error: stage {name} failed: {err!s}; its outputs were removed", file=sys.stderr)
+        if not isinstance(err, ParamsChanged):
+            traceback.print_exc()
+        reason = str(err) or type(err).__name__
+        print(f"error: stage {name} failed: {reason}; its outputs were removed", file=sys.stderr)
         sys.exit(1)
     _record_timing(name, started)

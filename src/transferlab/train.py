@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from transferlab.io import atomic_path
 from transferlab.params import TrainParams
+from transferlab.progress import progress_bar
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,14 +85,6 @@ class Batches:
             yield self.x[idx], self.y[idx], None if self.ignore is None else self.ignore[idx]
 
 
-def progress_bar(iterable=None, disable: bool = False, **kwargs):
-    """A tqdm bar on stderr; TRANSFERLAB_NO_PROGRESS=1 hides every bar."""
-    from tqdm import tqdm
-
-    hidden = disable or os.environ.get("TRANSFERLAB_NO_PROGRESS") == "1"
-    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, disable=hidden, **kwargs)
-
-
 def make_optimizer(param_groups: list[dict], cfg: TrainParams) -> torch.optim.Optimizer:
     groups = [g for g in param_groups if g["params"]]
     if cfg.optimizer == "adam":
@@ -151,16 +142,40 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _config_key(cfg: TrainParams, seed: int, model: nn.Module, n_train: int) -> str:
-    blob = json.dumps([asdict(cfg), seed, n_train, sorted(model.state_dict())], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _log(live, record: dict) -> None:
+    for name, value in record.items():
+        if name not in ("epoch", "step"):
+            live.log_metric(name, value)
+    live.next_step()
+
+
+def _read_checkpoint(path: Path | None, key: str | None, device) -> dict | None:
+    """The checkpoint at `path` if it was written under `key`; otherwise None, and a
+    checkpoint that cannot be read or belongs to another run is deleted with a message.
+
+    weights_only=True: the file is read as tensors and plain containers only, so a
+    planted or corrupt file cannot run code."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        reason = None if isinstance(state, dict) and state.get("key") == key else \
+            "it was written by a run with other params, data or code"
+    except Exception as err:  # any unreadable file: start over rather than fail every run
+        state, reason = None, f"it cannot be read ({type(err).__name__}: {err})"
+    if reason is None:
+        return state
+    print(f"discarding checkpoint {path}: {reason}; training from the start", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         param_groups: list[dict] | None = None, frozen: Sequence[nn.Module] = (),
         epochs: int | None = None, steps: int | None = None,
         test: tuple | None = None, live=None,
-        checkpoint: Path | None = None, progress: bool = True, desc: str = "train",
+        checkpoint: Path | None = None, checkpoint_key: str | None = None,
+        progress: bool = True, desc: str = "train",
         log_every: int = 1, objective: nn.Module | None = None,
         transform=None) -> list[dict]:
     """Train `model` for `epochs` passes or `steps` updates.
@@ -172,9 +187,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     mirrors); its generator is seeded from the run's seed. `frozen` modules stay
     in eval mode (no dropout, batch-norm statistics kept). `test` = (x, y) or
     (x, y, ignore) is only monitored and logged, never used for any decision.
-    With `checkpoint`, state is saved after every epoch and a matching
-    checkpoint is resumed from. `live` (a dvclive.Live) gets the metrics of
-    every `log_every`-th epoch and of the last. Returns one dict per epoch.
+    With `checkpoint`, state is saved after every epoch under `checkpoint_key`
+    (derived by the caller from everything that makes the run: transferlab.keys),
+    and a checkpoint is resumed from only when its key is that key; any other
+    one is discarded with a message. `live` (a dvclive.Live) gets the metrics of
+    every `log_every`-th epoch and of the last, resumed epochs included, so a
+    resumed run's curve is the whole curve. Returns one dict per epoch.
     """
     from transferlab.losses import Objective
 
@@ -201,18 +219,27 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
 
     history: list[dict] = []
     first_epoch = 0
-    key = _config_key(cfg, train.seed, model, len(train.y))
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=train.x.device, weights_only=False)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            objective.load_state_dict(state["objective"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            gen.set_state(state["gen"])
-            history, first_epoch = state["history"], state["epoch"]
+    if checkpoint is not None and checkpoint_key is None:
+        raise ValueError("a checkpoint needs its checkpoint_key")
+    state = _read_checkpoint(checkpoint, checkpoint_key, train.x.device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        gen.set_state(state["gen"])
+        history, first_epoch = state["history"], state["epoch"]
+        print(f"{desc}: resuming from {checkpoint} after epoch {first_epoch}", file=sys.stderr)
+
+    def logged(epoch_index: int) -> bool:
+        return live is not None and ((epoch_index + 1) % log_every == 0
+                                     or epoch_index + 1 == n_epochs)
+
+    for record in history:  # a resumed run logs its earlier epochs again, in order
+        if logged(record["epoch"] - 1):
+            _log(live, record)
 
     bar = None
     if progress:
@@ -252,27 +279,22 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                 bar.update(1)
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
                   "train_accuracy": correct / max(seen, 1)}
-        log_now = live is not None and ((epoch + 1) % log_every == 0 or epoch + 1 == n_epochs)
+        log_now = logged(epoch)
         if test is not None and log_now:
             result = evaluate(model, *test)
             record.update({f"test_{k}": v for k, v in result.items()
                            if isinstance(v, float)})
         history.append(record)
         if log_now:
-            for name, value in record.items():
-                if name not in ("epoch", "step"):
-                    live.log_metric(name, value)
-            live.next_step()
+            _log(live, record)
         if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"key": key, "model": model.state_dict(),
-                        "objective": objective.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": None if scheduler is None else scheduler.state_dict(),
-                        "rng": torch.get_rng_state(), "gen": gen.get_state(),
-                        "history": history, "epoch": epoch + 1}, tmp)
-            os.replace(tmp, checkpoint)
+            with atomic_path(checkpoint, suffix=".pt") as tmp:
+                torch.save({"key": checkpoint_key, "model": model.state_dict(),
+                            "objective": objective.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": None if scheduler is None else scheduler.state_dict(),
+                            "rng": torch.get_rng_state(), "gen": gen.get_state(),
+                            "history": history, "epoch": epoch + 1}, tmp)
     if bar is not None:
         bar.close()
     return history

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from transferlab.schema import Bool, Float, Int, List, Spec
+
 if TYPE_CHECKING:
     from transferlab.models.base import TransferableNet
 
@@ -25,14 +27,14 @@ class Architecture:
     """How to build one architecture and name its layers without building it.
 
     `builder` and (if a string) `layer_names` are "module:function"; both are
-    called with the full model kwargs (`defaults` updated by the caller's).
-    `defaults` holds plain int/float/bool/str/list values only, so a params
-    section can be checked against their keys and types.
+    called with the model kwargs. `options` declares each kwarg's type and
+    bounds: the `model.<arch>` section of params is checked against it (its
+    values, defaults included, live in params.yaml only).
     """
 
     builder: str
     layer_names: str | NamesFn
-    defaults: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Spec] = field(default_factory=dict)
 
 
 def _convnet_names(**_: Any) -> tuple[str, ...]:
@@ -75,32 +77,36 @@ def _feedback_names(**_: Any) -> tuple[str, ...]:
     return ("stem", *(f"lstm{i}" for i in range(1, 13)))
 
 
+_DROPOUT = Float(lo=0.0, hi=1.0, hi_open=True)
+
 ARCHITECTURES: dict[str, Architecture] = {
     "convnet": Architecture(
         builder="transferlab.models.convnet:build_convnet",
         layer_names=_convnet_names,
-        defaults={"width": 32, "hidden": 128},
+        options={"width": Int(lo=1), "hidden": Int(lo=1)},
     ),
     "alexnet": Architecture(
         builder="transferlab.models.alexnet:build_alexnet",
         layer_names=_alexnet_names,
-        defaults={"channels": [96, 256, 384, 384, 256], "fc": 4096, "groups": 2,
-                  "lrn": True, "dropout": 0.5},
+        options={"channels": List(item=Int(lo=1), length=5, unique=False), "fc": Int(lo=1),
+                 "groups": Int(lo=1), "lrn": Bool(), "dropout": _DROPOUT},
     ),
     "densenet_bc": Architecture(
         builder="transferlab.models.densenet:build_densenet_bc",
         layer_names=_densenet_names,
-        defaults={"depth": 100, "growth": 12, "compression": 0.5},
+        options={"depth": Int(lo=10, why="6 k + 4"), "growth": Int(lo=1),
+                 "compression": Float(lo=0.0, lo_open=True, hi=1.0)},
     ),
     "wrn": Architecture(
         builder="transferlab.models.wrn:build_wrn",
         layer_names=_wrn_names,
-        defaults={"depth": 28, "widen": 10, "dropout": 0.3},
+        options={"depth": Int(lo=10, why="6 k + 4"), "widen": Int(lo=1), "dropout": _DROPOUT},
     ),
     "feedback": Architecture(
         builder="transferlab.models.feedback:build_feedback",
         layer_names=_feedback_names,
-        defaults={"iterations": 4, "width": 16, "hidden": 256, "dropout": 0.5},
+        options={"iterations": Int(lo=1), "width": Int(lo=1), "hidden": Int(lo=1),
+                 "dropout": _DROPOUT},
     ),
 }
 
@@ -113,14 +119,15 @@ def _architecture(arch: str) -> Architecture:
 
 
 def model_kwargs_of(arch: str, model_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The arch's defaults updated by `model_kwargs`; unknown keys are an error."""
+    """`model_kwargs` as a dict; unknown keys are an error (missing ones take the
+    builder's own defaults, for library use; params always give every key)."""
     spec = _architecture(arch)
     given = dict(model_kwargs or {})
-    unknown = sorted(set(given) - set(spec.defaults))
+    unknown = sorted(set(given) - set(spec.options))
     if unknown:
         raise ValueError(f"model kwargs {unknown} are not options of arch {arch!r}; "
-                         f"allowed: {', '.join(spec.defaults) or '(none)'}")
-    return {**spec.defaults, **given}
+                         f"allowed: {', '.join(spec.options) or '(none)'}")
+    return given
 
 
 def _resolve(ref: str) -> Callable[..., Any]:

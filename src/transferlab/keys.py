@@ -1,0 +1,146 @@
+"""Cache keys derived from declarations, never listed by hand.
+
+A key covers what makes a result: the params its stage declares in dvc.yaml
+(the one declaration; a test holds it against the keys the stage really
+reads), the digests of its input files, the source code it imports (the
+import closure of its module inside the package, found by reading the
+imports, lazy ones included) and the torch version. The sweep's variant store
+and the pretraining checkpoint build their keys here; a test compares each
+stage's code deps in dvc.yaml with the same import closure.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from transferlab.schema import value_at
+
+PACKAGE = "transferlab"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _module_file(module: str) -> Path | None:
+    """The file of a transferlab module, or None when it is not one."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path) -> str:
+    rel = path.resolve().relative_to(PACKAGE_DIR).with_suffix("")
+    parts = [PACKAGE, *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:` (never run, so not imports)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skip
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every transferlab module a file imports, at any depth of its code; a string
+    naming one ("transferlab.models.convnet:build_convnet", for importlib) counts too."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip = _type_checking_only(tree)
+    here = _module_name(path) if path.resolve().is_relative_to(PACKAGE_DIR) else ""
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and node.value.startswith(PACKAGE + "."):
+            found.add(node.value.split(":")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            # `from transferlab.data import split` imports a module, not a name.
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    modules = set()
+    for name in found:
+        if not name.startswith(PACKAGE):
+            continue
+        parts = name.split(".")
+        # Importing a.b.c runs the __init__ of a and of a.b as well.
+        modules.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {m for m in modules if _module_file(m) is not None}
+
+
+def import_closure(start: Path | str) -> list[Path]:
+    """The package files that `start` (a script path or a module name) imports,
+    directly or through others; `start` itself is included when it is in the package."""
+    if isinstance(start, str) and not start.endswith(".py"):
+        first = _module_file(start)
+        if first is None:
+            raise ValueError(f"{start!r} is not a module of {PACKAGE}")
+    else:
+        first = Path(start).resolve()
+    seen: set[Path] = set()
+    todo = [first]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo += [_module_file(m) for m in _imported_modules(path)]
+    return sorted(p for p in seen if p.is_relative_to(PACKAGE_DIR))
+
+
+def code_digest(module: str) -> str:
+    """sha256 over the import closure of `module`: relative paths and contents."""
+    h = hashlib.sha256()
+    for path in import_closure(module):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_TEMPLATE = re.compile(r"\$\{([^}]+)\}")
+
+
+def stage_params(stage: str, params: Any, dvc_yaml: Path | str = "dvc.yaml") -> list[str]:
+    """The params keys a stage declares in dvc.yaml, `${...}` filled in from `params`."""
+    from ruamel.yaml import YAML
+
+    spec = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"][stage.split("@")[0]]
+    declared = spec.get("do", spec).get("params", [])
+    keys = []
+    for entry in declared:
+        if isinstance(entry, dict):  # {file: [keys]} form: this project uses params.yaml only
+            raise ValueError(f"dvc.yaml stage {stage}: params from another file: {entry}")
+        keys.append(_TEMPLATE.sub(lambda m: str(value_at(params, m.group(1))), entry))
+    return keys
+
+
+def derive_key(params: Any, keys: list[str], **parts: Any) -> str:
+    """sha256 of the declared params' values and the other `parts` (digests, names)."""
+    blob = {"params": {k: value_at(params, k) for k in sorted(keys)}, **parts}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,166 @@
+"""dvc.yaml against what the code really does: each stage's code deps are the import
+closure of its script, and its params are exactly the keys it reads.
+
+Fewer declared than read serves stale results; more declared than read reruns
+stages for nothing. The reads are recorded by the params tree itself
+(transferlab.schema.recording) while the real stage scripts run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from transferlab import stage as stage_module
+from transferlab.keys import PACKAGE_DIR, import_closure, stage_params
+from transferlab.params import parse_params
+from transferlab.schema import Section
+
+from .conftest import ROOT, TINY, deep_update, write_params
+from .pipeline_runner import make_project, run_pipeline
+
+DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+SRC = PACKAGE_DIR.parent
+
+# Keys a stage reads only for some datasets or models, which the two tiny runs below
+# cannot reach (no download, no torchvision weights here); each says where it is read.
+READ_ONLY_SOMETIMES = {
+    "prepare": {
+        "data.root": "torchvision-layout datasets (mnist, cifar, voc, tinyimagenet)",
+        "data.mirror": "when a dataset is downloaded",
+        "data.manifest": "when a dataset is downloaded",
+        "data.path": "dataset imagefolder",
+        "data.classes_file": "data.split: file",
+    },
+    "features": {"features.weights": "features.source_model: torchvision:<name>",
+                 "features.input_size": "features.source_model: torchvision:<name>"},
+}
+# validate reads the whole file on purpose (unknown keys, bad values) and runs on every
+# `dvc repro` (always_changed), so it declares no params.
+NOT_TRACKED = {"validate"}
+
+
+def _stage_spec(name: str) -> dict:
+    spec = STAGES[name]
+    return spec.get("do", spec)
+
+
+def code_deps(script: str) -> list[str]:
+    """The shortest dep list covering exactly the closure: a package directory where
+    all its modules are imported, single files elsewhere."""
+    closure = {p.relative_to(SRC.parent) for p in import_closure(ROOT / script)}
+    out: set[Path] = set(closure)
+    for directory in sorted({p.parent for p in closure}, key=lambda d: -len(d.parts)):
+        files = {p.relative_to(SRC.parent) for p in (ROOT / directory).rglob("*.py")}
+        if directory != Path("src/transferlab") and files <= out:
+            out = (out - files) | {directory}
+    return sorted(str(p) for p in out)
+
+
+def _py_files(deps: list[str]) -> set[Path]:
+    files = set()
+    for dep in deps:
+        path = ROOT / dep
+        if dep.startswith("src/"):
+            files |= {p.relative_to(ROOT) for p in path.rglob("*.py")} if path.is_dir() \
+                else {Path(dep)}
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_are_the_import_closure_of_the_stage_script(name):
+    spec = _stage_spec(name)
+    script = spec["cmd"].split()[1]
+    declared = _py_files(spec.get("deps", []))
+    closure = {p.relative_to(ROOT) for p in import_closure(ROOT / script)}
+    assert script in spec.get("deps", []), f"{name}: its script {script} is not a dep"
+    assert declared == closure, (
+        f"stage {name}: code deps differ from the import closure of {script}.\n"
+        f"missing (stale results): {sorted(map(str, closure - declared))}\n"
+        f"extra (needless reruns): {sorted(map(str, declared - closure))}\n"
+        f"use:\n      - " + "\n      - ".join(code_deps(script)))
+
+
+def _leaves(section, prefix: str = "") -> set[str]:
+    out = set()
+    for f in dataclasses.fields(section):
+        value = object.__getattribute__(section, f.name)
+        if isinstance(value, Section):
+            out |= _leaves(value, f"{prefix}{f.name}.")
+        else:
+            out.add(prefix + f.name)
+    return out
+
+
+# A default-like tiny run and one that takes the other branches: SGD with step decays,
+# binary heads, crops with padding and mirrors, the swapped sweep.
+BRANCHES = {
+    "sgd": {"optimizer": "sgd", "milestones": [1]},
+    "pretrain": {"binary_aux": {"heads": 1, "seeds": [0], "subsample": 3}},
+    "data": {"crop": 6, "pad": 1, "flip": True},
+    "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc"]},
+}
+
+
+def _other_branches() -> dict:
+    changes = {k: v for k, v in BRANCHES.items() if k != "sgd"}
+    changes = deep_update(changes, {"pretrain": dict(BRANCHES["sgd"], epochs=2),
+                                    "transfer": dict(BRANCHES["sgd"], milestones=[2])})
+    return changes
+
+
+@pytest.fixture(scope="module")
+def reads(tmp_path_factory):
+    """{stage: keys read} over both runs of the real stage scripts."""
+    collected: dict[str, set[str]] = {}
+    for i, changes in enumerate(({}, _other_branches())):
+        project = make_project(tmp_path_factory.mktemp(f"reads{i}"), ROOT)
+        write_params(project / "params.yaml", deep_update(TINY, changes))
+        stage_module.READS.clear()
+        run_pipeline(project)
+        for full, keys in stage_module.READS.items():
+            collected.setdefault(full.split("@")[0], set()).update(keys)
+    return collected
+
+
+@pytest.mark.parametrize("name", sorted(set(STAGES) - NOT_TRACKED))
+def test_declared_params_are_exactly_what_the_stage_reads(name, reads):
+    params = parse_params(TINY)
+    declared = set()
+    for key in stage_params(name, params, ROOT / "dvc.yaml"):
+        value = params
+        for part in key.split("."):
+            value = object.__getattribute__(value, part)
+        declared |= _leaves(value, key + ".") if isinstance(value, Section) else {key}
+    read = reads[name]
+    sometimes = set(READ_ONLY_SOMETIMES.get(name, {}))
+    assert read <= declared, f"stage {name} reads undeclared params (stale results): " \
+        f"{sorted(read - declared)}"
+    assert declared - sometimes <= read, f"stage {name} declares params it never reads " \
+        f"(needless reruns): {sorted(declared - sometimes - read)}"
+    assert sometimes <= declared
+
+
+def test_validate_runs_every_time_and_writes_the_external_inputs():
+    spec = STAGES["validate"]
+    assert spec.get("always_changed") is True
+    assert "params" not in spec
+    consumers = {name for name, s in STAGES.items()
+                 if any(str(d).startswith("data/inputs/") for d in _stage_spec(name)["deps"])}
+    assert consumers == {"prepare", "features"}
+
+
+def test_model_params_follow_the_arch_by_templating():
+    for name in STAGES:
+        declared = _stage_spec(name).get("params", [])
+        assert "model" not in declared, f"{name}: depends on every arch's section"
+
+
+if os.environ.get("TRANSFERLAB_PRINT_DEPS"):  # a developer's aid: the lists to paste
+    for _name in STAGES:
+        print(_name, code_deps(_stage_spec(_name)["cmd"].split()[1]))
