@@ -7,15 +7,13 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("results/diagnostics.json")
 
 
-def main() -> None:
-    params = load_params()
-    from transferlab.diagnostics import diagnose
+def main(params) -> None:
+    from transferlab.diagnostics_probes import diagnose
 
     diagnose(params, prepared=Path("data/prepared"), model_path=Path("models/A.pt"), out=OUT)
 

@@ -6,14 +6,12 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("data/features")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     from transferlab.features import extract_target_features
 
     extract_target_features(params, prepared=Path("data/prepared"),

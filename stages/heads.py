@@ -6,7 +6,6 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 OUT = Path("results/heads.json")
@@ -14,12 +13,13 @@ LOWSHOT = Path("results/heads_lowshot.json")
 ITERATIONS = Path("results/heads_iterations.json")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     from transferlab.heads import fit_heads_per_layer
 
-    fit_heads_per_layer(params, features_dir=Path("data/features"), out=OUT,
-                        lowshot_out=LOWSHOT, iterations_out=ITERATIONS)
+    fit_heads_per_layer(params.heads, layers=params.features.layers,
+                        subsample=params.subsample, seed=params.seed,
+                        features_dir=Path("data/features"), out=OUT, lowshot_out=LOWSHOT,
+                        iterations_out=ITERATIONS)
 
 
 if __name__ == "__main__":

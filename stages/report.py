@@ -1,4 +1,5 @@
-"""Stage report: metrics/summary.json and the plots, from all results."""
+"""Stage report: headline and detailed metrics, tables, plots and the training curves
+(copied from dvclive into git), from all results; imports no torch."""
 
 import time
 
@@ -6,24 +7,27 @@ STARTED = time.time()
 
 from pathlib import Path  # noqa: E402
 
-from transferlab.params import load_params  # noqa: E402
 from transferlab.stage import run_stage  # noqa: E402
 
 SUMMARY = Path("metrics/summary.json")
+DETAILS = Path("metrics/details.json")
 PLOTS = Path("plots")
+LIVE = Path("dvclive")
 
 
-def main() -> None:
-    params = load_params()
+def main(params) -> None:
     from transferlab.report import build_report
 
-    build_report(params, results=Path("results"), summary_out=SUMMARY, plots_dir=PLOTS)
+    build_report(params, results=Path("results"), summary_out=SUMMARY, details_out=DETAILS,
+                 plots_dir=PLOTS, live=LIVE)
 
 
 if __name__ == "__main__":
-    outputs = [SUMMARY, SUMMARY.with_suffix(".md"), PLOTS / "diagnostics_tsne.png",
+    from transferlab.report import CURVES
+
+    outputs = [SUMMARY, DETAILS, SUMMARY.with_suffix(".md"), PLOTS / "diagnostics_tsne.png",
                PLOTS / "lowshot.png"] + [
         PLOTS / f"{name}.{ext}"
         for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics")
-        for ext in ("csv", "png")]
+        for ext in ("csv", "png")] + [PLOTS / "curves" / f"{name}.tsv" for name in CURVES]
     run_stage("report", main, outputs, STARTED)

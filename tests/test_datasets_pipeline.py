@@ -165,3 +165,41 @@ def test_cross_dataset_transfer_to_multilabel_voc_through_dvc_repro(tmp_path):
     assert heads  # every head scored by mAP on the multi-label target
     target = np.load(repo / "data/prepared/target.npz")
     assert target["y_train"].ndim == 2 and target["x_train"].shape[1:] == (3, 32, 32)
+
+
+def test_a_used_class_with_one_image_is_refused_at_prepare_naming_it(tmp_path):
+    from transferlab.data.prepared import prepare_tasks
+    from transferlab.params import parse_params
+
+    folder = fx.write_image_folder(tmp_path / "pngs", n_classes=5, n_per_class=6)
+    for extra in sorted((folder / "class_3").iterdir())[1:]:
+        extra.unlink()  # class_3 keeps one image
+    split = tmp_path / "split.yaml"
+    split.write_text("source: [class_0, class_1]\ntarget: [class_2, class_3]\n")
+    p = parse_params(deep_update(TINY, {"dataset": "imagefolder", "subsample": 1, "sweep": {
+        "subsample": [1]}, "report": {"subsample": 1}, "data": {
+        "path": str(folder), "split": "file", "classes_file": str(split)}}))
+    with pytest.raises(ValueError, match="class 'class_3' of dataset imagefolder has 1 image"):
+        prepare_tasks("imagefolder", p.data, 0, progress=False)
+    split.write_text("source: [class_0, class_1]\ntarget: [class_2, class_4]\n")
+    source, target, meta = prepare_tasks("imagefolder", p.data, 0, progress=False)
+    assert min(meta["target_test_per_class"]) >= 1 and min(meta["source_test_per_class"]) >= 1
+
+
+def test_a_truncated_prepared_file_names_itself(tmp_path, digits_tasks):
+    from transferlab.data.prepared import TaskData
+
+    path = tmp_path / "target.npz"
+    digits_tasks[1].save(path)
+    assert TaskData.load(path).num_classes == digits_tasks[1].num_classes
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=f"{path}: cannot read the prepared arrays.*"
+                                         "dvc repro prepare"):
+        TaskData.load(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=f"{path}: cannot read the prepared arrays"):
+        TaskData.load(path)
+    np.savez(path, x_train=np.zeros(2))
+    with pytest.raises(ValueError, match=f"{path}: .*no array classes"):
+        TaskData.load(path)

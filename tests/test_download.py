@@ -460,3 +460,27 @@ def test_ensure_local_copy_redownloads_a_corrupt_local_copy(tmp_path, served):
     verified = ensure_local_copy("mnist", entry, root, mirror=served["url"], progress=False)
     assert target in verified and len(served["url"].requests) > count
     assert target.read_bytes() == (served["dir"] / target.name).read_bytes()
+
+
+def test_download_bar_shows_only_on_a_terminal(monkeypatch):
+    import io as _io
+    import sys
+
+    from transferlab.data.download import _bar
+
+    class Terminal(_io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("TRANSFERLAB_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", _io.StringIO())  # a log file, a queued run
+    with _bar(10, "x", True) as bar:
+        assert bar.disable
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with _bar(10, "x", True) as bar:
+        assert not bar.disable
+    with _bar(10, "x", False) as bar:
+        assert bar.disable
+    monkeypatch.setenv("TRANSFERLAB_NO_PROGRESS", "1")
+    with _bar(10, "x", True) as bar:
+        assert bar.disable

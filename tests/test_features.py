@@ -1,4 +1,6 @@
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,18 +8,28 @@ import torch
 from torch import nn
 
 from transferlab.data.prepared import TaskData
+from transferlab.feature_store import load_split
 from transferlab.features import (
-    AugmentConfig,
-    FeatureConfig,
     augmented_training_images,
-    extract,
     extract_target_features,
     own_model_features,
     run_batches,
     write_features,
 )
-from transferlab.heads import HeadConfig, LowShotConfig, fit_heads_per_layer, load_split
+from transferlab.heads import fit_heads_per_layer
 from transferlab.models.base import TransferableNet
+from transferlab.params import parse_params, read_params_file
+from transferlab.presets import merge
+
+SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def shipped_with(changes: dict):
+    """The shipped params with `changes` merged in, parsed."""
+    return parse_params(merge(SHIPPED, changes))
+
+
+AUGMENT = shipped_with({}).features.augment  # copies 0, flip false, pad 0.125
 
 
 class StandInFeedback(TransferableNet):
@@ -49,7 +61,7 @@ def small_task(target: TaskData, per_class_train=30, n_test=100) -> TaskData:
 
 def test_augmented_copies_count_differ_and_repeat_by_seed(digits_tasks):
     images = digits_tasks[1].x_train[:40]
-    cfg = AugmentConfig(copies=2)
+    cfg = replace(AUGMENT, copies=2)
     out, index, copy = augmented_training_images(images, cfg, seed=0)
     assert out.shape == (120, *images.shape[1:]) and out.dtype == np.uint8
     assert np.array_equal(out[:40], images)
@@ -59,7 +71,7 @@ def test_augmented_copies_count_differ_and_repeat_by_seed(digits_tasks):
     again, _, _ = augmented_training_images(images, cfg, seed=0)
     other, _, _ = augmented_training_images(images, cfg, seed=1)
     assert np.array_equal(out, again) and not np.array_equal(out, other)
-    assert len(augmented_training_images(images, AugmentConfig(), 0)[0]) == 40
+    assert len(augmented_training_images(images, replace(AUGMENT, copies=0), 0)[0]) == 40
 
 
 def test_crops_keep_any_image_size_and_flip_only_when_asked():
@@ -73,20 +85,21 @@ def test_crops_keep_any_image_size_and_flip_only_when_asked():
         assert out.shape[1:] == images.shape[1:]
         return int((np.diff(centre, axis=3) < 0).all(axis=(1, 2, 3)).sum())
 
-    assert mirrored(AugmentConfig(copies=2, flip=False, pad=0.2)) == 0
-    assert 10 < mirrored(AugmentConfig(copies=2, flip=True, pad=0.2)) < 50
+    assert mirrored(replace(AUGMENT, copies=2, flip=False, pad=0.2)) == 0
+    assert 10 < mirrored(replace(AUGMENT, copies=2, flip=True, pad=0.2)) < 50
     with pytest.raises(ValueError, match="features.augment.copies"):
-        AugmentConfig(copies=-1)
+        shipped_with({"features": {"augment": {"copies": -1}}})
 
 
 def test_stand_in_feedback_net_gives_per_iteration_features_and_table(digits_tasks, tmp_path):
     task = small_task(digits_tasks[1])
     torch.manual_seed(0)
     model = StandInFeedback()
-    cfg = FeatureConfig(layers=("flat", "proj"), batch_size=64,
-                        augment=AugmentConfig(copies=1), seed=0)
-    fn = own_model_features(model, task.pixel_max, list(cfg.layers))
-    meta = write_features(task, fn, cfg, tmp_path / "features")
+    # The stand-in's layers are not a convnet's, so the section is changed after parsing.
+    cfg = replace(shipped_with({}).features, layers=("flat", "proj"), batch_size=64,
+                  augment=replace(AUGMENT, copies=1))
+    fn = own_model_features(model, task.pixel_max, list(cfg.layers), iterations=True)
+    meta = write_features(task, fn, cfg, 0, tmp_path / "features")
     n, n_test = len(task.y_train), len(task.y_test)
     assert meta["iterations"] == 4 and meta["train_rows"] == 2 * n and meta["layers"] == [
         "flat", "proj"]
@@ -98,19 +111,22 @@ def test_stand_in_feedback_net_gives_per_iteration_features_and_table(digits_tas
         assert len(train.y) == 2 * n and len(test.y) == n_test
         assert np.array_equal(train.y[:n], task.y_train) and np.array_equal(test.y, task.y_test)
     # Test features are those of the raw test images; copies differ from the originals.
-    direct = extract(model, task.x_test, task.pixel_max, ["proj"], batch_size=32)["proj"]
+    direct = run_batches(own_model_features(model, task.pixel_max, ["proj"], iterations=False),
+                         task.x_test, 32, "flatten")["proj"]
     test = load_split(tmp_path / "features" / "proj" / "test.npz")
     assert np.allclose(test.x, direct, atol=1e-6) and test.copy.max() == 0
     flat = load_split(tmp_path / "features" / "flat" / "train.npz")
     assert np.allclose(flat.x[:n], (task.x_train.reshape(n, -1) / 16 - 0.5) / 0.5)
     assert np.mean(np.any(flat.x[n:] != flat.x[:n], axis=1)) > 0.7
 
-    heads_cfg = HeadConfig(layers=("proj",), heads=("logreg", "svm"), svm_C=(1.0,),
-                           logreg_C=(0.1, 1.0), cv_folds=3, subsample=10, seed=0,
-                           lowshot=LowShotConfig(shots=(1, 2), draws=2, heads=("logreg",)))
+    heads_cfg = shipped_with({"heads": {
+        "heads": ["logreg", "svm"], "svm": {"C": [1.0]}, "logreg": {"C": [0.1, 1.0]},
+        "cv_folds": 3, "lowshot": {"shots": [1, 2], "draws": 2, "heads": ["logreg"],
+                                   "layers": None}}}).heads
     out = tmp_path / "heads.json"
-    result = fit_heads_per_layer(None, features_dir=tmp_path / "features", out=out,
-                                 config=heads_cfg, lowshot_out=tmp_path / "lowshot.json",
+    result = fit_heads_per_layer(heads_cfg, layers=("proj",), subsample=10, seed=0,
+                                 features_dir=tmp_path / "features", out=out,
+                                 lowshot_out=tmp_path / "lowshot.json",
                                  iterations_out=tmp_path / "iterations.json")
     per_layer = json.loads(out.read_text())
     assert set(per_layer) == {"proj"} and per_layer["proj"]["logreg"]["train_rows"] == 100
@@ -140,5 +156,6 @@ def test_ordinary_net_has_no_iteration_features_and_whole_train_part_is_extracte
     # tiny_params.subsample is 3, yet every training image is there for the heads to draw from.
     train = load_split(tmp_path / "features" / "conv3" / "train.npz")
     assert len(train.y) == len(task.y_train) == 60
-    want = run_batches(own_model_features(model, task.pixel_max, ["conv3"]), task.x_train, 16)
+    want = run_batches(own_model_features(model, task.pixel_max, ["conv3"], iterations=True),
+                       task.x_train, 16, "flatten")
     assert np.allclose(train.x, want["conv3"], atol=1e-5)

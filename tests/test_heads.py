@@ -1,23 +1,37 @@
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from transferlab.heads import (
-    FeatureSplit,
-    HeadConfig,
-    LowShotConfig,
-    _choose_c,
-    _subsample_rows,
+from transferlab.feature_store import FeatureSplit
+from transferlab.heads_fitting import (
     average_precisions,
+    choose_c,
     fit_heads,
     fit_layer,
-    iteration_table,
     l2_normalise,
-    lowshot,
     power_normalise,
+    subsample_rows,
     transform_features,
 )
+from transferlab.heads_iterations import iteration_table
+from transferlab.heads_lowshot import lowshot
+from transferlab.params import HeadParams, parse_params, read_params_file
+from transferlab.presets import merge
 
 GRID = (0.01, 0.1, 1.0, 10.0)
+SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def head_params(**changes) -> HeadParams:
+    """The shipped `heads` section with `changes` merged in."""
+    return parse_params(merge(SHIPPED, {"heads": changes})).heads
+
+
+def grids(svm, logreg, trees, cv_folds, **changes) -> HeadParams:
+    return head_params(svm={"C": list(svm)}, logreg={"C": list(logreg)},
+                       random_forest={"n_estimators": trees}, cv_folds=cv_folds, **changes)
 
 
 def separable(seed, n_per_class=12, classes=3, dim=20):
@@ -50,8 +64,8 @@ def mixed_difficulty(seed, n=20):
 def test_every_head_separates_separable_features():
     x_train, y_train = separable(0)
     x_test, y_test = separable(0, n_per_class=6)
-    results = fit_heads(x_train, y_train, x_test, y_test, svm_c=(0.1, 1.0, 10.0),
-                        logreg_c=(0.1, 1.0, 10.0), trees=16, cv_folds=3, seed=0)
+    results = fit_heads(x_train, y_train, x_test, y_test,
+                        grids((0.1, 1.0, 10.0), (0.1, 1.0, 10.0), 16, 3), seed=0)
     assert set(results) == {"svm", "logreg", "random_forest"}
     for name, r in results.items():
         assert r["test_accuracy"] == 1.0 and r["score"] == 1.0, name
@@ -66,8 +80,7 @@ def test_random_labels_are_not_learned():
     rng = np.random.default_rng(1)
     y_train = rng.integers(0, 3, len(x_train))
     x_test, y_test = separable(0, n_per_class=30)
-    results = fit_heads(x_train, y_train, x_test, y_test, svm_c=(1.0,), logreg_c=(1.0,),
-                        trees=16, cv_folds=3, seed=0)
+    results = fit_heads(x_train, y_train, x_test, y_test, grids((1.0,), (1.0,), 16, 3), seed=0)
     assert all(r["test_accuracy"] < 0.8 for r in results.values())
 
 
@@ -84,21 +97,21 @@ def test_power_transform_is_signed_root_then_l2():
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     assert np.allclose(out, want)
     assert np.allclose(transform_features(x, "power", 0.5), want)
-    assert not np.allclose(transform_features(x, "l2"), want)
+    assert not np.allclose(transform_features(x, "l2", 0.5), want)
     assert np.allclose(power_normalise(x, 1.0), l2_normalise(x))
     with pytest.raises(ValueError, match="heads.transform = 'cube'"):
-        transform_features(x, "cube")
+        transform_features(x, "cube", 0.5)
 
 
 def test_cost_choice_skips_cv_with_one_image_and_says_so():
     from sklearn.svm import LinearSVC
 
     x, y = separable(2, n_per_class=1)
-    c, info = _choose_c(lambda c: LinearSVC(C=c), (0.01, 1.0, 100.0), x, y, 5, 0)
+    c, info = choose_c(lambda c: LinearSVC(C=c), (0.01, 1.0, 100.0), x, y, 5, 0)
     assert c == 1.0 and info["cv_folds"] == 0 and "no cross-validation" in info["note"]
     x_test, y_test = separable(2, n_per_class=2)
-    results = fit_heads(x, y, x_test, y_test, svm_c=(0.01, 1.0, 100.0), logreg_c=(0.1, 1.0),
-                        trees=4, cv_folds=5, seed=0)
+    results = fit_heads(x, y, x_test, y_test, grids((0.01, 1.0, 100.0), (0.1, 1.0), 4, 5),
+                        seed=0)
     assert results["svm"]["C"] == [1.0, 1.0, 1.0] and len(results["svm"]["notes"]) == 3
     assert "middle of the grid" in results["logreg"]["notes"][0]
 
@@ -106,11 +119,11 @@ def test_cost_choice_skips_cv_with_one_image_and_says_so():
 def test_chosen_costs_do_not_depend_on_the_test_part():
     x, y = mixed_difficulty(2)
     x_test, y_test = mixed_difficulty(12)
-    kwargs = dict(svm_c=GRID, logreg_c=GRID, trees=4, cv_folds=3, seed=0,
-                  heads=("svm", "logreg"))
-    base = fit_heads(x, y, x_test, y_test, **kwargs)
-    shuffled = fit_heads(x, y, x_test, np.random.default_rng(0).permutation(y_test), **kwargs)
-    noise = fit_heads(x, y, np.random.default_rng(1).normal(size=x_test.shape), y_test, **kwargs)
+    cfg = grids(GRID, GRID, 4, 3, heads=["svm", "logreg"])
+    base = fit_heads(x, y, x_test, y_test, cfg, seed=0)
+    shuffled = fit_heads(x, y, x_test, np.random.default_rng(0).permutation(y_test), cfg, seed=0)
+    noise = fit_heads(x, y, np.random.default_rng(1).normal(size=x_test.shape), y_test, cfg,
+                      seed=0)
     for other in (shuffled, noise):
         assert other["svm"]["C"] == base["svm"]["C"]
         assert other["logreg"]["C"] == base["logreg"]["C"]
@@ -125,8 +138,8 @@ def test_svm_cost_is_chosen_per_class_and_matches_a_hand_fit():
 
     x, y = mixed_difficulty(2)
     x_test, y_test = mixed_difficulty(12)
-    result = fit_heads(x, y, x_test, y_test, svm_c=GRID, logreg_c=GRID, trees=4, cv_folds=3,
-                       seed=0, heads=("svm",))["svm"]
+    result = fit_heads(x, y, x_test, y_test, grids(GRID, GRID, 4, 3), seed=0,
+                       heads=("svm",))["svm"]
     assert len(set(result["C"])) > 1, result["C"]
 
     xn = l2_normalise(x)
@@ -179,7 +192,7 @@ def test_multilabel_heads_score_map_and_skip_difficult_labels():
     x_test, y_test = multilabel_data(1, n=30)
     difficult = np.zeros_like(y_test, bool)
     difficult[:4, 0] = True
-    kwargs = dict(svm_c=(0.1, 1.0), logreg_c=(0.1, 1.0), trees=16, cv_folds=3, seed=0)
+    kwargs = dict(cfg=grids((0.1, 1.0), (0.1, 1.0), 16, 3), seed=0)
     base = fit_heads(x, y, x_test, y_test, difficult=difficult, **kwargs)
     flipped = y_test.copy()
     flipped[:4, 0] = 1 - flipped[:4, 0]
@@ -205,26 +218,27 @@ def test_lowshot_draws_are_nested_deterministic_and_summarised_right():
     (x, y), (x_test, y_test) = two_parts(3, 10, 8, noise=5.0)  # not too easy
     train = feature_split(x, y)
     test = feature_split(x_test, y_test)
-    cfg = HeadConfig(heads=("logreg",), logreg_C=(1.0,), cv_folds=2, seed=5,
-                     lowshot=LowShotConfig(shots=(1, 2, 4), draws=3, heads=("logreg",)))
-    out = lowshot(train, test, cfg)
-    assert out == lowshot(train, test, cfg)
+    cfg = head_params(heads=["logreg"], logreg={"C": [1.0]}, cv_folds=2,
+                      lowshot={"shots": [1, 2, 4], "draws": 3, "heads": ["logreg"]})
+    out = lowshot(train, test, cfg, seed=5)
+    assert out == lowshot(train, test, cfg, seed=5)
     assert set(out) == {"logreg"} and set(out["logreg"]) == {"1", "2", "4"}
     for k in (1, 2, 4):
         rec = out["logreg"][str(k)]
         assert len(rec["scores"]) == 3 and rec["seeds"] == [5, 6, 7]
         assert np.isclose(rec["mean"], np.mean(rec["scores"]))
-        assert np.isclose(rec["std"], np.std(rec["scores"]))
-        want = [fit_layer(train, test, cfg, ("logreg",), per_class=k, seed=s)["logreg"]["score"]
-                for s in (5, 6, 7)]
+        assert np.isclose(rec["std"], np.std(rec["scores"], ddof=1))  # metrics.mean_std
+        want = [fit_layer(train, test, cfg, per_class=k, seed=5, draw_seed=s,
+                          heads=("logreg",))["logreg"]["score"] for s in (5, 6, 7)]
         assert rec["scores"] == want
     assert out["logreg"]["1"]["std"] > 0
     for s in (5, 6):
-        sets = [set(_subsample_rows(train, k, s)) for k in (1, 2, 4)]
+        sets = [set(subsample_rows(train, k, s)) for k in (1, 2, 4)]
         assert sets[0] < sets[1] < sets[2] and [len(r) for r in sets] == [3, 6, 12]
-    assert set(_subsample_rows(train, 2, 5)) != set(_subsample_rows(train, 2, 6))
+    assert set(subsample_rows(train, 2, 5)) != set(subsample_rows(train, 2, 6))
+    too_many = replace(cfg, lowshot=replace(cfg.lowshot, shots=(11,)))
     with pytest.raises(ValueError, match="heads.lowshot.shots"):
-        lowshot(train, test, HeadConfig(lowshot=LowShotConfig(shots=(11,))))
+        lowshot(train, test, too_many, seed=5)
 
 
 def test_subsample_takes_augmented_copies_along_and_matches_training_draw():
@@ -232,7 +246,7 @@ def test_subsample_takes_augmented_copies_along_and_matches_training_draw():
 
     x, y = separable(0, n_per_class=6)
     train = feature_split(x, y, copies=2)
-    rows = _subsample_rows(train, 2, 0)
+    rows = subsample_rows(train, 2, 0)
     images = nested_subsample(y, 2, 0)
     assert len(rows) == 3 * len(images) == 18
     assert set(train.index[rows]) == set(images)
@@ -250,7 +264,8 @@ def test_iteration_table_shape_and_informative_iteration():
         else:
             train.append(feature_split(rng.normal(size=x_inf.shape), y))
             test.append(feature_split(rng.normal(size=x_inf_test.shape), y_test))
-    table = iteration_table(train, test, logreg_c=(0.1, 1.0), cv_folds=3, seed=0)
+    table = iteration_table(train, test, head_params(logreg={"C": [0.1, 1.0]}, cv_folds=3),
+                            seed=0)
     acc = np.array(table["accuracy"])
     assert acc.shape == (5, 4) and table["rows"][-1] == "all"
     assert np.all((acc >= 0) & (acc <= 1))

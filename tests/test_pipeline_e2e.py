@@ -46,15 +46,15 @@ def repo(tmp_path_factory):
     git(path, "add", "-A")
     git(path, "commit", "-qm", "tiny params")
     first = dvc(path, "repro")
-    assert ran(first) == {"prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
-                          "binary_aux", "features", "heads", "diagnostics", "report"}
+    assert ran(first) == {"validate", "prepare", "pretrain@A", "pretrain@B", "transfer",
+                          "sweep@0", "binary_aux", "features", "heads", "diagnostics", "report"}
     git(path, "add", "-A")
     git(path, "commit", "-qm", "baseline")
     return path
 
 
 def test_repro_produces_the_summary_and_plots(repo):
-    summary = json.loads((repo / "metrics/summary.json").read_text())
+    summary = json.loads((repo / "metrics/details.json").read_text())
     assert set(summary) == {"metric", "pretrain", "transfer", "sweep", "heads", "lowshot",
                             "diagnostics", "diagnostics_vs_sweep"}
     assert 0 <= summary["transfer"]["test_accuracy"] <= 1
@@ -68,9 +68,9 @@ def test_repro_produces_the_summary_and_plots(repo):
     assert (repo / "data/features/conv3/train.npz").exists()
 
 
-def test_second_repro_runs_nothing(repo):
+def test_second_repro_runs_nothing_but_the_params_check(repo):
     proc = dvc(repo, "repro")
-    assert ran(proc) == set()
+    assert ran(proc) == {"validate"}
 
 
 def test_plots_render(repo):
@@ -80,7 +80,7 @@ def test_plots_render(repo):
 
 def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
     proc = dvc(repo, "exp", "run", "-S", "freeze=2")
-    assert ran(proc) == {"transfer", "report"}
+    assert ran(proc) == {"validate", "transfer", "report"}
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
     changes = diff["metrics/summary.json"]
     assert changes["transfer.freeze"] == {"old": 3, "new": 2, "diff": -1}
@@ -96,8 +96,8 @@ def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
 
 def test_adding_a_seed_to_the_grid_runs_only_the_new_variant(repo):
     proc = dvc(repo, "exp", "run", "-S", "sweep.seeds=[0,1]")
-    assert ran(proc) == {"sweep@1", "report"}
-    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert ran(proc) == {"validate", "sweep@1", "report"}
+    summary = json.loads((repo / "metrics/details.json").read_text())
     assert summary["sweep"]["k3"]["base"]["seeds"] == 2
 
 

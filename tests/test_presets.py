@@ -85,7 +85,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         parse_params(raw)
         write_params(project / "params.yaml", raw)
         ran = run_pipeline(project)
-    assert ran[0] == "prepare" and ran[-1] == "report"
+    assert ran[:2] == ["validate", "prepare"] and ran[-1] == "report"
     summary = json.loads((project / "metrics/summary.json").read_text())
     pretrain = json.loads((project / "results/pretrain/A.json").read_text())
     if key == "seed-000":  # feedback net: an accuracy per iteration; VOC target: mAP
@@ -107,7 +107,7 @@ def test_wrn_trains_through_the_pipeline_on_the_digits(tmp_path):
         "report": {"subsample": 3, "layer": 5}, "features": {"layers": ["conv1", "final"]}}))
     write_params(project / "params.yaml", raw)
     run_pipeline(project)
-    summary = json.loads((project / "metrics/summary.json").read_text())
+    summary = json.loads((project / "metrics/details.json").read_text())
     assert set(summary["heads"]) == {"conv1", "final"}
     assert summary["transfer"]["freeze"] == 2
 
@@ -133,3 +133,22 @@ def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkey
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     assert raw == apply_preset(name, ROOT / "params.yaml", ROOT / "presets")
+
+
+@pytest.mark.parametrize("argv", [[], ["seed-004"], ["seed-004", "--exp-args"]])
+def test_run_outside_the_project_says_where_it_looked_and_fails(tmp_path, capsys, monkeypatch,
+                                                                argv):
+    from transferlab.presets import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) != 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert str(tmp_path / "presets") in err and "project root" in err
+    (tmp_path / "presets").mkdir()
+    assert main(argv) != 0
+    assert "holds no *.yaml" in capsys.readouterr().err
+    if argv:  # presets found, but no params.yaml to lay them over
+        (tmp_path / "presets" / "seed-004-x.yaml").write_text("seed: 1\n")
+        assert main(argv) != 0
+        assert str(tmp_path / "params.yaml") in capsys.readouterr().err

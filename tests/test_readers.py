@@ -11,7 +11,13 @@ from PIL import Image
 
 from tests.dataset_fixtures import class_images, write_image_folder
 from transferlab.data.catalog import load_dataset
-from transferlab.data.readers import RawDataset, read_mnist, resize_images, voc_labels
+from transferlab.data.readers import (
+    RawDataset,
+    _decode,
+    read_mnist,
+    resize_images,
+    voc_labels,
+)
 
 
 def test_image_folder_decodes_exact_pixels_with_sorted_classes(tmp_path):
@@ -141,3 +147,27 @@ def test_fixture_images_are_learnable(tmp_path):
     means = np.stack([flat[y == c].mean(0) for c in range(8)])
     pred = ((flat_t[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
     assert (pred == yt).mean() > 0.9
+
+
+def test_image_folder_skips_hidden_files_such_as_appledouble(tmp_path):
+    write_image_folder(tmp_path, n_classes=2, n_per_class=3, size=(8, 8))
+    (tmp_path / "class_0" / "._img_000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    Image.new("RGB", (8, 8)).save(tmp_path / "class_1" / ".hidden.png")
+    data = load_dataset("imagefolder", root=tmp_path, path=tmp_path)
+    assert np.bincount(data.labels).tolist() == [3, 3]
+    (tmp_path / "class_2").mkdir()
+    (tmp_path / "class_2" / "._a.png").write_bytes(b"metadata")
+    with pytest.raises(ValueError, match="'class_2' holds no image files"):
+        load_dataset("imagefolder", root=tmp_path, path=tmp_path)
+
+
+def test_a_decompression_bomb_names_the_file(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, n_classes=2, n_per_class=2, size=(16, 16))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # 16x16 exceeds twice the limit
+    assert not issubclass(Image.DecompressionBombError, OSError)
+    with pytest.raises(ValueError, match=r"class_0/img_000\.png: cannot read image "
+                                         r"\(Image size \(256 pixels\) exceeds limit"):
+        load_dataset("imagefolder", root=tmp_path, path=tmp_path)
+    out = np.empty((3, 16, 16), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"img_001\.png: cannot decode image \(Image size"):
+        _decode(tmp_path / "class_1" / "img_001.png", "RGB", None, out)

@@ -1,8 +1,17 @@
 import json
+import math
 
 import pytest
 
-from transferlab.report import aggregate_sweep, build_report, mean_std
+from transferlab.report import (
+    CURVES,
+    NonFiniteScore,
+    aggregate_sweep,
+    build_report,
+    copy_curves,
+    mean_std,
+    write_json,
+)
 
 
 def test_mean_and_sample_std_over_seeds():
@@ -71,7 +80,7 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagn
     rows = (tmp_path / "plots/transferability.csv").read_text().splitlines()
     assert rows[0] == "n,base,AnB,AnB+,BnB,BnB+,AnB-2fc"
     assert rows[1].startswith("0,0.5,") and rows[2].startswith("1,0.5,0.61")
-    assert json.loads((tmp_path / "m/s.json").read_text()) == summary
+    assert json.loads((tmp_path / "m/details.json").read_text()) == summary
     assert (tmp_path / "m/s.md").read_text().startswith("| pretrained model | test accuracy")
     assert set(summary["diagnostics"]) == {"conv1", "conv2", "conv3", "conv4", "fc5"}
     assert summary["diagnostics_vs_sweep"]["conv1"]["sweep"] in ("retrain", "transfer frozen")
@@ -124,3 +133,132 @@ def test_report_shows_map_and_the_paired_binary_head_comparison(tmp_path, tiny_p
     assert "| all | 0.550 | 0.650 |" in (tmp_path / "m/s.md").read_text()
     rows = (tmp_path / "plots/iterations.csv").read_text().splitlines()
     assert rows[0] == "iteration,A,B" and rows[4].startswith("4,0.9,")
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), tree
+
+
+def test_headline_is_short_and_the_details_hold_every_number(tmp_path, tiny_params,
+                                                             tiny_diagnostics):
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0, 1], diagnostics=tiny_diagnostics)
+    details = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                           plots_dir=tmp_path / "plots")
+    head = dict(_leaves(json.loads((tmp_path / "m/s.json").read_text())))
+    assert len(head) <= 25, sorted(head)
+    assert len(dict(_leaves(details))) > 3 * len(head)
+    k, n = tiny_params.report.subsample, tiny_params.report.layer
+    assert head["sweep_at_report.subsample"] == k and head["sweep_at_report.n"] == n
+    assert head["sweep_at_report.AnB"] == details["sweep"][f"k{k}"]["AnB"][f"n{n}"]["mean"]
+    assert head["sweep_at_report.base"] == details["sweep"][f"k{k}"]["base"]["mean"]
+    assert head["pretrain.A.test_accuracy"] == 0.9
+    assert head["transfer.test_accuracy"] == 0.8 and head["transfer.freeze"] == 3
+    assert head["best_head.score"] == 0.5
+    compared = [r["agree"] for r in details["diagnostics_vs_sweep"].values()
+                if r["agree"] is not None]
+    assert head["diagnostics.agree"] == sum(compared)
+    assert head["diagnostics.compared"] == len(compared)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_sweep_score_is_refused_naming_file_and_variant(tmp_path, tiny_params,
+                                                                     tiny_diagnostics, bad):
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
+    path = results / "sweep" / "seed-0.json"
+    sweep = json.loads(path.read_text())
+    victim = next(v for v in sweep["variants"] if v["treatment"] == "AnB+" and v["n"] == 3
+                  and v["subsample"] == 3)
+    victim["test_accuracy"] = bad
+    path.write_text(json.dumps(sweep))  # json writes a bare NaN / Infinity, as Python allows
+    with pytest.raises(NonFiniteScore) as err:
+        build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                     plots_dir=tmp_path / "plots")
+    message = str(err.value)
+    assert str(path) in message and "AnB+ n=3 subsample=3 seed=0" in message
+    # Refused before anything is written: no summary whose diagnostics would say "agree".
+    assert not (tmp_path / "m/s.json").exists() and not (tmp_path / "m/details.json").exists()
+
+
+@pytest.mark.parametrize("where", ["transfer", "heads", "pretrain", "diagnostics"])
+def test_non_finite_scores_in_other_results_are_refused_naming_the_file(
+        tmp_path, tiny_params, tiny_diagnostics, where):
+    results = tmp_path / "results"
+    diagnostics = json.loads(json.dumps(tiny_diagnostics))
+    if where == "diagnostics":
+        layer = diagnostics["layers"][0]
+        diagnostics["summary"][layer]["decoder_gap"] = float("nan")
+    _write_results(results, seeds=[0], diagnostics=diagnostics)
+    path = {"transfer": results / "transfer.json", "heads": results / "heads.json",
+            "pretrain": results / "pretrain" / "B.json",
+            "diagnostics": results / "diagnostics.json"}[where]
+    data = json.loads(path.read_text())
+    if where == "heads":
+        data["fc5"]["logreg"]["test_accuracy"] = float("nan")
+    elif where != "diagnostics":
+        data["test_accuracy"] = float("nan")
+    path.write_text(json.dumps(data))
+    with pytest.raises(NonFiniteScore, match=str(path)) as err:
+        build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                     plots_dir=tmp_path / "plots")
+    if where == "heads":
+        assert "head logreg on layer fc5" in str(err.value)
+    assert not (tmp_path / "m/s.json").exists()
+
+
+def test_report_json_is_never_written_with_a_bare_nan(tmp_path):
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write_json(tmp_path / "x.json", {"score": math.nan})
+    assert not (tmp_path / "x.json").exists()
+    write_json(tmp_path / "x.json", {"score": 0.5, "missing": None})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"missing": None, "score": 0.5}
+
+
+def _dvclive_run(root, name, steps, metrics):
+    folder = root / name / "plots" / "metrics"
+    folder.mkdir(parents=True)
+    for metric, values in metrics.items():
+        lines = [f"timestamp\tstep\t{metric}"]
+        lines += [f"{1700000000000 + i}\t{s}\t{v}" for i, (s, v) in
+                  enumerate(zip(steps, values, strict=True))]
+        (folder / f"{metric}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_training_curves_are_copied_from_dvclive_without_timestamps(tmp_path, tiny_params,
+                                                                    tiny_diagnostics):
+    live = tmp_path / "dvclive"
+    for name in CURVES:
+        test_metric = "test_map" if name == "transfer" else "test_accuracy"
+        _dvclive_run(live, name, [0, 1, 2], {"train_loss": [2.0, 1.5, 1.25],
+                                             test_metric: [0.5, 0.75, 0.875],
+                                             "test_loss": [2.5, 2.0, 1.75]})
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
+    build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                 plots_dir=tmp_path / "plots", live=live)
+    for name in CURVES:
+        rows = (tmp_path / "plots" / "curves" / f"{name}.tsv").read_text().splitlines()
+        assert rows[0].split("\t") == ["step", "test_loss", "test_score", "train_loss"]
+        assert rows[1:] == ["0\t2.5\t0.5\t2.0", "1\t2.0\t0.75\t1.5", "2\t1.75\t0.875\t1.25"]
+    # The same numbers logged at another time give the same bytes: git sees no change.
+    before = (tmp_path / "plots" / "curves" / "transfer.tsv").read_bytes()
+    live2 = tmp_path / "again"
+    for name in CURVES:
+        _dvclive_run(live2, name, [0, 1, 2], {"train_loss": [2.0, 1.5, 1.25],
+                                              "test_map" if name == "transfer" else
+                                              "test_accuracy": [0.5, 0.75, 0.875],
+                                              "test_loss": [2.5, 2.0, 1.75]})
+    copy_curves(live2, tmp_path / "plots" / "curves")
+    assert (tmp_path / "plots" / "curves" / "transfer.tsv").read_bytes() == before
+
+
+def test_a_missing_dvclive_run_is_named(tmp_path):
+    live = tmp_path / "dvclive"
+    _dvclive_run(live, "pretrain-A", [0], {"train_loss": [1.0]})
+    with pytest.raises(FileNotFoundError, match="pretrain-B"):
+        copy_curves(live, tmp_path / "curves")

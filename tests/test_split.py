@@ -102,3 +102,24 @@ def test_centre_crop_keeps_the_middle_window():
     assert cropped.image_shape == (1, 4, 4)
     assert np.array_equal(cropped.x_test[0, 0], x[0, 0, 2:6, 2:6])
     assert center_cropped(task, 0) is task
+
+
+def test_a_class_with_a_single_image_is_refused_by_name():
+    labels = np.array([0, 0, 0, 1, 2, 2, 2])
+    with pytest.raises(ValueError, match=r"class 1 has 1 image; a class needs at least 2"):
+        stratified_test_split(labels, 0.3, seed=0)
+    with pytest.raises(ValueError, match=r"class 'c6' of dataset imagefolder has 1 image"):
+        stratified_test_split(labels, 0.3, seed=0, required=[0, 1],
+                              name_of=lambda c: f"class 'c{c + 5}' of dataset imagefolder")
+    with pytest.raises(ValueError, match="class 7 has 0 images"):
+        stratified_test_split(labels, 0.3, seed=0, required=[0, 7])
+    # a class nobody uses may have one image: it goes to train, the others are split as ever
+    train, test = stratified_test_split(labels, 0.3, seed=0, required=[0, 2])
+    assert 3 in train and 3 not in test
+    assert np.bincount(labels[test], minlength=3).tolist() == [1, 0, 1]
+
+
+def test_every_used_class_gets_a_test_image():
+    labels = np.repeat(np.arange(6), [2, 3, 4, 5, 6, 40])
+    train, test = stratified_test_split(labels, 0.2, seed=1)
+    assert (np.bincount(labels[test]) >= 1).all() and (np.bincount(labels[train]) >= 1).all()

@@ -1,8 +1,10 @@
-"""Batch-level augmentation on the batch's device, reproducible from a torch.Generator.
+"""Random crops and mirrors of image batches, reproducible from a torch.Generator.
 
-Seed 004: random 57x57 crop of the 64x64 images plus horizontal mirroring at
-training time, the centre crop at test time. Seed 001: random 32 crop (of the
-zero-padded 32x32 image) plus horizontal flip.
+The project's one pad-crop-flip: training augments each batch on its device
+(seed 004: random 57x57 crop of the 64x64 images plus horizontal mirroring at
+training time, the centre crop at test time; seed 001: random 32 crop of the
+zero-padded 32x32 image plus horizontal flip), and the features stage makes
+its CNNaug copies with the same function on uint8 images on the CPU.
 """
 
 from __future__ import annotations
@@ -12,34 +14,37 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def _check(x: Tensor, size: int) -> None:
+def _check(x: Tensor, size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the crop; `size` is a side (a square) or (height, width)."""
     if x.dim() != 4:
         raise ValueError(f"expected images shaped (N, C, H, W), got shape {tuple(x.shape)}")
-    if not 1 <= size <= min(x.shape[2], x.shape[3]):
+    h, w = (size, size) if isinstance(size, int) else size
+    if not (1 <= h <= x.shape[2] and 1 <= w <= x.shape[3]):
         raise ValueError(f"crop size {size} must be between 1 and the image size "
                          f"{x.shape[2]}x{x.shape[3]}")
+    return h, w
 
 
-def random_crop_flip(x: Tensor, size: int, generator: torch.Generator, *, flip: bool = True,
-                     pad: int = 0) -> Tensor:
-    """A random size x size crop of each image, mirrored left-right with probability 0.5.
+def random_crop_flip(x: Tensor, size: int | tuple[int, int], generator: torch.Generator, *,
+                     flip: bool = True, pad: int = 0) -> Tensor:
+    """A random crop of each image (size x size, or (height, width)), mirrored left-right
+    with probability 0.5 when `flip`.
 
     With `pad`, the images are first zero-padded by that many pixels per side.
     Offsets and flips are drawn from `generator` (on its own device), so the
-    same generator state gives the same batch.
+    same generator state gives the same batch. Any dtype works (uint8 included).
     """
     if pad:
         x = F.pad(x, (pad, pad, pad, pad))
-    _check(x, size)
+    size_h, size_w = _check(x, size)
     n, _, height, width = x.shape
     gdev = generator.device
-    top = torch.randint(0, height - size + 1, (n,), generator=generator, device=gdev)
-    left = torch.randint(0, width - size + 1, (n,), generator=generator, device=gdev)
+    top = torch.randint(0, height - size_h + 1, (n,), generator=generator, device=gdev)
+    left = torch.randint(0, width - size_w + 1, (n,), generator=generator, device=gdev)
     mirror = torch.rand(n, generator=generator, device=gdev) < 0.5
     top, left, mirror = top.to(x.device), left.to(x.device), mirror.to(x.device)
-    offsets = torch.arange(size, device=x.device)
-    rows = top[:, None] + offsets  # (N, size)
-    cols = left[:, None] + offsets
+    rows = top[:, None] + torch.arange(size_h, device=x.device)  # (N, size_h)
+    cols = left[:, None] + torch.arange(size_w, device=x.device)
     if flip:
         cols = torch.where(mirror[:, None], cols.flip(1), cols)
     batch = torch.arange(n, device=x.device)[:, None, None]

@@ -39,16 +39,9 @@ class Variant:
 
 def save_model(model: TransferableNet, path: Path, meta: dict) -> None:
     """Save weights; the same weights give the same bytes, so DVC hashes stay stable."""
-    import io
+    from transferlab.train import save_state
 
-    from transferlab.io import atomic_path
-
-    # torch.save names the archive after the file it writes to; a buffer gets a
-    # fixed name, where the random temporary file name would change the bytes.
-    buffer = io.BytesIO()
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, buffer)
-    with atomic_path(path, suffix=".pt") as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    save_state({"state_dict": model.state_dict(), "meta": meta}, path)
 
 
 def load_model(path: str | Path, params: Params, in_shape, num_classes: int,

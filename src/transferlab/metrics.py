@@ -8,8 +8,16 @@ import numpy as np
 
 
 def mean_std(values: list[float]) -> dict:
-    """Mean and sample standard deviation over seeds (0 with a single seed)."""
+    """Mean and standard deviation of `values` (seeds, draws, paired differences).
+
+    The one "± sd" of the project, in every table and plot: the sample standard
+    deviation, ddof 1 (sum of squared deviations over n - 1). A single value has no
+    spread to estimate; its sd is reported as 0.0, and `seeds` (= n = 1) says so.
+    No values at all is a ValueError.
+    """
     n = len(values)
+    if n == 0:
+        raise ValueError("mean_std: no values")
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return {"mean": mean, "std": std, "seeds": n}

@@ -72,10 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--exp-args", action="store_true")
     how.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
+    found = sorted(PRESETS_DIR.glob("*.yaml"))
+    if not found:
+        print(f"error: no presets found: {PRESETS_DIR.absolute()} "
+              f"{'holds no *.yaml files' if PRESETS_DIR.is_dir() else 'does not exist'}; "
+              "run this from the project root (the folder with params.yaml and presets/)",
+              file=sys.stderr)
+        return 2
     if args.name is None:
-        for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        for path in found:
             print(path.stem)
         return 0
+    if not Path("params.yaml").is_file():
+        print(f"error: {Path('params.yaml').absolute()} does not exist; run this from the "
+              "project root", file=sys.stderr)
+        return 2
     try:
         merged = apply_preset(args.name)
     except ParamsError as err:

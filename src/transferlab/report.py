@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
-from transferlab.io import atomic_path, write_json_atomic, write_text_atomic
+from transferlab.io import atomic_path, write_text_atomic
 from transferlab.metrics import mean_std
 from transferlab.params import Params
 from transferlab.treatments import TREATMENTS
@@ -16,12 +17,33 @@ TRANSFER_TREATMENTS = [name for name, t in TREATMENTS.items() if t.copies_layers
 METRIC_LABEL = {"accuracy": "accuracy", "map": "mAP"}
 COLOURS = {"base": "black", "AnB": "tab:blue", "AnB+": "tab:cyan", "BnB": "tab:red",
            "BnB+": "tab:orange", "AnB-2fc": "tab:purple"}
+# dvclive directories whose per-step curves the report copies into git (plots/curves/).
+CURVES = ("pretrain-A", "pretrain-B", "transfer")
 
 
 def _read_json(path: Path):
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run `dvc repro` to produce it")
     return json.loads(path.read_text())
+
+
+class NonFiniteScore(ValueError):
+    """A results file holds NaN or an infinity where the report needs a score."""
+
+
+def finite(value, path: Path, what: str):
+    """`value` if it is a finite number (or None: not measured); else refuse, naming
+    the results file and the entry in it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NonFiniteScore(f"{path}: {what} is {value!r}, not a finite number; "
+                             "the run that wrote it went wrong, rerun it")
+    return value
+
+
+def _variant_label(v: dict) -> str:
+    direction = f" direction {v['direction']}" if "direction" in v else ""
+    return (f"variant {v.get('treatment')} n={v.get('n')} subsample={v.get('subsample')} "
+            f"seed={v.get('seed')}{direction}")
 
 
 def score(result: dict) -> float:
@@ -56,12 +78,25 @@ def transfer_layers(sweep: dict) -> list[int]:
 def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
     variants = []
     for seed in params.sweep.seeds:
-        variants += _read_json(results / "sweep" / f"seed-{seed}.json")["variants"]
+        path = results / "sweep" / f"seed-{seed}.json"
+        for v in _read_json(path)["variants"]:
+            finite(score(v), path, f"the test score of {_variant_label(v)}")
+            variants.append(v)
     sweep = aggregate_sweep(variants)
     transfer = _read_json(results / "transfer.json")
+    finite(score(transfer), results / "transfer.json", "the test score")
     heads = _read_json(results / "heads.json")
+    for layer, per in heads.items():
+        for head, r in per.items():
+            finite(r.get("score", r.get("test_accuracy")), results / "heads.json",
+                   f"the score of head {head} on layer {layer}")
     metric = transfer.get("metric", "accuracy")
     pretrain = {s: _read_json(results / "pretrain" / f"{s}.json") for s in ("A", "B")}
+    for s, r in pretrain.items():
+        path = results / "pretrain" / f"{s}.json"
+        finite(score(r), path, f"the test score of model {s}")
+        for i, acc in enumerate(r.get("test_iteration_accuracy", [])):
+            finite(acc, path, f"the test accuracy of model {s} at iteration {i + 1}")
     summary = {
         "metric": metric,
         "pretrain": {s: {f"test_{r.get('metric', 'accuracy')}": score(r),
@@ -79,6 +114,12 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
                   for layer, per in heads.items()},
     }
     low = _read_json(results / "heads_lowshot.json")
+    for layer, per in (low.get("layers") or {}).items():
+        for head, by_k in per.items():
+            for k, v in by_k.items():
+                for key in ("mean", "std"):
+                    finite(v[key], results / "heads_lowshot.json",
+                           f"the {key} of head {head} on layer {layer} at k={k}")
     if low.get("layers"):
         summary["lowshot"] = {
             "shots": low["shots"], "draws": low["draws"],
@@ -86,10 +127,20 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
                                    for k, v in by_k.items()} for h, by_k in per.items()}
                        for layer, per in low["layers"].items()}}
     iters = _read_json(results / "heads_iterations.json")
+    for row, accs in zip(iters.get("rows", []), iters.get("accuracy", []), strict=False):
+        for column, acc in zip(iters.get("columns", []), accs, strict=False):
+            finite(acc, results / "heads_iterations.json",
+                   f"the accuracy trained on {row}, tested on {column}")
     if "accuracy" in iters:
         summary["iteration_heads"] = {k: iters[k] for k in ("rows", "columns", "accuracy")}
     aux = _read_json(results / "binary_aux.json")
     if aux.get("enabled"):
+        for key in ("mean_difference", "sd_difference"):
+            finite(aux[key], results / "binary_aux.json", key)
+        for r in aux["pairs"]:
+            for arm in ("plain", "binary"):
+                finite(r[arm]["target_score"], results / "binary_aux.json",
+                       f"the {arm} target score of seed {r['seed']}")
         summary["binary_aux"] = {k: aux[k] for k in ("treatment", "n", "subsample", "heads",
                                                     "weight", "mean_difference",
                                                     "sd_difference", "binary_better", "seeds")}
@@ -108,7 +159,7 @@ def sweep_means_at(sweep: dict, k: int) -> dict:
 def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict,
                        plots: Path) -> str:
     """Seed 002: per-layer figures into `summary`, tables, t-SNE grid, probe against sweep."""
-    from transferlab.diagnostics import (
+    from transferlab.diagnostics_rule import (
         compare_with_sweep,
         comparison_markdown,
         diagnostics_tables_markdown,
@@ -116,13 +167,16 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
     )
 
     diag = _read_json(results / "diagnostics.json")
+    for layer in diag["layers"]:
+        for key, value in diag["summary"][layer].items():
+            finite(value, results / "diagnostics.json", f"{key} of layer {layer}")
     summary["diagnostics"] = {
         layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
                 "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
         for layer in diag["layers"]}
     draw_tsne_grid(diag, plots / "diagnostics_tsne.png")
     rows = compare_with_sweep(diag, sweep_means_at(sweep, params.report.subsample),
-                              diag.get("tolerance", params.diagnostics.as_dict()["tolerance"]))
+                              _tolerance(params))
     summary["diagnostics_vs_sweep"] = {
         r["layer"]: {"probe": r["probe"], "sweep": r["sweep"], "agree": r["agree"]}
         for r in rows}
@@ -140,6 +194,11 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
         f"Probe verdicts against the sweep at {_size_title(params.report.subsample)} "
         f"(agree at {sum(agree)} of {len(agree)} layers):", "",
         comparison_markdown(rows), ""])
+
+
+def _tolerance(params: Params) -> float:
+    """The sweep verdict's tolerance: `report.tolerance` (formerly `diagnostics.tolerance`)."""
+    return params.report.tolerance
 
 
 def draw_diagnostics(diag: dict, rows: list[dict], path: Path) -> None:
@@ -433,16 +492,99 @@ def binary_aux_markdown(aux: dict) -> list[str]:
     return lines
 
 
-def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir: Path) -> dict:
+def headline(params: Params, summary: dict, sweep: dict) -> dict:
+    """The few numbers `dvc exp show` and `dvc metrics diff` show by default.
+
+    Everything else (every size, treatment and n, every head, low-shot, diagnostics)
+    is in the details file (`metrics/details.json`).
+    """
+    metric = summary["metric"]
+    k, n = params.report.subsample, params.report.layer
+    at = {"subsample": k, "n": n}
+    for t in ("base", "AnB", "AnB+", "BnB", "BnB+"):
+        at[t] = _value(sweep, k, t, n)
+    best = max(((h, layer, s) for layer, per in summary["heads"].items()
+                for h, s in per.items() if s is not None), key=lambda x: x[2], default=None)
+    head = {} if best is None else {"head": best[0], "layer": best[1], "score": best[2]}
+    compared = [r["agree"] for r in summary.get("diagnostics_vs_sweep", {}).values()
+                if r["agree"] is not None]
+    out = {
+        "metric": metric,
+        "pretrain": {s: {key: value for key, value in v.items() if key.startswith("test_")}
+                     for s, v in summary["pretrain"].items()},
+        "transfer": summary["transfer"],
+        "sweep_at_report": at,
+        "best_head": head,
+        "diagnostics": {"agree": sum(compared), "compared": len(compared)},
+    }
+    if "binary_aux" in summary:
+        out["binary_aux"] = {key: summary["binary_aux"][key]
+                             for key in ("mean_difference", "binary_better", "seeds")}
+    return out
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def copy_curves(live: Path, out: Path) -> list[Path]:
+    """One TSV per dvclive run of CURVES: a row per logged step, a column per metric.
+
+    dvclive writes one file per metric (`plots/metrics/<name>.tsv`: timestamp, step,
+    value); the copy drops the timestamps (so a rerun that logs the same numbers
+    leaves the git-tracked file unchanged) and names the test metric `test_score`
+    (accuracy, or mAP for a multi-label target) so one plot fits both.
+    """
+    written = []
+    for name in CURVES:
+        metrics_dir = live / name / "plots" / "metrics"
+        files = sorted(metrics_dir.glob("*.tsv"))
+        if not files:
+            raise FileNotFoundError(f"{metrics_dir} has no dvclive curves; run `dvc repro` "
+                                    "to produce them")
+        columns, by_step = [], defaultdict(dict)
+        for f in files:
+            metric = f.stem
+            column = "test_score" if metric in ("test_accuracy", "test_map") else metric
+            columns.append(column)
+            for row in _read_tsv(f):
+                if metric not in row or "step" not in row:
+                    raise ValueError(f"{f}: expected dvclive columns step and {metric}")
+                by_step[int(row["step"])][column] = row[metric]
+        columns.sort()
+        path = out / f"{name}.tsv"
+        with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            writer.writerow(["step", *columns])
+            writer.writerows([step, *[values.get(c, "") for c in columns]]
+                             for step, values in sorted(by_step.items()))
+        written.append(path)
+    return written
+
+
+def write_json(path: Path, data) -> None:
+    """Sorted, indented JSON; NaN or an infinity is an error, never a bare `NaN`."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir: Path,
+                 details_out: Path | None = None, live: Path | None = None) -> dict:
+    """Write the headline metrics (`summary_out`), every number (`details_out`, by default
+    details.json beside it), summary.md, the plots and, given the dvclive root `live`, the
+    training curves under plots_dir/curves. Returns the details."""
     summary, sweep = build_summary(params, results)
     write_plot_data(params, sweep, summary, plots_dir)
     _write_csv(plots_dir / "iterations.csv", ["iteration", "A", "B"], iteration_rows(summary))
+    if live is not None:
+        copy_curves(live, plots_dir / "curves")
     draw_plots(params, sweep, summary, plots_dir)
     draw_iterations(summary, plots_dir)
     draw_lowshot(summary, plots_dir)
     diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
     text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md
-    write_json_atomic(summary_out, summary)
+    write_json(details_out or summary_out.with_name("details.json"), summary)
+    write_json(summary_out, headline(params, summary, sweep))
     write_text_atomic(summary_out.with_suffix(".md"), text)
     print(text)
     return summary

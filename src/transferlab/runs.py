@@ -12,7 +12,7 @@ import torch
 
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import Variant, load_model, run_variant
-from transferlab.io import write_json_atomic
+from transferlab.io import clean_stale_temporaries_in, read_json, write_json_atomic
 from transferlab.keys import code_digest, file_digest
 from transferlab.params import Params, check_subsample, check_sweep_subsamples
 from transferlab.progress import progress_bar
@@ -109,11 +109,11 @@ class VariantCache:
         if not path.exists():
             return None
         try:
-            result = json.loads(path.read_text())
-            if not isinstance(result, dict) or result.get("treatment") != variant.treatment:
-                raise ValueError("not a result of this variant")
+            result = read_json(path, "variant store entry", allow_nan=False)
+            if result.get("treatment") != variant.treatment:
+                raise ValueError(f"{path}: not a result of {variant.key}")
         except (OSError, ValueError) as err:
-            print(f"variant store: ignoring unreadable entry {path} for {variant.key} ({err}); "
+            print(f"variant store: ignoring unreadable entry for {variant.key} ({err}); "
                   "training it again", file=sys.stderr)
             return None
         return result
@@ -147,6 +147,8 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
                                   target_file=prepared / target_file, source_files=paths,
                                   device=device)
         cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
+        if cache_dir is not None and cache_dir.is_dir():
+            clean_stale_temporaries_in([cache_dir])
         variants = grid(params, seed)
         total += len(variants)
         for variant in progress_bar(variants, desc=f"sweep seed {seed} {direction}",

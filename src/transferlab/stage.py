@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from transferlab.io import remove_outputs
+from transferlab.io import clean_stale_temporaries, remove_outputs
 from transferlab.params import Params, ParamsError, load_params
 from transferlab.schema import recording, value_at
 
@@ -78,6 +78,8 @@ def run_stage(name: str, main: Callable[[Params], None], outputs: Sequence[str |
     imports, so the recorded timing includes them.
     """
     started = started if started is not None else time.time()
+    # What a killed earlier run of this stage left beside its outputs (never a live one's).
+    clean_stale_temporaries(outputs)
     try:
         params = load_params()
         with recording() as reads:

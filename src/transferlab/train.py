@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.io import atomic_path
+from transferlab.io import clean_stale_temporaries, write_bytes_atomic
 from transferlab.params import TrainParams
 from transferlab.progress import progress_bar
 
@@ -142,6 +142,16 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def save_state(state: dict, path: Path) -> None:
+    """torch.save through a buffer, then one atomic write: a reader never sees half a
+    file, and equal states give equal bytes (the archive is not named after a temporary)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def _log(live, record: dict) -> None:
     for name, value in record.items():
         if name not in ("epoch", "step"):
@@ -155,7 +165,10 @@ def _read_checkpoint(path: Path | None, key: str | None, device) -> dict | None:
 
     weights_only=True: the file is read as tensors and plain containers only, so a
     planted or corrupt file cannot run code."""
-    if path is None or not path.exists():
+    if path is None:
+        return None
+    clean_stale_temporaries([path])  # a killed run's half-written checkpoint
+    if not path.exists():
         return None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -288,13 +301,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         if log_now:
             _log(live, record)
         if checkpoint is not None:
-            with atomic_path(checkpoint, suffix=".pt") as tmp:
-                torch.save({"key": checkpoint_key, "model": model.state_dict(),
-                            "objective": objective.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": None if scheduler is None else scheduler.state_dict(),
-                            "rng": torch.get_rng_state(), "gen": gen.get_state(),
-                            "history": history, "epoch": epoch + 1}, tmp)
+            save_state({"key": checkpoint_key, "model": model.state_dict(),
+                        "objective": objective.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": None if scheduler is None else scheduler.state_dict(),
+                        "rng": torch.get_rng_state(), "gen": gen.get_state(),
+                        "history": history, "epoch": epoch + 1}, checkpoint)
     if bar is not None:
         bar.close()
     return history

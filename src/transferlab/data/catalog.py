@@ -54,7 +54,6 @@ from transferlab.data.download import (
     ChecksumError,
     DownloadError,
     download_file,
-    progress_enabled,
     verify_file,
 )
 from transferlab.data.readers import (
@@ -67,6 +66,7 @@ from transferlab.data.readers import (
     resize_images,
     square_size,
 )
+from transferlab.progress import progress_enabled
 
 DATASETS = ("mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "imagefolder")
 OFFLINE_HINT = "`dataset: digits` is bundled with scikit-learn and runs offline"

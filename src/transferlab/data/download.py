@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from transferlab.io import current_umask
+from transferlab.progress import progress_bar
 
 CHUNK = 1 << 20
 STALE_PART_SECONDS = 600  # a .part file untouched this long belongs to a dead download
@@ -42,16 +44,10 @@ class IncompleteDownloadError(OSError):
     """The connection ended before the announced Content-Length was received."""
 
 
-def progress_enabled(progress: bool = True) -> bool:
-    return progress and os.environ.get("TRANSFERLAB_NO_PROGRESS") != "1"
-
-
 def _bar(total: int | None, desc: str, enabled: bool):
-    """A byte-counting tqdm bar on stderr (tqdm alone: no torch import here)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, dynamic_ncols=True, disable=not progress_enabled(enabled))
+    """A byte-counting bar: the project's one progress bar (on a terminal only)."""
+    return progress_bar(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                        disable=not enabled)
 
 
 def _hashers(checksums: dict[str, str]) -> dict[str, hashlib._Hash]:
@@ -141,7 +137,8 @@ def download_file(urls: list[str], dest: str | Path, checksums: dict[str, str], 
                 _compare(dest, hashers, checksums)
             except ChecksumError as e:
                 raise ChecksumError(f"{e} (downloaded from {url}; the file was deleted)") from None
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a dataset is not a secret
+            # mkstemp makes it owner-only; a dataset is not a secret: what `open` would give
+            os.chmod(tmp, 0o666 & ~current_umask())
             os.replace(tmp, dest)
             return dest
         except (urllib.error.URLError, IncompleteDownloadError, TimeoutError,

@@ -9,7 +9,8 @@ stages never decode images again. Multi-label tasks (Pascal VOC) carry a
 from __future__ import annotations
 
 import dataclasses
-import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from transferlab.data.split import (
     split_classes,
     stratified_test_split,
 )
-from transferlab.io import write_json_atomic, write_npz_atomic
+from transferlab.io import read_json, write_json_atomic, write_npz_atomic
+
+_REQUIRED_ARRAYS = ("classes", "x_train", "y_train", "x_test", "y_test", "pixel_max")
 
 
 @dataclass
@@ -89,15 +92,23 @@ class TaskData:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; run `dvc repro prepare` first")
-        with np.load(path) as z:
-            has = set(z.files)
-            return cls(z["classes"].tolist(), z["x_train"], z["y_train"], z["x_test"],
-                       z["y_test"], int(z["pixel_max"]),
-                       tuple(z["mean"].tolist()) if "mean" in has else (0.5,),
-                       tuple(z["std"].tolist()) if "std" in has else (0.5,),
-                       z["difficult_train"] if "difficult_train" in has else None,
-                       z["difficult_test"] if "difficult_test" in has else None,
-                       z["class_names"].tolist() if "class_names" in has else None)
+        try:
+            with np.load(path) as z:
+                has = set(z.files)
+                missing = [k for k in _REQUIRED_ARRAYS if k not in has]
+                if missing:
+                    raise KeyError(f"no array {', '.join(missing)}")
+                return cls(z["classes"].tolist(), z["x_train"], z["y_train"], z["x_test"],
+                           z["y_test"], int(z["pixel_max"]),
+                           tuple(z["mean"].tolist()) if "mean" in has else (0.5,),
+                           tuple(z["std"].tolist()) if "std" in has else (0.5,),
+                           z["difficult_train"] if "difficult_train" in has else None,
+                           z["difficult_test"] if "difficult_test" in has else None,
+                           z["class_names"].tolist() if "class_names" in has else None)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            why = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ValueError(f"{path}: cannot read the prepared arrays ({why}); the file is "
+                             "damaged: delete it and run `dvc repro prepare`") from e
 
 
 def center_cropped(task: TaskData, crop: int) -> TaskData:
@@ -168,11 +179,16 @@ def read_classes_file(path: str | Path, names_a: list[str], names_b: list[str]
     return out[0], out[1]
 
 
-def _parts(raw: RawImages, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _parts(raw: RawImages, test_fraction: float, seed: int, classes: list[int],
+           dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices; every one of `classes` needs an image in each part."""
     if raw.is_test is not None:
         return np.flatnonzero(~raw.is_test), np.flatnonzero(raw.is_test)
-    strata = raw.labels.argmax(1) if raw.multilabel else raw.labels
-    return stratified_test_split(strata, test_fraction, seed)
+    if raw.multilabel:  # strata, not classes: no class is left without test images by them
+        return stratified_test_split(raw.labels.argmax(1), test_fraction, seed, required=())
+    return stratified_test_split(raw.labels, test_fraction, seed, required=classes,
+                                 name_of=lambda c: f"class {raw.class_names[c]!r} of "
+                                                   f"dataset {dataset}")
 
 
 def _task(raw: RawImages, train_idx, test_idx, classes: list[int], exclusive: list[int]
@@ -236,7 +252,7 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
         if set(a_cls) & set(b_cls):
             raise ValueError(f"params: the source and target classes overlap: "
                              f"{sorted(set(a_cls) & set(b_cls))}")
-        tr, te = _parts(raw_a, data.test_fraction, seed)
+        tr, te = _parts(raw_a, data.test_fraction, seed, a_cls + b_cls, src_name)
         source = _task(raw_a, tr, te, a_cls, b_cls)
         target = _task(raw_a, tr, te, b_cls, a_cls)
     else:
@@ -246,8 +262,10 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
         else:
             a_cls, b_cls = _class_list(data.source_classes, raw_a), \
                 _class_list(data.target_classes, raw_b)
-        source = _task(raw_a, *_parts(raw_a, data.test_fraction, seed), a_cls, [])
-        target = _task(raw_b, *_parts(raw_b, data.test_fraction, seed), b_cls, [])
+        source = _task(raw_a, *_parts(raw_a, data.test_fraction, seed, a_cls, src_name),
+                       a_cls, [])
+        target = _task(raw_b, *_parts(raw_b, data.test_fraction, seed, b_cls, tgt_name),
+                       b_cls, [])
         # Both tasks go through the same network: the target takes the source's image format.
         if src_name == "digits" or tgt_name == "digits":
             raise ValueError("params: the 8x8 digits (0..16 pixels) cannot be crossed with "
@@ -266,13 +284,12 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
     mean, std = _normalisation(source, data.normalise)
     for task in (source, target):
         task.mean, task.std = mean, std
-    if data.crop and data.crop > min(source.image_shape[1:]):
-        raise ValueError(f"params: data.crop = {data.crop} is not allowed; expected 0 or at most "
-                         f"the image size {source.image_shape[1:]}")
     for name, task in (("source", source), ("target", target)):
         if len(task.y_train) == 0 or len(task.y_test) == 0:
             raise ValueError(f"the {name} task has no training or no test images; check "
                              "data.source_classes / data.target_classes")
+        if not task.multilabel:
+            _check_every_class_in_both_parts(name, task)
     meta = {
         "dataset": dataset, "source_dataset": src_name, "target_dataset": tgt_name,
         "image_shape": list(source.image_shape), "multilabel_target": target.multilabel,
@@ -285,6 +302,16 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
         "target_test_per_class": _counts(target.y_test, target.num_classes).tolist(),
     }
     return source, target, meta
+
+
+def _check_every_class_in_both_parts(name: str, task: TaskData) -> None:
+    """A single-label class with no training or no test image cannot be learnt or scored."""
+    train, test = task.train_counts(), _counts(task.y_test, task.num_classes)
+    for i in np.flatnonzero((train == 0) | (test == 0)):
+        label = task.class_names[i] if task.class_names else task.classes[i]
+        raise ValueError(f"the {name} task's class {label!r} has {int(train[i])} training and "
+                         f"{int(test[i])} test images; every class needs at least one of "
+                         "each")
 
 
 def _counts(y: np.ndarray, k: int) -> np.ndarray:
@@ -312,10 +339,15 @@ def _normalisation(source: TaskData, how: str) -> tuple[tuple[float, ...], tuple
 
 def prepare_dataset(dataset: str, split: str, source_classes, target_classes,
                     test_fraction: float, seed: int) -> tuple[TaskData, TaskData, dict]:
-    """The digits (or another dataset with default data params) split by class lists."""
+    """The digits (or another dataset, from data/raw) split by class lists, every other
+    data param at its neutral value (no crop, pad or flip, normalisation "half")."""
     from transferlab.params import DataParams
 
-    data = DataParams(split, tuple(source_classes), tuple(target_classes), test_fraction)
+    data = DataParams(split=split, source_classes=tuple(source_classes),
+                      target_classes=tuple(target_classes), test_fraction=test_fraction,
+                      classes_file=None, source_dataset=None, target_dataset=None,
+                      root="data/raw", mirror=None, manifest=None, path=None, image_size=None,
+                      normalise="half", crop=0, pad=0, flip=False)
     return prepare_tasks(dataset, data, seed, progress=False)
 
 
@@ -327,4 +359,5 @@ def write_prepared(out_dir: Path, source: TaskData, target: TaskData, meta: dict
 
 
 def read_meta(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(path, "description of the prepared data",
+                     hint="run `dvc repro prepare` to rebuild it")

@@ -57,6 +57,13 @@ def _pil():
     return Image
 
 
+def _image_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file it cannot open or decode. DecompressionBombError (an
+    image too large to be safe) is not an OSError; SyntaxError and ValueError come from
+    some format plugins on malformed headers."""
+    return (OSError, SyntaxError, ValueError, EOFError, _pil().DecompressionBombError)
+
+
 def _decode(path: Path, mode: str, size: tuple[int, int] | None, out: np.ndarray) -> None:
     """Decode one image file into `out` (C, H, W), converting and resizing as asked."""
     Image = _pil()
@@ -68,7 +75,7 @@ def _decode(path: Path, mode: str, size: tuple[int, int] | None, out: np.ndarray
             if size is not None and img.size != size:
                 img = img.resize(size, Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except OSError as e:
+    except _image_errors() as e:
         raise ValueError(f"{path}: cannot decode image ({e})") from e
     if arr.shape[:2] != out.shape[1:]:
         raise ValueError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, expected "
@@ -271,7 +278,10 @@ def _unique_names(wnids: list[str], words: dict[str, str]) -> list[str]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files in `folder`, by name; hidden files (`.x.png`, macOS `._x.png`
+    AppleDouble metadata) are skipped, as hidden folders are."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
 def read_tinyimagenet(base_dir: str | Path, image_size: int | None = None) -> RawDataset:
@@ -314,7 +324,8 @@ def read_tinyimagenet(base_dir: str | Path, image_size: int | None = None) -> Ra
 
 
 def read_image_folder(path: str | Path, image_size: int | None = None) -> RawDataset:
-    """One sub-folder per class (sorted names) holding png/jpg/jpeg/bmp files, any case.
+    """One sub-folder per class (sorted names) holding png/jpg/jpeg/bmp files, any case;
+    hidden folders and files (names starting with ".") are skipped.
 
     Images become RGB, or L when every file is greyscale. Without image_size all images
     must share one size.
@@ -342,7 +353,7 @@ def read_image_folder(path: str | Path, image_size: int | None = None) -> RawDat
             with Image.open(f) as img:
                 modes.append(img.mode)
                 sizes.append(img.size)
-        except OSError as e:
+        except _image_errors() as e:
             raise ValueError(f"{f}: cannot read image ({e})") from e
     mode = "L" if all(m in _GREY_MODES for m in modes) else "RGB"
     if size is None:

@@ -6,6 +6,8 @@ params give the same indices on any machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 
 # Offsets keep the random streams of different uses of one seed apart.
@@ -40,10 +42,26 @@ def split_classes(classes: list[int], split: str, seed: int,
     raise ValueError(f"unknown split {split!r}")
 
 
-def stratified_test_split(labels: np.ndarray, test_fraction: float, seed: int
+def stratified_test_split(labels: np.ndarray, test_fraction: float, seed: int, *,
+                          required: Iterable[int] | None = None,
+                          name_of: Callable[[int], str] | None = None
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of (train, test): per class, a seeded shuffle and the first
-    round(fraction * count) images (at least one) go to test."""
+    round(fraction * count) images, at least one and at most count - 1, go to test.
+
+    Each class in `required` (default: every class present) needs at least two images,
+    one to train and one to test; a class with fewer raises ValueError naming it
+    (`name_of(label)`, default "class <label>") and its image count. A class outside
+    `required` with a single image goes to train only.
+    """
+    counts = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    for cls in sorted(counts) if required is None else required:
+        n = int(counts.get(cls, 0))
+        if n < 2:
+            what = name_of(cls) if name_of else f"class {cls}"
+            raise ValueError(f"{what} has {n} image{'' if n == 1 else 's'}; a class needs at "
+                             "least 2 (one to train, one to test): add images or leave the "
+                             "class out")
     train, test = [], []
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)

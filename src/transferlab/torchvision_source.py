@@ -109,17 +109,16 @@ def prepare_input(images: np.ndarray, pixel_max: int, input_size: int,
 
 
 class TorchvisionFeatures:
-    """Callable: uint8 batch -> {node: tensor}, for `features.write_features`."""
+    """Callable: uint8 batch -> {node: tensor}, for `features.write_features`.
+
+    `nodes` (features.layers) and `input_size` (features.input_size) come checked by
+    the params schema.
+    """
 
     def __init__(self, name: str, weights: str | Path, nodes: list[str], *,
-                 input_size: int = 224, pixel_max: int = 255,
-                 device: torch.device | str = "cpu"):
+                 input_size: int, pixel_max: int = 255, device: torch.device | str = "cpu"):
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        if not nodes:
-            raise ValueError("features.layers: name at least one graph node")
-        if input_size < 1:
-            raise ValueError(f"features.input_size = {input_size}: must be >= 1")
         model = build_torchvision_model(name, weights)
         check_nodes(model, nodes, name)
         self.nodes = list(nodes)

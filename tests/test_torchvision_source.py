@@ -1,11 +1,15 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from transferlab.data.prepared import TaskData
-from transferlab.features import FeatureConfig, extract_target_features
-from transferlab.heads import load_split
-from transferlab.pretrained import (
+from transferlab.feature_store import load_split
+from transferlab.features import extract_target_features
+from transferlab.params import parse_params, read_params_file
+from transferlab.presets import merge
+from transferlab.torchvision_source import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TorchvisionFeatures,
@@ -14,6 +18,15 @@ from transferlab.pretrained import (
 )
 
 SIZE = 64  # small input keeps resnet18 fast on the CPU
+SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def torchvision_params(**features):
+    """The shipped params with a torchvision source and these `features` keys (low-shot
+    heads on every layer: the shipped low-shot layer is one of model A's)."""
+    return parse_params(merge(SHIPPED, {
+        "features": {"source_model": "torchvision:resnet18", **features},
+        "heads": {"lowshot": {"layers": None}}}))
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +100,19 @@ def test_features_stage_with_a_torchvision_source(resnet_file, tmp_path):
     x_train, x_test = digits(8, 1), digits(4, 2)
     task = TaskData([5, 6], x_train, np.array([0, 1] * 4), x_test, np.array([0, 1, 1, 0]), 16)
     task.save(tmp_path / "prepared" / "target.npz")
-    cfg = FeatureConfig(layers=("layer1", "avgpool"), source_model="torchvision:resnet18",
-                        weights=str(resnet_file), input_size=SIZE, pool="avg", batch_size=5)
-    meta = extract_target_features(None, prepared=tmp_path / "prepared", model_path=None,
-                                   out_dir=tmp_path / "features", config=cfg)
+    params = torchvision_params(layers=["layer1", "avgpool"], weights=str(resnet_file),
+                                input_size=SIZE, pool="avg", batch_size=5)
+    meta = extract_target_features(params, prepared=tmp_path / "prepared", model_path=None,
+                                   out_dir=tmp_path / "features")
     assert meta["dims"] == {"layer1": 64, "avgpool": 512} and meta["iterations"] == 0
     train = load_split(tmp_path / "features" / "layer1" / "train.npz")
     assert train.x.shape == (8, 64) and np.array_equal(train.y, task.y_train)
-    flat = FeatureConfig(layers=("avgpool",), source_model="torchvision:resnet18",
-                         weights=str(resnet_file), input_size=SIZE)
-    extract_target_features(None, prepared=tmp_path / "prepared", model_path=None,
-                            out_dir=tmp_path / "flat", config=flat)
+    flat = torchvision_params(layers=["avgpool"], weights=str(resnet_file), input_size=SIZE,
+                              pool="flatten")
+    extract_target_features(flat, prepared=tmp_path / "prepared", model_path=None,
+                            out_dir=tmp_path / "flat")
     avg = load_split(tmp_path / "features" / "avgpool" / "test.npz").x
     assert np.allclose(load_split(tmp_path / "flat" / "avgpool" / "test.npz").x, avg, atol=1e-5)
+    # No weights file: refused when the params are read, before any work.
     with pytest.raises(ValueError, match="features.weights"):
-        extract_target_features(None, prepared=tmp_path / "prepared", model_path=None,
-                                out_dir=tmp_path / "x",
-                                config=FeatureConfig(layers=("avgpool",),
-                                                     source_model="torchvision:resnet18"))
+        torchvision_params(layers=["avgpool"], weights=None)

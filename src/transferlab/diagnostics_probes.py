@@ -1,4 +1,4 @@
-"""Seed 002's layer diagnostics: which layers of a source network must be retrained.
+"""Seed 002's layer probes: what each layer of a source network keeps of new classes.
 
 A network trained on the known classes (task A) is probed with images of the
 known and of the unknown classes (task B), layer by layer, three ways:
@@ -12,18 +12,23 @@ known and of the unknown classes (task B), layer by layer, three ways:
    probed network frozen, that reconstructs the input from the layer's
    activation (seed 002's second table).
 
-From the spread and decoder figures, `recommend` says per layer whether it can
-be transferred frozen or must be retrained, and `compare_with_sweep` checks that
-verdict against the transfer sweep's accuracies. Only the `TransferableNet`
-contract (`layer_names`, `activations`) is used, so any architecture works.
+The probe sizes come from the `diagnostics` params section (`DiagnosticsParams`):
+`images_per_class` test images of each class feed the spread, t-SNE and decoder
+probes, the first `inversion_images_per_class` of them (0 = all) the gradient
+inversion, the slowest probe. `cpu_threads` (0 = leave the process's setting)
+bounds torch's and sklearn's CPU threads during the run: the probes' tensors
+are tiny, so extra threads mostly wait for each other (on a busy machine two
+threads ran 8x slower than one), and a fixed count keeps the numbers
+independent of the machine's core count. The verdict per layer comes from
+`transferlab.diagnostics_rule`. Only the `TransferableNet` contract
+(`layer_names`, `activations`) is used, so any architecture works.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +36,11 @@ import torch
 from torch import nn
 
 from transferlab.data.prepared import TaskData
+from transferlab.diagnostics_rule import class_mean, recommend
 from transferlab.models.base import TransferableNet
-from transferlab.train import progress_bar, to_tensor
-
-FROZEN, RETRAIN = "transfer frozen", "retrain"
+from transferlab.params import DiagnosticsParams, Params
+from transferlab.progress import progress_bar
+from transferlab.train import to_tensor
 
 SPREAD_MEASURE = (
     "spread ratio: a class's mean pairwise Euclidean distance between its images' activations "
@@ -56,60 +62,6 @@ DECODER_GAP_MEASURE = (
     "less the same difference for the `input` decoder; 0 = the layer loses no more about "
     "unknown classes than a decoder trained on known classes loses anyway")
 
-
-@dataclass(frozen=True)
-class DiagnosticsConfig:
-    """Probe sizes and the recommendation rule's thresholds.
-
-    `images_per_class` test images of each class feed the spread, t-SNE and
-    decoder probes; the first `inversion_images_per_class` of them (0 = all)
-    the gradient inversion, the slowest probe. `decoder_hidden` = 0 makes the
-    decoder linear; `decoder_train_per_class` = 0 trains decoders on all known
-    training images. A layer is safe to transfer frozen while its decoder gap
-    is at most `max_decoder_gap` and the unknown classes' mean spread ratio is
-    at most `max_spread_ratio` (see `recommend`). `cpu_threads` (0 = leave the
-    process's setting) bounds torch's and sklearn's CPU threads during the run:
-    the probes' tensors are tiny, so extra threads mostly wait for each other,
-    and on a busy machine two threads ran 8x slower than one; a fixed count
-    also keeps the numbers independent of the machine's core count.
-    """
-
-    images_per_class: int = 20
-    tsne_perplexity: float = 20.0
-    tsne_iterations: int = 500
-    inversion_images_per_class: int = 8
-    inversion_steps: int = 80
-    inversion_lr: float = 0.1
-    inversion_init_std: float = 0.1
-    decoder_epochs: int = 40
-    decoder_lr: float = 0.003
-    decoder_hidden: int = 128
-    decoder_batch_size: int = 128
-    decoder_train_per_class: int = 0
-    # On the default digits convnet the gaps run 0.014, 0.027, 0.036, 0.067, 0.099
-    # (conv1..fc5); 0.05 sits in the widest step between neighbours.
-    max_decoder_gap: float = 0.05
-    max_spread_ratio: float = 1.2
-    cpu_threads: int = 1
-    seed: int = 0
-
-    def __post_init__(self):
-        ints = {"images_per_class": 2, "tsne_iterations": 250, "inversion_images_per_class": 0,
-                "inversion_steps": 1, "decoder_epochs": 1, "decoder_hidden": 0,
-                "decoder_batch_size": 1, "decoder_train_per_class": 0, "cpu_threads": 0,
-                "seed": 0}
-        for name, lo in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"diagnostics.{name} = {value!r}: must be an integer >= {lo}")
-        positive = ("tsne_perplexity", "inversion_lr", "decoder_lr", "max_spread_ratio")
-        for name in (*positive, "inversion_init_std", "max_decoder_gap"):
-            value = getattr(self, name)
-            ok = (isinstance(value, int | float) and not isinstance(value, bool)
-                  and math.isfinite(value) and (value > 0 if name in positive else value >= 0))
-            if not ok:
-                bound = "> 0" if name in positive else ">= 0"
-                raise ValueError(f"diagnostics.{name} = {value!r}: must be a finite number {bound}")
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +111,7 @@ def tsne_2d(acts: np.ndarray, perplexity: float, iterations: int, seed: int
 
 
 def invert(model: TransferableNet, layer: str, x: torch.Tensor, steps: int, lr: float,
-           seed: int, init_std: float = 0.1) -> torch.Tensor:
+           seed: int, init_std: float) -> torch.Tensor:
     """Inputs whose `layer` activations match those of `x`, optimised from noise.
 
     Starts from N(0, init_std^2) noise (seeded, the same for every network),
@@ -242,7 +194,7 @@ def train_decoder(acts: torch.Tensor, images: torch.Tensor, *, hidden: int, epoc
 
 
 # ---------------------------------------------------------------------------
-# The whole run
+# The probes of one network
 # ---------------------------------------------------------------------------
 
 @contextmanager
@@ -291,10 +243,6 @@ def _class_means(values: np.ndarray, labels: list[str]) -> dict[str, float]:
     return {cls: float(values[labels_arr == cls].mean()) for cls in dict.fromkeys(labels)}
 
 
-def _mean(per_class: dict[str, float], classes: list[str]) -> float:
-    return float(np.mean([per_class[c] for c in classes]))
-
-
 def _ratio(num: float, den: float) -> float:
     return num / max(den, 1e-12)
 
@@ -312,13 +260,14 @@ def _check_layers(model: TransferableNet, layers: list[str], name: str) -> None:
 
 
 def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known: TaskData,
-                    unknown: TaskData, layers: list[str], cfg: DiagnosticsConfig,
-                    device: torch.device | str, progress: bool = True) -> dict:
+                    unknown: TaskData, layers: list[str], cfg: DiagnosticsParams,
+                    device: torch.device | str, *, seed: int, progress: bool = True) -> dict:
     """All probes for `layers` of `model` (trained on `known`'s classes); JSON-able.
 
     `random_model` is a randomly initialised network of the same shape, the
     baseline of the gradient inversion. Probe images are `cfg.images_per_class`
-    seeded test images per class of both tasks; decoders train on `known`'s
+    test images per class of both tasks, drawn with `seed` (which also seeds the
+    inversion noise, the decoders and t-SNE); decoders train on `known`'s
     training images. Class keys are the original dataset labels as strings.
     The models are used in eval mode and left in the mode they came in.
     """
@@ -338,7 +287,7 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
 
     known_cls = [str(c) for c in known.classes]
     unknown_cls = [str(c) for c in unknown.classes]
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(seed)
     k_img, k_lab = _probe_images(known, k, rng, "known")
     u_img, u_lab = _probe_images(unknown, k, rng, "unknown")
     labels = [str(c) for c in k_lab + u_lab]
@@ -347,7 +296,7 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
     # Images are grouped by class, k each: the inversion takes the first k_inv of each.
     inv_idx = [c * k + j for c in range(len(labels) // k) for j in range(k_inv)]
     x_inv, inv_labels = x[inv_idx], [labels[i] for i in inv_idx]
-    train = known.subsampled(cfg.decoder_train_per_class, cfg.seed)
+    train = known.subsampled(cfg.decoder_train_per_class, seed)
     x_train = to_tensor(train.x_train, train.pixel_max, device, train.mean, train.std)
 
     models = {"trained": model.to(device), "random": random_model.to(device)}
@@ -357,7 +306,8 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
     results: dict = {
         "measures": {"spread": SPREAD_MEASURE, "inversion": INVERSION_MEASURE,
                      "decoder": DECODER_MEASURE, "decoder_gap": DECODER_GAP_MEASURE},
-        "config": asdict(cfg),
+        "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+                   "seed": seed},
         "layers": list(layers),
         "layer_positions": {layer: model.layer_names.index(layer) + 1 for layer in layers},
         "known_classes": known_cls,
@@ -375,7 +325,7 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
     def decode(train_in: torch.Tensor, test_in: torch.Tensor, key: str) -> None:
         decoder = train_decoder(train_in, x_train, hidden=cfg.decoder_hidden,
                                 epochs=cfg.decoder_epochs, lr=cfg.decoder_lr,
-                                batch_size=cfg.decoder_batch_size, seed=cfg.seed)
+                                batch_size=cfg.decoder_batch_size, seed=seed)
         with torch.no_grad():
             results["decoder"][key] = _class_means(per_image_mse(decoder(test_in), x), labels)
             results["decoder_train_mse"][key] = float(
@@ -390,13 +340,13 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
             for layer in layers:
                 a = acts[layer].cpu().numpy()
                 results["spread"][layer] = spread_ratios(a, labels, known_cls)
-                coords, used = tsne_2d(a, cfg.tsne_perplexity, cfg.tsne_iterations, cfg.seed)
+                coords, used = tsne_2d(a, cfg.tsne_perplexity, cfg.tsne_iterations, seed)
                 results["tsne"]["coords"][layer] = coords.astype(float).tolist()
                 results["tsne"]["perplexity"] = used
                 bar.update(1)
                 for name, m in models.items():
                     x_hat = invert(m, layer, x_inv, cfg.inversion_steps, cfg.inversion_lr,
-                                   cfg.seed, cfg.inversion_init_std)
+                                   seed, cfg.inversion_init_std)
                     results["inversion"][name][layer] = _class_means(
                         per_image_mse(x_hat, x_inv), inv_labels)
                     bar.update(1)
@@ -417,252 +367,21 @@ def _layer_summary(results: dict, layer: str) -> dict:
     inv_random = results["inversion"]["random"][layer]
     spread = results["spread"][layer]
     every = known + unknown
-    gap = _mean(dec, unknown) - _mean(dec, known)
-    input_gap = _mean(dec_input, unknown) - _mean(dec_input, known)
+    gap = class_mean(dec, unknown) - class_mean(dec, known)
+    input_gap = class_mean(dec_input, unknown) - class_mean(dec_input, known)
     return {
-        "decoder_known": _mean(dec, known),
-        "decoder_unknown": _mean(dec, unknown),
-        "decoder_ratio": _ratio(_mean(dec, unknown), _mean(dec, known)),
+        "decoder_known": class_mean(dec, known),
+        "decoder_unknown": class_mean(dec, unknown),
+        "decoder_ratio": _ratio(class_mean(dec, unknown), class_mean(dec, known)),
         "decoder_gap": gap - input_gap,
-        "spread_unknown": _mean(spread, unknown),
+        "spread_unknown": class_mean(spread, unknown),
         "spread_max_unknown": max(spread[c] for c in unknown),
-        "inversion_known": _mean(inv, known),
-        "inversion_unknown": _mean(inv, unknown),
-        "inversion_ratio": _ratio(_mean(inv, unknown), _mean(inv, known)),
-        "inversion_trained_over_random": _ratio(_mean(inv, every), _mean(inv_random, every)),
+        "inversion_known": class_mean(inv, known),
+        "inversion_unknown": class_mean(inv, unknown),
+        "inversion_ratio": _ratio(class_mean(inv, unknown), class_mean(inv, known)),
+        "inversion_trained_over_random": _ratio(class_mean(inv, every),
+                                                class_mean(inv_random, every)),
     }
-
-
-# ---------------------------------------------------------------------------
-# Recommendation
-# ---------------------------------------------------------------------------
-
-def rule_text(cfg: DiagnosticsConfig) -> str:
-    return (
-        f"A layer may be transferred frozen when (a) its decoder gap (unknown classes' mean "
-        f"decoder error minus the known classes', less the same difference for a decoder fed "
-        f"the input itself) is at most {cfg.max_decoder_gap:g} and (b) the unknown classes' "
-        f"mean spread ratio is at most {cfg.max_spread_ratio:g}; otherwise it is retrained. "
-        f"The gap is a difference, not a ratio, because early layers reconstruct known classes "
-        f"almost perfectly and a ratio of two tiny errors is noise. Once a layer says retrain, "
-        f"every later layer does too: a retrained layer changes the input of every layer above "
-        f"it, so their weights no longer see the features they were trained on, and a transfer "
-        f"copies a prefix of the network (AnB at n copies layers 1..n). Gradient inversion is "
-        f"reported, not used: seed 002 found its errors about equal for trained and random "
-        f"networks.")
-
-
-def recommend(results: dict, cfg: DiagnosticsConfig) -> dict:
-    """Per layer "transfer frozen" or "retrain" from `results["summary"]`; see `rule_text`.
-
-    Needs only `layers`, `unknown_classes`, `spread` and `summary` (its
-    `decoder_gap` and `spread_unknown`), so the rule can be re-run with other
-    thresholds on saved results.
-    """
-    per_layer: dict[str, dict] = {}
-    blocked_by: str | None = None
-    frozen_prefix = 0
-    for layer in results["layers"]:
-        s = results["summary"][layer]
-        reasons = []
-        if s["decoder_gap"] > cfg.max_decoder_gap:
-            reasons.append(f"decoder gap {s['decoder_gap']:.3g} > {cfg.max_decoder_gap:g}")
-        if s["spread_unknown"] > cfg.max_spread_ratio:
-            reasons.append(f"spread ratio {s['spread_unknown']:.3g} > {cfg.max_spread_ratio:g}")
-        own = RETRAIN if reasons else FROZEN
-        if blocked_by is not None:
-            verdict = RETRAIN
-            reason = f"after {blocked_by}, which is retrained"
-            if reasons:
-                reason += "; also " + ", ".join(reasons)
-        else:
-            verdict = own
-            reason = ", ".join(reasons) if reasons else "within both thresholds"
-            if own == RETRAIN:
-                blocked_by = layer
-            else:
-                frozen_prefix += 1
-        spread = results["spread"][layer]
-        per_layer[layer] = {
-            "verdict": verdict,
-            "own_verdict": own,
-            "reason": reason,
-            "decoder_gap": s["decoder_gap"],
-            "spread_ratio": s["spread_unknown"],
-            "spread_classes_over": [c for c in results["unknown_classes"]
-                                    if spread[c] > cfg.max_spread_ratio],
-        }
-    return {
-        "rule": rule_text(cfg),
-        "thresholds": {"max_decoder_gap": cfg.max_decoder_gap,
-                       "max_spread_ratio": cfg.max_spread_ratio},
-        "layers": per_layer,
-        "frozen_layers": frozen_prefix,
-    }
-
-
-# ---------------------------------------------------------------------------
-# Comparison with the transfer sweep
-# ---------------------------------------------------------------------------
-
-def compare_with_sweep(results: dict, sweep_means: dict, tolerance: float) -> list[dict]:
-    """Probe verdict against the sweep, one row per probed layer n (its position).
-
-    `sweep_means` maps (treatment, n) to mean target test accuracy at one target
-    size; base sits at ("base", 0). The sweep says a layer needs retraining when
-    AnB at n falls more than `tolerance` below AnB+ at n (fine-tuning the copied
-    layers helps) or below base (the frozen copy is worse than no transfer);
-    otherwise it says "transfer frozen". `agree` compares that with the probe's
-    verdict; comparisons whose accuracies are missing are None.
-    """
-    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance = {tolerance!r}: must be a finite number >= 0")
-    base = sweep_means.get(("base", 0))
-    rows = []
-    for layer in results["layers"]:
-        n = results["layer_positions"][layer]
-        anb, anb_plus = sweep_means.get(("AnB", n)), sweep_means.get(("AnB+", n))
-        below_plus = None if anb is None or anb_plus is None else anb < anb_plus - tolerance
-        below_base = None if anb is None or base is None else anb < base - tolerance
-        known_flags = [f for f in (below_plus, below_base) if f is not None]
-        if not known_flags:
-            sweep_verdict = None
-        else:
-            sweep_verdict = RETRAIN if any(known_flags) else FROZEN
-        probe = results["recommendation"]["layers"][layer]["verdict"]
-        rows.append({
-            "n": n, "layer": layer, "probe": probe, "AnB": anb, "AnB+": anb_plus, "base": base,
-            "AnB_below_AnB+": below_plus, "AnB_below_base": below_base,
-            "sweep": sweep_verdict,
-            "agree": None if sweep_verdict is None else sweep_verdict == probe,
-        })
-    return rows
-
-
-# ---------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------
-
-def _fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _class_rows(results: dict, columns: list[dict[str, float]]) -> list[list]:
-    known, unknown = results["known_classes"], results["unknown_classes"]
-    rows = [[f"{c} (known)", *[col[c] for col in columns]] for c in known]
-    rows += [[f"{c} (unknown)", *[col[c] for col in columns]] for c in unknown]
-    rows.append(["mean known", *[_mean(col, known) for col in columns]])
-    rows.append(["mean unknown", *[_mean(col, unknown) for col in columns]])
-    return rows
-
-
-def diagnostics_tables_markdown(results: dict) -> str:
-    """Inversion, decoder and spread tables plus the recommendation, as markdown."""
-    layers = results["layers"]
-    inv = results["inversion"]
-    inv_cols, inv_head = [], []
-    for layer in layers:
-        inv_cols += [inv["trained"][layer], inv["random"][layer]]
-        inv_head += [layer, f"{layer} (random)"]
-    parts = [
-        "### Gradient inversion error per class and layer",
-        "",
-        results["measures"]["inversion"] + "; `(random)`: the same probe on a randomly "
-        "initialised network of the same shape.",
-        "",
-        _table(["class", *inv_head], _class_rows(results, inv_cols)),
-        "",
-        "### Decoder reconstruction error per class and layer",
-        "",
-        results["measures"]["decoder"] + ". " + results["measures"]["decoder_gap"] + ".",
-        "",
-        _table(["class", "input", *layers],
-               _class_rows(results, [results["decoder"][la] for la in ["input", *layers]])
-               + [["decoder train MSE",
-                   *[results["decoder_train_mse"][la] for la in ["input", *layers]]]]),
-        "",
-        "### Spread per class and layer",
-        "",
-        results["measures"]["spread"] + ".",
-        "",
-        _table(["class", *layers],
-               _class_rows(results, [results["spread"][layer] for layer in layers])),
-        "",
-        "### Recommendation",
-        "",
-        results["recommendation"]["rule"],
-        "",
-    ]
-    rec = results["recommendation"]["layers"]
-    rows = [[results["layer_positions"][layer], layer, rec[layer]["decoder_gap"],
-             rec[layer]["spread_ratio"], ", ".join(rec[layer]["spread_classes_over"]) or "–",
-             rec[layer]["own_verdict"], f"**{rec[layer]['verdict']}**", rec[layer]["reason"]]
-            for layer in layers]
-    parts.append(_table(["n", "layer", "decoder gap", "spread ratio (unknown)",
-                         "unknown classes over spread threshold", "layer alone", "verdict",
-                         "why"], rows))
-    return "\n".join(parts) + "\n"
-
-
-def comparison_markdown(rows: list[dict]) -> str:
-    """`compare_with_sweep`'s rows as a markdown table."""
-    return _table(["n", "layer", "probe", "AnB", "AnB+", "base", "AnB below AnB+",
-                   "AnB below base", "sweep", "agree"],
-                  [[r["n"], r["layer"], r["probe"], r["AnB"], r["AnB+"], r["base"],
-                    r["AnB_below_AnB+"], r["AnB_below_base"], r["sweep"], r["agree"]]
-                   for r in rows]) + "\n"
-
-
-def draw_tsne_grid(results: dict, path: str | Path) -> None:
-    """One t-SNE panel per layer: known classes as circles, unknown as triangles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from transferlab.io import atomic_path
-
-    layers = results["layers"]
-    labels = np.asarray(results["tsne"]["labels"])
-    classes = results["known_classes"] + results["unknown_classes"]
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    cols = min(len(layers), 5)
-    rows = math.ceil(len(layers) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.6), squeeze=False)
-    for ax in axes.flat[len(layers):]:
-        ax.set_visible(False)
-    for ax, layer in zip(axes.flat, layers, strict=False):
-        xy = np.asarray(results["tsne"]["coords"][layer])
-        for i, cls in enumerate(classes):
-            is_known = cls in results["known_classes"]
-            pts = xy[labels == cls]
-            ax.scatter(pts[:, 0], pts[:, 1], s=12, color=cmap(i % cmap.N),
-                       marker="o" if is_known else "^", alpha=0.8, linewidths=0,
-                       label=f"{cls} ({'known' if is_known else 'unknown'})")
-        ax.set_title(layer)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(classes), 10), fontsize=8,
-               markerscale=1.8,
-               frameon=False)
-    fig.suptitle("t-SNE of layer activations: known (o) and unknown (^) classes")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------
@@ -684,7 +403,7 @@ def _probe_task(task: TaskData, crop: int) -> TaskData:
                     class_names=task.class_names)
 
 
-def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
+def diagnose(params: Params, *, prepared: Path, model_path: Path, out: Path,
              progress: bool = True) -> dict:
     """Probe model A with its own classes (known) and the target's (unknown)."""
     from transferlab.experiment import load_model, new_model
@@ -692,9 +411,6 @@ def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
     from transferlab.stage import compute
     from transferlab.train import pick_device
 
-    settings = params.diagnostics.as_dict()
-    cfg = DiagnosticsConfig(**{k: v for k, v in settings.items() if k != "tolerance"},
-                            seed=params.seed)
     known = _probe_task(TaskData.load(Path(prepared) / "source.npz"), params.data.crop)
     unknown = _probe_task(TaskData.load(Path(prepared) / "target.npz"), params.data.crop)
     if set(known.classes) & set(unknown.classes):  # two datasets: indices overlap, names tell
@@ -710,9 +426,9 @@ def diagnose(params, *, prepared: Path, model_path: Path, out: Path,
     layers = names if params.features.source_model != "A" else sorted(params.features.layers,
                                                                  key=names.index)
     with compute():
-        results = run_diagnostics(model, random_model, known, unknown, layers, cfg, device,
+        results = run_diagnostics(model, random_model, known, unknown, layers,
+                                  params.diagnostics, device, seed=params.seed,
                                   progress=progress)
-    results["tolerance"] = settings["tolerance"]
     write_json_atomic(out, results)
     verdicts = {layer: v["verdict"] for layer, v in results["recommendation"]["layers"].items()}
     print(f"diagnostics: {verdicts}")

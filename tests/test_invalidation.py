@@ -1,0 +1,140 @@
+"""What a change reruns, through the real `dvc status` / `dvc repro` in a git repository.
+
+For each kind of input (a param, a file outside the repository, a code file,
+the source model) the stages DVC calls changed must be exactly those that
+depend on it. The variant store's side of the same question is in test_runs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks.pipeline_overhead import copy_checkout, tool_env
+
+from .conftest import TINY, deep_update, write_params
+
+pytestmark = pytest.mark.e2e
+
+ALL_STAGES = {"validate", "prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
+              "binary_aux", "features", "heads", "diagnostics", "report"}
+PARAMS = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB"]},
+                            "pretrain": {"epochs": 1}, "transfer": {"steps": 3}})
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), cwd=repo, env=tool_env(), capture_output=True, text=True)
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = run(repo, "dvc", *args)
+    assert proc.returncode == 0, f"dvc {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def changed_stages(repo: Path) -> set[str]:
+    """The stages `dvc status` reports as changed (validate always is)."""
+    status = json.loads(dvc(repo, "status", "--json").stdout or "{}")
+    return set(status) - {"validate"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("invalidation")
+    copy_checkout(path, None)
+    folder = path.parent / f"{path.name}-images"
+    (folder / "c0").mkdir(parents=True)
+    (folder / "c0" / "a.png").write_bytes(b"one")
+    write_params(path / "params.yaml", deep_update(PARAMS, {"data": {"path": str(folder)}}))
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "tiny params")
+    first = dvc(path, "repro")
+    assert set(re.findall(r"Running stage '([^']+)'", first.stdout)) == ALL_STAGES
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "baseline")
+    assert changed_stages(path) == set()
+    return path
+
+
+@pytest.fixture
+def clean(repo):
+    yield repo
+    run(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout", "-f")
+    dvc(repo, "repro", "validate")
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    from transferlab.params import read_params_file
+
+    write_params(repo / "params.yaml", deep_update(read_params_file(repo / "params.yaml"),
+                                                   changes))
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    # Must hold: none of these re-decodes the data or retrains a source network.
+    ({"subsample": 2}, {"transfer", "report"}),
+    ({"data": {"flip": True}}, {"pretrain@A", "pretrain@B", "transfer", "sweep@0",
+                                "binary_aux"}),
+    ({"model": {"alexnet": {"fc": 2048}}}, set()),
+    ({"transfer": {"lr_mult": 0.5}}, {"transfer", "sweep@0", "binary_aux"}),
+    ({"heads": {"cv_folds": 2}}, {"heads"}),
+    ({"report": {"tolerance": 0.02}}, {"report"}),
+    ({"data": {"crop": 6}}, {"pretrain@A", "pretrain@B", "transfer", "sweep@0", "binary_aux",
+                             "features", "diagnostics"}),
+])
+def test_a_param_reruns_exactly_the_stages_that_read_it(clean, changes, expected):
+    set_params(clean, changes)
+    assert changed_stages(clean) == expected
+
+
+def test_the_pad_with_a_crop_retrains_the_sweep_variants(clean):
+    set_params(clean, {"data": {"crop": 6}})
+    dvc(clean, "repro", "sweep@0")
+    set_params(clean, {"data": {"crop": 6, "pad": 2}})
+    assert "sweep@0" in changed_stages(clean)
+    out = dvc(clean, "repro", "-s", "sweep@0")  # the source models stay as they were
+    assert re.search(r"sweep seed 0: (\d+) variants, \1 trained, 0 reused", out.stdout), \
+        out.stdout
+
+
+def test_an_edited_code_file_reruns_the_stages_that_import_it(clean):
+    with open(clean / "src/transferlab/heads_fitting.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert changed_stages(clean) == {"heads"}
+    with open(clean / "src/transferlab/diagnostics_rule.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert changed_stages(clean) == {"heads", "report"}
+
+
+def test_a_new_source_model_reruns_what_reads_it(clean):
+    dvc(clean, "repro", "-f", "-s", "pretrain@B")  # the same bytes: nothing downstream
+    assert changed_stages(clean) == set()
+    (clean / "models" / "B.pt").unlink()
+    shutil.copy(clean / "models" / "A.pt", clean / "models" / "B.pt")
+    assert changed_stages(clean) == {"pretrain@B", "transfer", "sweep@0"}
+
+
+def test_an_image_added_to_the_folder_reruns_prepare(clean):
+    folder = Path(json.loads((clean / "data/inputs/prepare.json").read_text())["data.path"]
+                  ["path"])
+    (folder / "c0" / "b.png").write_bytes(b"two")
+    try:
+        dvc(clean, "repro", "validate")
+        assert "prepare" in changed_stages(clean)
+    finally:
+        (folder / "c0" / "b.png").unlink()
+
+
+@pytest.mark.parametrize("line", ["freez: 2\n", "foo: 1\n"])
+def test_an_unknown_key_fails_every_repro(clean, line):
+    with open(clean / "params.yaml", "a") as fh:
+        fh.write(line)
+    proc = run(clean, "dvc", "repro")
+    assert proc.returncode != 0
+    assert f"unknown key '{line.split(':')[0]}'" in proc.stderr + proc.stdout
