@@ -78,7 +78,7 @@ def set_params(repo: Path, changes: dict) -> None:
 
 @pytest.mark.parametrize(("changes", "expected"), [
     # Must hold: none of these re-decodes the data or retrains a source network.
-    ({"subsample": 2}, {"transfer", "report"}),
+    ({"subsample": 2}, {"transfer", "heads", "report"}),
     ({"data": {"flip": True}}, {"pretrain@A", "pretrain@B", "transfer", "sweep@0",
                                 "binary_aux"}),
     ({"model": {"alexnet": {"fc": 2048}}}, set()),
@@ -109,7 +109,7 @@ def test_an_edited_code_file_reruns_the_stages_that_import_it(clean):
     assert changed_stages(clean) == {"heads"}
     with open(clean / "src/transferlab/diagnostics_rule.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert changed_stages(clean) == {"heads", "report"}
+    assert changed_stages(clean) == {"heads", "diagnostics", "report"}
 
 
 def test_a_new_source_model_reruns_what_reads_it(clean):
