@@ -28,6 +28,7 @@ from transferlab.schema import (
     ParamsError,
     Section,
     Text,
+    check_keys,
     fail,
     not_recording,
     read_section,
@@ -81,17 +82,8 @@ def _model_section(arch: str):
     options = ARCHITECTURES[arch].options
 
     def check(key: str, raw: dict) -> dict[str, Any]:
-        names = list(options)
-        for name in raw:
-            if name not in options:
-                unknown = f"{key}.{name}"
-                raise ParamsError(f"params: unknown key {unknown!r}; keys allowed in {key}: "
-                                  + ", ".join(names))
-        for name in names:
-            if name not in raw:
-                raise ParamsError(f"params: missing key '{key}.{name}'; params.yaml must set "
-                                  "every key (it is the one place where defaults live)")
-        return {name: options[name].check(f"{key}.{name}", raw[name]) for name in names}
+        check_keys(raw, list(options), key + ".")
+        return {name: options[name].check(f"{key}.{name}", raw[name]) for name in options}
 
     return spec(Mapping(checker=check))
 

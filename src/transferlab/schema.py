@@ -266,23 +266,28 @@ def not_recording() -> Iterator[None]:
         _reads = outer
 
 
+def check_keys(raw: dict, names: list[str], prefix: str) -> None:
+    """Refuse a key of `raw` that is not in `names`, and a name missing from `raw`."""
+    unknown = sorted(set(raw) - set(names), key=str)
+    if unknown:
+        raise ParamsError(f"params: unknown key {prefix + str(unknown[0])!r}; keys allowed in "
+                          f"{prefix.rstrip('.') or 'the top level'}: " + ", ".join(names))
+    for name in names:
+        if name not in raw:
+            raise ParamsError(f"params: missing key {prefix + name!r}; params.yaml must set "
+                              "every key (it is the one place where defaults live)")
+
+
 def read_section(cls: type, raw: Any, prefix: str = "") -> Any:
     """Build section `cls` from mapping `raw`: every field present, none unknown, all valid."""
     where = prefix.rstrip(".") or "<top level>"
     if not isinstance(raw, dict):
         raise fail(where, raw, "a mapping of keys to values")
     fields = dataclasses.fields(cls)
-    names = [f.name for f in fields]
-    unknown = sorted(set(raw) - set(names), key=str)
-    if unknown:
-        raise ParamsError(f"params: unknown key {prefix + str(unknown[0])!r}; keys allowed in "
-                          f"{prefix.rstrip('.') or 'the top level'}: " + ", ".join(names))
+    check_keys(raw, [f.name for f in fields], prefix)
     values = {}
     for f in fields:
         key = prefix + f.name
-        if f.name not in raw:
-            raise ParamsError(f"params: missing key {key!r}; params.yaml must set every key "
-                              "(it is the one place where defaults live)")
         sub = _section_types(cls).get(f.name)
         if sub is not None:
             values[f.name] = read_section(sub, raw[f.name], key + ".")
