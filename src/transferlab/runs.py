@@ -123,6 +123,26 @@ class VariantCache:
             write_json_atomic(self._path(variant), result)
 
 
+def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn.Module],
+                   variants: Sequence[Variant], *, device: torch.device, desc: str = "variants",
+                   progress: bool = True, on_result=None) -> dict[str, dict]:
+    """Train `variants` (none of them stored yet); their results by `Variant.key`.
+
+    The one place where the sweep's untrained variants are trained, so that how
+    they are trained (one at a time, batched, elsewhere) changes here only.
+    `on_result(variant, result)` is called as each one finishes, so a killed
+    sweep keeps what it had trained.
+    """
+    results = {}
+    for variant in progress_bar(variants, desc=desc, unit="variant", disable=not progress):
+        with compute():
+            result = run_variant(params, target, sources, variant, device=device)
+        if on_result is not None:
+            on_result(variant, result)
+        results[variant.key] = result
+    return results
+
+
 def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
               out: Path, key_params: Sequence[str], cache_dir: Path | None = None,
               progress: bool = True) -> dict:
@@ -151,15 +171,14 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
             clean_stale_temporaries_in([cache_dir])
         variants = grid(params, seed)
         total += len(variants)
-        for variant in progress_bar(variants, desc=f"sweep seed {seed} {direction}",
-                                    unit="variant", disable=not progress):
-            result = cache.get(variant)
-            if result is None:
-                with compute():
-                    result = run_variant(params, target, sources, variant, device=device)
-                cache.put(variant, result)
-            else:
-                reused += 1
+        stored = {variant.key: cache.get(variant) for variant in variants}
+        pending = [variant for variant in variants if stored[variant.key] is None]
+        reused += len(variants) - len(pending)
+        trained = train_variants(params, target, sources, pending, device=device,
+                                 desc=f"sweep seed {seed} {direction}", progress=progress,
+                                 on_result=cache.put)
+        for variant in variants:
+            result = stored[variant.key] or trained[variant.key]
             results.append({**result, "direction": direction})
     payload = {"seed": seed, "variants": results}
     write_json_atomic(out, payload)
