@@ -43,8 +43,93 @@ def test_nan_loss_stops_training_with_a_clear_error():
     net = model()
     with torch.no_grad():
         net.head.weight.fill_(math.nan)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, step 1"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 1, steps 1-3"):
         fit(net, Batches(x, y, 16, 0), CFG, epochs=2, progress=False)
+
+
+class _PoisonAfter:
+    """A transform that turns the batches into NaN from the given step on."""
+
+    def __init__(self, step):
+        self.step, self.calls = step, 0
+
+    def __call__(self, x, generator):
+        self.calls += 1
+        return x * math.nan if self.calls >= self.step else x
+
+
+def test_a_loss_diverging_mid_run_stops_it_naming_the_epoch_and_its_steps(tmp_path):
+    x, y = data()  # 40 images in batches of 16: steps 1-3 are epoch 1, 4-6 epoch 2, ...
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 3, steps 7-9"):
+        fit(model(), Batches(x, y, 16, 0), CFG, epochs=6, progress=False,
+            transform=_PoisonAfter(8), checkpoint=ckpt, checkpoint_key="k")
+    # The newest checkpoint is the last sound epoch's, never the diverged one's.
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+
+
+def test_a_diverged_run_without_logging_stops_at_its_end():
+    x, y = data()
+    with pytest.raises(TrainingDiverged, match=r"in epoch 2, steps 4-6"):
+        fit(model(), Batches(x, y, 16, 0), CFG, epochs=5, progress=False,
+            transform=_PoisonAfter(5))
+
+
+def test_steps_never_read_the_device(monkeypatch):
+    """The host reads loss and accuracy once per run when nothing is logged: the
+    number of reads does not grow with the number of steps."""
+    x, y = data()
+    sgd = recipe(batch_size=16, lr=1e-2, optimizer="sgd")  # Adam reads its step count
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for epochs in (2, 20):
+        reads.clear()
+        fit(model(), Batches(x, y, 16, 0), sgd, epochs=epochs, progress=False)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] <= 2, counts
+
+
+def test_cpu_runs_are_float32_and_identical_for_the_same_inputs():
+    x, y = data()
+    runs = []
+    for _ in range(2):
+        net = model()
+        history = fit(net, Batches(x, y, 16, 0), CFG, epochs=3, progress=False)
+        runs.append((history, net.state_dict()))
+    (h1, s1), (h2, s2) = runs
+    assert h1 == h2
+    assert all(v.dtype == torch.float32 and torch.equal(v, s2[k]) for k, v in s1.items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_cuda_run_is_channels_last_bfloat16_and_learns(compile_model):
+    x, y = data()
+    net = model().cuda()
+    timings = {}
+    history = fit(net, Batches(x.cuda(), y.cuda(), 16, 0), CFG, epochs=30, progress=False,
+                  compile_model=compile_model, timings=timings)
+    assert net.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert ("compile_s" in timings) == compile_model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_nan_loss_still_stops_the_run():
+    x, y = data()
+    net = model().cuda()
+    with torch.no_grad():
+        net.head.weight.fill_(math.nan)
+    with pytest.raises(TrainingDiverged, match=r"in epoch 1, steps 1-3"):
+        fit(net, Batches(x.cuda(), y.cuda(), 16, 0), CFG, epochs=2, progress=False)
 
 
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):

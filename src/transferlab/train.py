@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,15 @@ def _read_checkpoint(path: Path | None, key: str | None, device) -> dict | None:
     return None
 
 
+def is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         param_groups: list[dict] | None = None, frozen: Sequence[nn.Module] = (),
         epochs: int | None = None, steps: int | None = None,
@@ -190,7 +200,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         checkpoint: Path | None = None, checkpoint_key: str | None = None,
         progress: bool = True, desc: str = "train",
         log_every: int = 1, objective: nn.Module | None = None,
-        transform=None) -> list[dict]:
+        transform=None, compile_model: bool = False,
+        timings: dict | None = None) -> list[dict]:
     """Train `model` for `epochs` passes or `steps` updates.
 
     `objective` (transferlab.losses.Objective) gives the loss: cross-entropy by
@@ -206,15 +217,31 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     one is discarded with a message. `live` (a dvclive.Live) gets the metrics of
     every `log_every`-th epoch and of the last, resumed epochs included, so a
     resumed run's curve is the whole curve. Returns one dict per epoch.
+
+    No step waits for the device: the running loss and accuracy sums stay on
+    it and are read once at each epoch that is logged, checkpointed or last
+    (one read for all epochs since the previous one). The finite-loss check
+    reads the same sums, so a diverged run stops there, naming the first epoch
+    whose loss was not finite and its step range, before any checkpoint of it
+    is written. On CUDA, a convolutional model and its data are put in
+    channels_last and the steps run under bfloat16 autocast; on CPU everything
+    stays float32 and a run is byte-identical for the same inputs.
+    `compile_model` wraps the loss in `torch.compile`; the first step (which
+    compiles) is timed on its own into `timings["compile_s"]`.
     """
     from transferlab.losses import Objective
 
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of epochs or steps")
+    device = train.x.device
     multilabel = train.y.ndim == 2
     if objective is None:
         objective = Objective(multilabel=multilabel)
-    objective = objective.to(train.x.device)
+    objective = objective.to(device)
+    if device.type == "cuda" and is_convolutional(model) and train.x.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+        train.x = train.x.contiguous(memory_format=torch.channels_last)
+    loss_of = torch.compile(objective) if compile_model else objective
     per_epoch = train.steps_per_epoch
     total_steps = steps if steps is not None else epochs * per_epoch
     n_epochs = math.ceil(total_steps / per_epoch)
@@ -228,13 +255,13 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, [m * per_epoch if epochs is not None else m for m in cfg.milestones],
             gamma=cfg.lr_decay)
-    gen = torch.Generator(device=train.x.device).manual_seed(train.seed * 7919 + 17)
+    gen = torch.Generator(device=device).manual_seed(train.seed * 7919 + 17)
 
     history: list[dict] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint_key is None:
         raise ValueError("a checkpoint needs its checkpoint_key")
-    state = _read_checkpoint(checkpoint, checkpoint_key, train.x.device)
+    state = _read_checkpoint(checkpoint, checkpoint_key, device)
     if state is not None:
         model.load_state_dict(state["model"])
         objective.load_state_dict(state["objective"])
@@ -258,46 +285,77 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     if progress:
         bar = progress_bar(total=total_steps, initial=min(first_epoch * per_epoch, total_steps),
                            desc=desc, unit="step", leave=False)
+    # Epochs trained since the last read: (epoch, first step, last step, images seen,
+    # [loss sum, correct] on the device).
+    unread: list[tuple[int, int, int, int, torch.Tensor]] = []
+
+    def read_sums() -> None:
+        """One device read for every unread epoch; stops a run whose loss diverged."""
+        values = torch.stack([sums for *_, sums in unread]).tolist()
+        for (epoch_no, first, last, seen, _), (loss_sum, correct) in zip(unread, values,
+                                                                          strict=True):
+            if not math.isfinite(loss_sum):
+                raise TrainingDiverged(
+                    f"{desc}: loss became {loss_sum} in epoch {epoch_no}, steps {first}-{last} "
+                    f"(lr = {cfg.lr}, optimizer = {cfg.optimizer}); try a lower lr")
+            history.append({"epoch": epoch_no, "step": last,
+                            "train_loss": loss_sum / max(seen, 1),
+                            "train_accuracy": correct / max(seen, 1)})
+        unread.clear()
+
     step = first_epoch * per_epoch
     for epoch in range(first_epoch, n_epochs):
         model.train()
         objective.train()
         for module in frozen:
             module.eval()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # float64 sums of the float32 per-batch values: the same numbers the host got
+        # from loss.item() * len(yb) before, without a read per step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        first_step = step + 1
         for xb, yb, ignore in train.epoch(epoch):
             if step >= total_steps:
                 break
             if transform is not None:
                 xb = transform(xb, gen)
-            with _autocast(xb.device):
-                loss, logits = objective(model, xb, yb, ignore)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    f"(lr = {cfg.lr}, optimizer = {cfg.optimizer}); try a lower lr")
+            timed = compile_model and step == first_epoch * per_epoch and timings is not None
+            if timed:
+                _sync(device)
+                start = time.perf_counter()
+            with _autocast(device):
+                loss, logits = loss_of(model, xb, yb, ignore)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if timed:
+                _sync(device)
+                timings["compile_s"] = time.perf_counter() - start
+                print(f"{desc}: first step (torch.compile) took {timings['compile_s']:.1f} s",
+                      file=sys.stderr)
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += loss.item() * len(yb)
+            loss_sum += loss.detach().double() * len(yb)
             if multilabel:  # per-label agreement at the 0.5 threshold
-                correct += ((logits.float() > 0) == (yb > 0.5)).float().mean(1).sum().item()
+                agree = (logits.detach().float() > 0) == (yb > 0.5)
+                correct += agree.float().mean(1).sum().double()
             else:
-                correct += (logits.argmax(1) == yb).sum().item()
+                correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
             step += 1
             if bar is not None:
                 bar.update(1)
-        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
-                  "train_accuracy": correct / max(seen, 1)}
+        unread.append((epoch + 1, first_step, step, seen, torch.stack([loss_sum, correct])))
         log_now = logged(epoch)
+        if not (log_now or checkpoint is not None or epoch + 1 == n_epochs):
+            continue
+        read_sums()
+        record = history[-1]
         if test is not None and log_now:
             result = evaluate(model, *test)
             record.update({f"test_{k}": v for k, v in result.items()
                            if isinstance(v, float)})
-        history.append(record)
         if log_now:
             _log(live, record)
         if checkpoint is not None:
