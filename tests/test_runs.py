@@ -84,14 +84,14 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
                                                    monkeypatch):
     prepared = _prepared(tmp_path, digits_tasks)
     sources = _sources(tmp_path, tiny_params, prepared)
-    trained = []
-    real = runs.run_variant
+    trained, notes = [], []
+    real = runs.train_variants_batched
 
-    def counting(params, target, srcs, variant, **kw):
-        trained.append(variant.key)
-        return real(params, target, srcs, variant, **kw)
+    def counting(params, target, srcs, variants, **kw):
+        trained.extend(v.key for v in variants)
+        return real(params, target, srcs, variants, **{**kw, "log": notes.append})
 
-    monkeypatch.setattr(runs, "run_variant", counting)
+    monkeypatch.setattr(runs, "train_variants_batched", counting)
     cache = tmp_path / "variants"
     first = runs.run_sweep(tiny_params, 0, prepared=prepared, model_paths=sources,
                            out=tmp_path / "s.json", cache_dir=cache, progress=False,
@@ -104,6 +104,7 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     new = trained[n_first:]
     assert sorted(new) == sorted(f"{t}/n2/k{k}/s0" for t in ("AnB", "AnB+", "BnB", "BnB+")
                                  for k in (1, 3))
+    assert notes == []  # the new variants trained batched, none one at a time
     old = {r["treatment"] + str(r["n"]) + str(r["subsample"]): r for r in first["variants"]}
     for r in second["variants"]:
         key = r["treatment"] + str(r["n"]) + str(r["subsample"])

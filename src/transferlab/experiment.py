@@ -104,10 +104,21 @@ def new_model(params: Params, task: TaskData, seed: int, device) -> Transferable
     return model.to(device)
 
 
-def run_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
-                variant: Variant, *, device=None, live=None, progress: bool = False) -> dict:
-    """Train one variant on the target task and test it on the target test part."""
-    device = device or pick_device()
+@dataclass
+class VariantSetup:
+    """A variant ready to train: its target subsample, seeded model, transfer plan,
+    data on the device and objective (the one set-up of run_variant and batched)."""
+
+    task: TaskData
+    model: TransferableNet
+    plan: object  # transfer.TransferPlan
+    test: tuple
+    batches: Batches
+    objective: torch.nn.Module
+
+
+def setup_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
+                  variant: Variant, device) -> VariantSetup:
     task = target.subsampled(variant.subsample, variant.seed)
     model = new_model(params, task, variant.seed, device)
     extra_fc = TREATMENTS[variant.treatment].new_fc
@@ -118,19 +129,34 @@ def run_variant(params: Params, target: TaskData, sources: dict[str, Transferabl
     t = task_tensors(task, device, params.data.crop)
     test = (t["x_test"], t["y_test"], t["ignore_test"])
     batches = Batches(t["x_train"], t["y_train"], cfg.batch_size, variant.seed, t["ignore_train"])
+    return VariantSetup(task, model, plan, test, batches,
+                        make_objective(task.multilabel, cfg.gamma))
+
+
+def run_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
+                variant: Variant, *, device=None, live=None, progress: bool = False) -> dict:
+    """Train one variant on the target task and test it on the target test part."""
+    device = device or pick_device()
+    s = setup_variant(params, target, sources, variant, device)
+    cfg = params.transfer
     # A tiny target makes every step an epoch; log about 30 points of the curve.
-    log_every = max(1, cfg.steps // batches.steps_per_epoch // 30)
-    history = fit(model, batches, cfg, param_groups=plan.param_groups, frozen=plan.frozen,
-                  steps=cfg.steps, test=test if live is not None else None,
+    log_every = max(1, cfg.steps // s.batches.steps_per_epoch // 30)
+    history = fit(s.model, s.batches, cfg, param_groups=s.plan.param_groups,
+                  frozen=s.plan.frozen, steps=cfg.steps,
+                  test=s.test if live is not None else None,
                   live=live, progress=progress, desc=variant.key, log_every=log_every,
-                  objective=make_objective(task.multilabel, cfg.gamma),
-                  transform=train_transform(params))
-    result = evaluate(model, *test)
+                  objective=s.objective, transform=train_transform(params))
+    return variant_result(variant, s, evaluate(s.model, *s.test), history)
+
+
+def variant_result(variant: Variant, s: VariantSetup, result: dict, history: list[dict]
+                   ) -> dict:
+    """The stored result of a trained variant: its test scores and last train loss."""
     return {
         "treatment": variant.treatment, "n": variant.n, "subsample": variant.subsample,
-        "seed": variant.seed, "copied_layers": plan.copied,
-        "train_images": int(len(task.y_train)), "test_images": int(len(task.y_test)),
-        "metric": "map" if task.multilabel else "accuracy", "test_score": score_of(result),
+        "seed": variant.seed, "copied_layers": s.plan.copied,
+        "train_images": int(len(s.task.y_train)), "test_images": int(len(s.task.y_test)),
+        "metric": "map" if s.task.multilabel else "accuracy", "test_score": score_of(result),
         **{f"test_{k}": v for k, v in result.items()},
         "final_train_loss": history[-1]["train_loss"],
     }

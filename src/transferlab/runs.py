@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from transferlab.batched import mode_of, problems, train_variants_batched
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import Variant, load_model, run_variant
 from transferlab.io import clean_stale_temporaries_in, read_json, write_json_atomic
@@ -94,12 +95,16 @@ class VariantCache:
     miss (with a message naming it), never an error or an answer.
     """
 
-    def __init__(self, root: Path | None, context: dict):
+    def __init__(self, root: Path | None, context: dict, modes: dict[str, str] | None = None):
         self.root = root
         self.context = json.dumps(context, sort_keys=True)
+        # How each variant trains (batched or one at a time, transferlab.batched): the
+        # two agree within a tolerance, not to the bit, so the mode is part of the key.
+        self.modes = modes or {}
 
     def _path(self, variant: Variant) -> Path:
-        blob = json.dumps([self.context, variant.key]).encode()
+        blob = json.dumps([self.context, variant.key,
+                           self.modes.get(variant.key, "single")]).encode()
         return self.root / f"{hashlib.sha256(blob).hexdigest()}.json"
 
     def get(self, variant: Variant) -> dict | None:
@@ -130,17 +135,25 @@ def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn
 
     The one place where the sweep's untrained variants are trained, so that how
     they are trained (one at a time, batched, elsewhere) changes here only.
-    `on_result(variant, result)` is called as each one finishes, so a killed
-    sweep keeps what it had trained.
+    Variants that can train batched (`transferlab.batched`) do, in stacked
+    groups; the others one at a time, with the reason logged once.
+    `on_result(variant, result)` is called as each one (or each batched group)
+    finishes, so a killed sweep keeps what it had trained.
     """
-    results = {}
-    for variant in progress_bar(variants, desc=desc, unit="variant", disable=not progress):
-        with compute():
-            result = run_variant(params, target, sources, variant, device=device)
+    bar = progress_bar(total=len(variants), desc=desc, unit="variant", disable=not progress)
+
+    def finished(variant: Variant, result: dict) -> None:
         if on_result is not None:
             on_result(variant, result)
-        results[variant.key] = result
-    return results
+        bar.update(1)
+
+    try:
+        return train_variants_batched(params, target, sources, variants, device=device,
+                                      on_result=finished,
+                                      log=lambda message: print(f"{desc}: {message}",
+                                                                file=sys.stderr))
+    finally:
+        bar.close()
 
 
 def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
@@ -166,10 +179,12 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
         context = variant_context(params, key_params, direction=direction,
                                   target_file=prepared / target_file, source_files=paths,
                                   device=device)
-        cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context)
+        variants = grid(params, seed)
+        why = problems(params, variants, target.multilabel)
+        cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context,
+                             {key: mode_of(problem) for key, problem in why.items()})
         if cache_dir is not None and cache_dir.is_dir():
             clean_stale_temporaries_in([cache_dir])
-        variants = grid(params, seed)
         total += len(variants)
         stored = {variant.key: cache.get(variant) for variant in variants}
         pending = [variant for variant in variants if stored[variant.key] is None]

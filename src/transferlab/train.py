@@ -77,12 +77,16 @@ class Batches:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.y) / min(self.batch_size, len(self.y)))
 
-    def epoch(self, index: int):
+    def indices(self, index: int):
+        """The image indices of each batch of epoch `index` (on the data's device)."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         order = torch.randperm(len(self.y), generator=gen).to(self.x.device)
         size = min(self.batch_size, len(self.y))
         for start in range(0, len(order), size):
-            idx = order[start:start + size]
+            yield order[start:start + size]
+
+    def epoch(self, index: int):
+        for idx in self.indices(index):
             yield self.x[idx], self.y[idx], None if self.ignore is None else self.ignore[idx]
 
 

@@ -1,0 +1,421 @@
+"""Many sweep variants of one architecture trained as one computation.
+
+How: each variant is set up exactly as `experiment.run_variant` sets it up
+(`experiment.setup_variant`: the same seeded initialisation, copied layers
+and `TransferPlan`), then the weights of a group are stacked along a new
+leading axis (as `torch.func.stack_module_state` does, but keeping frozen and
+trainable copies of a layer in one stack) and every step runs the
+network once for the whole group with `torch.func.vmap` over
+`functional_call`, each variant on its own batch of its own data (its own
+subsample and batch order), with `torch.func.grad` giving per-variant
+gradients. The optimiser is written out here over the stacked tensors with
+the very operations torch's Adam and SGD (foreach, as `train.make_optimizer`
+builds them) use on CPU, but with a learning rate per variant and per
+parameter taken from that variant's `TransferPlan`: the rate of its param
+group, or 0 for a parameter in no group (a frozen, copied layer), which
+leaves it bit-for-bit unchanged. Step-wise rate decay (`milestones`) is
+applied as `MultiStepLR` does.
+
+Why not grouped convolutions: vmap derives the batched (grouped) kernels
+for every layer type it knows, so one code path serves every architecture
+whose modules are plain functions of their weights, with no per-layer
+rewrite; and the same stacked state gives the per-variant optimiser.
+
+What batches (`batch_problem` says why not, in words): a variant whose whole
+recipe is in the explicit supported set below. The `transfer` section must
+hold only the fields listed in `TRANSFER_FIELDS`, the optimiser must be one
+of `OPTIMIZERS`, there is no training-time augmentation, the treatment is
+one of `TREATMENTS` with no field beyond `TREATMENT_FIELDS`, the plan's
+param groups carry nothing but `params` and `lr`, the model is a plain
+`TransferableNet` built only from the stateless module types in `MODULES`
+(no batch norm, no dropout, no feedback iterations), with no buffers, and
+the target is single-label. Anything else, a new option or treatment
+included, trains one at a time through `run_variant`, and the sweep's log
+says so once per reason.
+
+What changes: the forward and backward passes of a stacked group sum in a
+different order than a lone run's, so batched results are not
+byte-identical to `run_variant`'s; the optimiser and the data are. The
+sweep's default is batched; `tests/test_batched.py` holds every variant's
+test accuracy within `ACCURACY_TOLERANCE` (and its weights close) of the
+one-at-a-time run, and the batched mode itself is deterministic on CPU. A
+variant's result must not depend on which others share its group, so a
+batchable variant always trains batched (alone, a group of one), and the
+mode (`mode_of`) is part of its key in the variant store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from transferlab.experiment import Variant, setup_variant, train_transform, variant_result
+from transferlab.models.base import TransferableNet
+from transferlab.params import Params
+from transferlab.train import evaluate
+from transferlab.treatments import TREATMENTS as ALL_TREATMENTS
+
+# The largest difference in test accuracy between a variant trained batched and
+# the same variant trained alone that the tests accept (on the digits target,
+# 270 test images: 1/270 = 0.0037 per image).
+ACCURACY_TOLERANCE = 0.02
+
+# The recipe the batched trainer reproduces; anything not listed falls back.
+TRANSFER_FIELDS = frozenset({"batch_size", "optimizer", "lr", "momentum", "weight_decay",
+                             "milestones", "lr_decay", "gamma", "steps", "lr_mult"})
+OPTIMIZERS = frozenset({"adam", "sgd"})
+TREATMENTS = frozenset({"base", "AnB", "AnB+", "BnB", "BnB+", "AnB-2fc"})
+TREATMENT_FIELDS = frozenset({"name", "source", "finetune", "new_fc", "only_deepest"})
+MODULES = frozenset({TransferableNet, nn.ModuleDict, nn.Sequential, nn.Conv2d, nn.Linear,
+                     nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity})
+
+BATCHED, SINGLE = "batched", "single"
+
+
+def recipe_problem(params: Params, variant: Variant) -> str | None:
+    """Why the params or the treatment keep `variant` from batching, or None."""
+    cfg = params.transfer
+    unknown = sorted({f.name for f in dataclasses.fields(cfg)} - TRANSFER_FIELDS)
+    if unknown:
+        return f"transfer option(s) {', '.join(unknown)} not supported batched"
+    if cfg.optimizer not in OPTIMIZERS:
+        return f"optimizer {cfg.optimizer!r} not supported batched"
+    if train_transform(params) is not None:
+        return "training-time augmentation (data.crop/data.flip) not supported batched"
+    if variant.treatment not in TREATMENTS:
+        return f"treatment {variant.treatment!r} not supported batched"
+    treatment = ALL_TREATMENTS[variant.treatment]
+    extra = sorted({f.name for f in dataclasses.fields(treatment)} - TREATMENT_FIELDS)
+    if extra:
+        return f"treatment field(s) {', '.join(extra)} not supported batched"
+    return None
+
+
+def model_problem(model: nn.Module, plan, multilabel: bool) -> str | None:
+    """Why a set-up model keeps its variant from batching, or None."""
+    if multilabel:
+        return "multi-label targets not supported batched"
+    kinds = sorted({type(m).__name__ for m in model.modules() if type(m) not in MODULES})
+    if kinds:
+        return f"modules {', '.join(kinds)} not supported batched"
+    if any(True for _ in model.buffers()):
+        return "models with buffers not supported batched"
+    if any(set(group) - {"params", "lr"} for group in plan.param_groups):
+        return "param-group options beyond lr not supported batched"
+    return None
+
+
+def problems(params: Params, variants: Sequence[Variant], multilabel: bool
+             ) -> dict[str, str | None]:
+    """Per variant key: why it trains one at a time, or None when it trains batched."""
+    shared = architecture_problem(params) if variants else None
+    if multilabel:
+        shared = shared or "multi-label targets not supported batched"
+    return {v.key: recipe_problem(params, v) or shared for v in variants}
+
+
+def mode_of(problem: str | None) -> str:
+    """How a variant trains in a sweep (part of its key in the variant store)."""
+    return SINGLE if problem else BATCHED
+
+
+def architecture_problem(params: Params) -> str | None:
+    """Why the architecture of `params` cannot batch, or None; from a model built on a
+    small dummy input (no data needed)."""
+    from transferlab.models import build_model
+
+    for size in (8, 32, 64, 224):
+        try:
+            model = build_model(params.arch, (1, size, size), 2, **params.model_kwargs)
+            break
+        except (ValueError, RuntimeError):
+            continue
+    else:
+        return f"arch {params.arch!r} could not be built to check it"
+    if type(model) is not TransferableNet:
+        return f"arch {params.arch!r} ({type(model).__name__}) not supported batched"
+    return model_problem(model, _PlanOfAll(model), False)
+
+
+@dataclasses.dataclass
+class _PlanOfAll:
+    model: nn.Module
+
+    @property
+    def param_groups(self):
+        return [{"params": list(self.model.parameters())}]
+
+
+def _signature(model: nn.Module) -> tuple:
+    return tuple((name, tuple(p.shape), p.dtype) for name, p in model.named_parameters())
+
+
+class _Suffix(nn.Module):
+    """The layers of `net` from position `start` on, then its head."""
+
+    def __init__(self, net: TransferableNet, start: int):
+        super().__init__()
+        self.net = net
+        self.names = net.layer_names[start:]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for name in self.names:
+            h = self.net.layer(name)(h)
+        return self.net.head(h)
+
+
+class _Member:
+    """One variant of a group, set up exactly as run_variant would."""
+
+    def __init__(self, params, target, sources, variant, device):
+        self.variant = variant
+        s = setup_variant(params, target, sources, variant, device)
+        self.setup = s
+        self.history: list[dict] = []
+        lr_of = {}
+        for group in s.plan.param_groups:
+            for p in group["params"]:
+                lr_of[id(p)] = group.get("lr", params.transfer.lr)
+        # A parameter in no group is never updated (frozen): rate 0.
+        self.lrs = {name: lr_of.get(id(p), 0.0) for name, p in s.model.named_parameters()}
+        # The leading layers nothing trains (the frozen copied ones) give the same output
+        # for an image all run long: computed once, and only the layers above are trained.
+        frozen = {id(m) for m in s.plan.frozen}
+        self.start = 0
+        for name in s.model.layer_names:
+            layer = s.model.layer(name)
+            if id(layer) not in frozen or any(id(p) in lr_of for p in layer.parameters()):
+                break
+            self.start += 1
+        self.suffix = _Suffix(s.model, self.start)
+        with torch.no_grad():
+            self.inputs = self._prefix(s.batches.x)
+        self.group_key = (self.start, _signature(self.suffix), len(s.batches.y),
+                          s.batches.batch_size, tuple(self.inputs.shape[1:]))
+
+    def _prefix(self, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        model = self.setup.model
+        was_training = model.training
+        model.eval()  # frozen layers run in eval mode, as fit keeps them
+        parts = []
+        for begin in range(0, len(x), chunk):
+            h = x[begin:begin + chunk]
+            for name in model.layer_names[:self.start]:
+                h = model.layer(name)(h)
+            parts.append(h)
+        model.train(was_training)
+        return torch.cat(parts)
+
+
+def train_group(params: Params, target, sources: dict[str, TransferableNet],
+                variants: Sequence[Variant], *, device: torch.device, on_result=None
+                ) -> dict[str, dict]:
+    """Train `variants` (all batchable: `problems` gives None for each) as stacked groups;
+    their results by key, each also given to `on_result(variant, result)` as its group
+    finishes. Variants go to one group when they train the same layers of the same
+    shapes on data of the same size. Callable in any process with the same inputs (a
+    worker of a distributed sweep, say); a variant's result does not depend on which
+    others it is sent with."""
+    members = [_Member(params, target, sources, v, device) for v in variants]
+    for m in members:
+        problem = model_problem(m.setup.model, m.setup.plan, m.setup.task.multilabel)
+        if problem is not None:  # mode_of said it batches: a set-up that differs is a bug
+            raise RuntimeError(f"{m.variant.key} cannot batch after all: {problem}")
+    groups: dict[tuple, list[_Member]] = {}
+    for m in members:
+        groups.setdefault(m.group_key, []).append(m)
+    results = {}
+    for group in groups.values():
+        _train_stacked(params, group, device)
+        for m in group:
+            s = m.setup
+            result = variant_result(m.variant, s, evaluate(s.model, *s.test), m.history)
+            if on_result is not None:
+                on_result(m.variant, result)
+            results[m.variant.key] = result
+    return results
+
+
+def _train_stacked(params: Params, group: list[_Member], device: torch.device) -> None:
+    """Train the members' trainable layers in place, as one vmapped computation."""
+    from torch.func import functional_call, grad_and_value, vmap
+
+    cfg = params.transfer
+    if len(group) == 1:
+        # A stack of one runs other kernels (an ungrouped convolution) than a stack of
+        # several, and rounds differently: a lone variant is stacked with a copy of
+        # itself, so that its result does not depend on being alone.
+        _train_stacked(params, [group[0], group[0]], device)
+        return
+    template = group[0].suffix
+    names = [name for name, _ in template.named_parameters()]
+    # Stacked by hand: stack_module_state refuses frozen and trainable copies of a layer.
+    weights = {name: torch.stack([dict(m.suffix.named_parameters())[name].detach()
+                                  for m in group]) for name in names}
+    task_loss = group[0].setup.objective.task_loss
+
+    def loss_of(w, h, y):
+        logits = functional_call(template, w, (h,))
+        return task_loss(logits, y), logits
+
+    # One batch order for all when the variants share their data (the same subsample
+    # and seed); each variant's own layer inputs either way.
+    shared = len({(m.variant.subsample, m.variant.seed) for m in group}) == 1
+    per_variant_grad = vmap(grad_and_value(loss_of, has_aux=True),
+                            in_dims=(0, 0, None) if shared else (0, 0, 0))
+    inputs = torch.stack([m.inputs for m in group])
+    labels = torch.stack([m.setup.batches.y for m in group])
+    rows = torch.arange(len(group), device=device)[:, None]
+    # Rates per (parameter, variant); plain floats, decayed as MultiStepLR does.
+    lrs = {k: [m.lrs[k.removeprefix("net.")] for m in group] for k in names}
+    shape = {k: (len(group),) + (1,) * (w.dim() - 1) for k, w in weights.items()}
+
+    def rate_tensors():
+        return {k: torch.tensor(v, dtype=torch.float64, device=device).view(shape[k])
+                for k, v in lrs.items()}
+
+    rates = rate_tensors()
+    optimizer = _Stacked(cfg, weights)
+    batches = [m.setup.batches for m in group]
+    per_epoch = batches[0].steps_per_epoch
+    n_epochs = math.ceil(cfg.steps / per_epoch)
+    step = 0
+    milestones = list(cfg.milestones)
+    histories: list[list[dict]] = [[] for _ in group]
+    unread = []
+    for epoch in range(n_epochs):
+        loss_sum = torch.zeros(len(group), dtype=torch.float64, device=device)
+        correct = torch.zeros(len(group), dtype=torch.float64, device=device)
+        seen = 0
+        orders = [batches[0].indices(epoch)] if shared else [b.indices(epoch) for b in batches]
+        for idx in zip(*orders, strict=True):
+            if step >= cfg.steps:
+                break
+            if shared:
+                hs, ys = inputs[:, idx[0]], labels[0, idx[0]]
+            else:
+                idx = torch.stack(idx)
+                hs, ys = inputs[rows, idx], labels[rows, idx]
+            grads, (losses, logits) = per_variant_grad(weights, hs, ys)
+            optimizer.step(grads, rates)
+            step += 1
+            if step in milestones:  # MultiStepLR: lr * gamma per milestone passed
+                count = milestones.count(step)
+                lrs = {k: [lr * cfg.lr_decay ** count for lr in v] for k, v in lrs.items()}
+                rates = rate_tensors()
+            batch = ys.shape[-1]
+            loss_sum += losses.detach().double() * batch
+            correct += (logits.argmax(-1) == ys).sum(-1)
+            seen += batch
+        unread.append((epoch + 1, step, seen, torch.stack([loss_sum, correct], 1)))
+    values = torch.stack([sums for *_, sums in unread]).tolist()  # the one read of the run
+    for (epoch_no, last, seen, _), per_variant in zip(unread, values, strict=True):
+        for i, (loss, right) in enumerate(per_variant):
+            if not math.isfinite(loss):
+                raise _diverged(group[i], epoch_no, last, per_epoch, loss, cfg)
+            histories[i].append({"epoch": epoch_no, "step": last,
+                                 "train_loss": loss / max(seen, 1),
+                                 "train_accuracy": right / max(seen, 1)})
+    with torch.no_grad():
+        for i, m in enumerate(group):
+            for name, p in m.suffix.named_parameters():
+                p.copy_(weights[name][i])
+            m.history = histories[i]
+
+
+def _diverged(member, epoch, last, per_epoch, loss, cfg):
+    from transferlab.train import TrainingDiverged
+
+    first = (epoch - 1) * per_epoch + 1
+    return TrainingDiverged(
+        f"{member.variant.key}: loss became {loss} in epoch {epoch}, steps {first}-{last} "
+        f"(lr = {cfg.lr}, optimizer = {cfg.optimizer}); try a lower lr")
+
+
+class _Stacked:
+    """torch's Adam / SGD (foreach, CPU operation for operation) over stacked weights,
+    with a rate tensor per parameter (one rate per variant) instead of one scalar."""
+
+    def __init__(self, cfg, weights: dict[str, torch.Tensor]):
+        self.cfg = cfg
+        self.weights = weights
+        self.steps = 0
+        self.state = {k: {} for k in weights}
+
+    @torch.no_grad()
+    def step(self, grads: dict[str, torch.Tensor], rates: dict[str, torch.Tensor]) -> None:
+        cfg = self.cfg
+        self.steps += 1
+        for k, w in self.weights.items():
+            g = grads[k]
+            if cfg.weight_decay != 0:
+                g = torch.add(g, w, alpha=cfg.weight_decay)
+            state = self.state[k]
+            if cfg.optimizer == "adam":
+                self._adam(w, g, state, rates[k])
+            else:
+                self._sgd(w, g, state, rates[k])
+
+    def _adam(self, w, g, state, rate):
+        beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as make_optimizer
+        if not state:
+            state["exp_avg"] = torch.zeros_like(w)
+            state["exp_avg_sq"] = torch.zeros_like(w)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2)
+        exp_avg_sq.addcmul_(g, g, value=1 - beta2)
+        step = float(self.steps)
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        denom = torch.sqrt(exp_avg_sq)
+        denom.div_(bias_correction2_sqrt)
+        denom.add_(eps)
+        # addcdiv_(exp_avg, denom, value=-lr / bc1) computes w + (value * exp_avg) / denom;
+        # the same with one value per variant (a rate of 0 leaves w exactly as it was).
+        step_size = rate.div(bias_correction1).mul(-1).float()
+        w.add_(step_size * exp_avg / denom)
+
+    def _sgd(self, w, g, state, rate):
+        momentum = self.cfg.momentum
+        if momentum != 0:
+            if "buf" not in state:
+                state["buf"] = g.detach().clone()
+            else:
+                state["buf"].mul_(momentum).add_(g, alpha=1)
+            g = state["buf"]
+        # add_(g, alpha=-lr) computes w + (-lr) * g.
+        w.add_(rate.mul(-1).float() * g)
+
+
+def train_variants_batched(params: Params, target, sources, variants: Sequence[Variant], *,
+                           device: torch.device, on_result=None, log=None) -> dict[str, dict]:
+    """Train `variants`: the batchable ones as stacked groups (`train_group`), the rest one
+    at a time through `run_variant`; each reason for the latter is logged once."""
+    from transferlab.experiment import run_variant
+    from transferlab.stage import compute
+
+    log = log or (lambda message: print(message, file=sys.stderr))
+    why = problems(params, variants, target.multilabel)
+    together = [v for v in variants if why[v.key] is None]
+    alone = [v for v in variants if why[v.key] is not None]
+    for problem in dict.fromkeys(why[v.key] for v in alone):
+        count = sum(why[v.key] == problem for v in alone)
+        log(f"training {count} of {len(variants)} variants one at a time: {problem}")
+    results = {}
+    if together:
+        with compute():
+            results.update(train_group(params, target, sources, together, device=device,
+                                       on_result=on_result))
+    for v in alone:
+        with compute():
+            result = run_variant(params, target, sources, v, device=device)
+        if on_result is not None:
+            on_result(v, result)
+        results[v.key] = result
+    return results

@@ -1,0 +1,152 @@
+"""Batched training of sweep variants (transferlab.batched) against one at a time."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from transferlab import batched, runs
+from transferlab.experiment import Variant, new_model, run_variant
+from transferlab.params import parse_params
+from transferlab.train import TrainingDiverged
+
+from .conftest import TINY, deep_update
+
+CPU = torch.device("cpu")
+# A few more steps than TINY's, so that summation-order differences could grow.
+PARAMS = parse_params(deep_update(TINY, {"transfer": {"steps": 20}}))
+
+
+def _sources(params, target):
+    return {name: new_model(params, target, seed, CPU) for name, seed in (("A", 11), ("B", 12))}
+
+
+def _variants(params, subsample=1):
+    return [v for v in runs.grid(params, seed=0) if v.subsample == subsample]
+
+
+def _trained_batched(params, target, sources, variants, log=None):
+    return batched.train_variants_batched(params, target, sources, variants, device=CPU,
+                                          log=log or (lambda _: None))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_batched_variants_agree_with_one_at_a_time(digits_tasks, optimizer):
+    _, target, _ = digits_tasks
+    params = parse_params(deep_update(TINY, {"transfer": {
+        "steps": 20, "optimizer": optimizer, "milestones": [8, 16],
+        "lr": 0.001 if optimizer == "adam" else 0.05}}))
+    sources = _sources(params, target)
+    variants = _variants(params) + _variants(params, 3)[:3]
+    notes = []
+    together = _trained_batched(params, target, sources, variants, log=notes.append)
+    assert notes == []  # every variant of the default recipe batches
+    for v in variants:
+        alone = run_variant(params, target, sources, v, device=CPU)
+        got = together[v.key]
+        assert set(got) == set(alone)
+        assert abs(got["test_accuracy"] - alone["test_accuracy"]) <= batched.ACCURACY_TOLERANCE
+        # Float sums in another order: the losses agree to about float32 precision.
+        assert math.isclose(got["final_train_loss"], alone["final_train_loss"],
+                            rel_tol=1e-4, abs_tol=1e-5), v.key
+        assert math.isclose(got["test_loss"], alone["test_loss"], rel_tol=1e-4), v.key
+        assert got["copied_layers"] == alone["copied_layers"]
+
+
+def test_frozen_layers_stay_exactly_the_source_layers(digits_tasks):
+    _, target, _ = digits_tasks
+    sources = _sources(PARAMS, target)
+    group = batched._Member(PARAMS, target, sources, Variant("AnB", 3, 3, 0), CPU)
+    batched._train_stacked(PARAMS, [group], CPU)
+    model = group.setup.model
+    for name in ("conv1", "conv2", "conv3"):
+        for (key, p), q in zip(model.layer(name).state_dict().items(),
+                               sources["A"].layer(name).state_dict().values(), strict=True):
+            assert torch.equal(p, q), (name, key)
+    fresh = new_model(PARAMS, target.subsampled(3, 0), 0, CPU)
+    assert not torch.equal(model.layer("conv4")[0].weight, fresh.layer("conv4")[0].weight)
+
+
+def test_batched_mode_is_deterministic_and_independent_of_its_group(digits_tasks):
+    _, target, _ = digits_tasks
+    sources = _sources(PARAMS, target)
+    variants = _variants(PARAMS)
+    first = _trained_batched(PARAMS, target, sources, variants)
+    second = _trained_batched(PARAMS, target, sources, variants)
+    assert first == second
+    # A variant's result must not depend on which others were pending with it.
+    for chosen in ([variants[0]], [variants[3]], [variants[-1]], variants[:4]):
+        got = _trained_batched(PARAMS, target, sources, chosen)
+        assert got == {v.key: first[v.key] for v in chosen}
+
+
+def test_an_architecture_that_cannot_batch_trains_one_at_a_time_and_says_so_once(
+        digits_tasks):
+    _, target, _ = digits_tasks
+    params = parse_params(deep_update(TINY, {"arch": "wrn", "model": {"wrn": {
+        "depth": 10, "widen": 1, "dropout": 0.0}}, "sweep": {"layers": [1]},
+        "features": {"layers": ["conv1"]}, "report": {"layer": 1},
+        "heads": {"lowshot": {"layers": None}}}))
+    variants = _variants(params)[:3]
+    sources = _sources(params, target)
+    notes = []
+    got = _trained_batched(params, target, sources, variants, log=notes.append)
+    assert len(notes) == 1 and "BatchNorm2d" in notes[0] and "3 of 3" in notes[0], notes
+    for v in variants:
+        assert got[v.key] == run_variant(params, target, sources, v, device=CPU)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"data": {"flip": True}}, "augmentation"),
+    ({"arch": "feedback", "model": {"feedback": {"iterations": 2, "width": 4, "hidden": 8}},
+      "sweep": {"layers": [1]}, "features": {"layers": ["stem"]}, "report": {"layer": 1},
+      "heads": {"lowshot": {"layers": None}}},
+     "feedback"),
+])
+def test_unsupported_recipes_fall_back(changes, reason):
+    params = parse_params(deep_update(TINY, changes))
+    why = batched.problems(params, _variants(params), multilabel=False)
+    assert all(reason in (problem or "") for problem in why.values()), why
+    assert batched.problems(PARAMS, _variants(PARAMS), multilabel=True)["base/n0/k1/s0"]
+
+
+def test_a_transfer_option_it_does_not_know_falls_back(digits_tasks):
+    """A new recipe option (another issue's, say) must not be silently ignored."""
+    _, target, _ = digits_tasks
+    cfg = PARAMS.transfer
+    with_option = dataclasses.make_dataclass(
+        "TransferWithOption", [("copied_milestones", tuple, dataclasses.field(default=()))],
+        bases=(type(cfg),), frozen=True, kw_only=True)
+    params = dataclasses.replace(PARAMS, transfer=with_option(**dataclasses.asdict(cfg)))
+    notes = []
+    v = Variant("base", 0, 1, 0)
+    got = _trained_batched(params, target, {}, [v], log=notes.append)
+    assert len(notes) == 1 and "copied_milestones" in notes[0]
+    assert got[v.key] == run_variant(params, target, {}, v, device=CPU)
+    # A treatment it does not list falls back too.
+    assert "treatment" in batched.recipe_problem(PARAMS, Variant("AnB-ft", 1, 1, 0))
+
+
+def test_a_diverging_variant_stops_the_batched_run_naming_it(digits_tasks):
+    _, target, _ = digits_tasks
+    sources = _sources(PARAMS, target)
+    with torch.no_grad():
+        sources["B"].layer("conv1")[0].weight.fill_(math.nan)
+    variants = [Variant("AnB", 2, 1, 0), Variant("BnB", 2, 1, 0)]
+    with pytest.raises(TrainingDiverged, match=r"BnB/n2/k1/s0: loss became nan in epoch 1"):
+        _trained_batched(PARAMS, target, sources, variants)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_on_cuda_agrees_with_one_at_a_time_there(digits_tasks):
+    _, target, _ = digits_tasks
+    gpu = torch.device("cuda")
+    sources = {k: v.to(gpu) for k, v in _sources(PARAMS, target).items()}
+    variants = _variants(PARAMS)
+    together = batched.train_variants_batched(PARAMS, target, sources, variants, device=gpu,
+                                              log=lambda _: None)
+    for v in variants:
+        alone = run_variant(PARAMS, target, sources, v, device=gpu)
+        # bfloat16 autocast on both sides: a looser bound than on CPU.
+        assert abs(together[v.key]["test_accuracy"] - alone["test_accuracy"]) <= 0.05
