@@ -222,9 +222,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     every `log_every`-th epoch and of the last, resumed epochs included, so a
     resumed run's curve is the whole curve. Returns one dict per epoch.
 
-    No step waits for the device: the running loss and accuracy sums stay on
-    it and are read once at each epoch that is logged, checkpointed or last
-    (one read for all epochs since the previous one). The finite-loss check
+    No step waits for the device: each step's loss and correct count stay on
+    it and are read at each epoch that is logged, checkpointed or last (one
+    read for all steps since the previous one). The finite-loss check
     reads the same sums, so a diverged run stops there, naming the first epoch
     whose loss was not finite and its step range, before any checkpoint of it
     is written. On CUDA, a convolutional model and its data are put in
@@ -289,23 +289,36 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     if progress:
         bar = progress_bar(total=total_steps, initial=min(first_epoch * per_epoch, total_steps),
                            desc=desc, unit="step", leave=False)
-    # Epochs trained since the last read: (epoch, first step, last step, images seen,
-    # [loss sum, correct] on the device).
-    unread: list[tuple[int, int, int, int, torch.Tensor]] = []
+    # Epochs trained since the last read: (epoch, first step, last step, batch sizes);
+    # and each of their steps' loss and correct count, left on the device.
+    unread: list[tuple[int, int, int, list[int]]] = []
+    step_losses: list[torch.Tensor] = []
+    step_correct: list[torch.Tensor] = []
 
     def read_sums() -> None:
-        """One device read for every unread epoch; stops a run whose loss diverged."""
-        values = torch.stack([sums for *_, sums in unread]).tolist()
-        for (epoch_no, first, last, seen, _), (loss_sum, correct) in zip(unread, values,
-                                                                          strict=True):
+        """One device read for every unread step; stops a run whose loss diverged. The
+        sums are the host's float64 sums of the float32 values, in order: what reading
+        each step's values at once would give."""
+        losses = torch.stack(step_losses).tolist()
+        corrects = torch.stack(step_correct).tolist()
+        at = 0
+        for epoch_no, first, last, sizes in unread:
+            loss_sum, correct = 0.0, 0
+            for size in sizes:
+                loss_sum += losses[at] * size
+                correct += corrects[at]
+                at += 1
             if not math.isfinite(loss_sum):
                 raise TrainingDiverged(
                     f"{desc}: loss became {loss_sum} in epoch {epoch_no}, steps {first}-{last} "
                     f"(lr = {cfg.lr}, optimizer = {cfg.optimizer}); try a lower lr")
+            seen = sum(sizes)
             history.append({"epoch": epoch_no, "step": last,
                             "train_loss": loss_sum / max(seen, 1),
                             "train_accuracy": correct / max(seen, 1)})
         unread.clear()
+        step_losses.clear()
+        step_correct.clear()
 
     step = first_epoch * per_epoch
     for epoch in range(first_epoch, n_epochs):
@@ -313,11 +326,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         objective.train()
         for module in frozen:
             module.eval()
-        # float64 sums of the float32 per-batch values: the same numbers the host got
-        # from loss.item() * len(yb) before, without a read per step.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
+        sizes: list[int] = []
         first_step = step + 1
         for xb, yb, ignore in train.epoch(epoch):
             if step >= total_steps:
@@ -340,19 +349,21 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                       file=sys.stderr)
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += loss.detach().double() * len(yb)
+            step_losses.append(loss.detach())
             if multilabel:  # per-label agreement at the 0.5 threshold
                 agree = (logits.detach().float() > 0) == (yb > 0.5)
-                correct += agree.float().mean(1).sum().double()
+                step_correct.append(agree.float().mean(1).sum())
             else:
-                correct += (logits.detach().argmax(1) == yb).sum()
-            seen += len(yb)
+                step_correct.append((logits.detach().argmax(1) == yb).sum())
+            sizes.append(len(yb))
             step += 1
             if bar is not None:
                 bar.update(1)
-        unread.append((epoch + 1, first_step, step, seen, torch.stack([loss_sum, correct])))
+        unread.append((epoch + 1, first_step, step, sizes))
         log_now = logged(epoch)
-        if not (log_now or checkpoint is not None or epoch + 1 == n_epochs):
+        # Long unlogged runs still read now and then, to bound what waits on the device.
+        if not (log_now or checkpoint is not None or epoch + 1 == n_epochs
+                or len(step_losses) >= 10_000):
             continue
         read_sums()
         record = history[-1]
