@@ -293,14 +293,26 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     # and each of their steps' loss and correct count, left on the device.
     unread: list[tuple[int, int, int, list[int]]] = []
     step_losses: list[torch.Tensor] = []
-    step_correct: list[torch.Tensor] = []
+    step_correct: list[torch.Tensor] = []  # multi-label: agreement summed per step
+    step_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # single-label: (logits, y)
+
+    def correct_counts() -> list:
+        if multilabel:
+            return torch.stack(step_correct).tolist()
+        # Single-label: no kernel per step; all hits at once, then counts per step from
+        # the running total at each step's end (exact integer arithmetic).
+        hits = (torch.cat([o for o, _ in step_outputs]).argmax(1)
+                == torch.cat([y for _, y in step_outputs])).cumsum(0)
+        ends = torch.tensor([len(y) for _, y in step_outputs], device=hits.device).cumsum(0)
+        totals = hits[ends - 1]
+        return torch.diff(totals, prepend=totals.new_zeros(1)).tolist()
 
     def read_sums() -> None:
         """One device read for every unread step; stops a run whose loss diverged. The
         sums are the host's float64 sums of the float32 values, in order: what reading
         each step's values at once would give."""
         losses = torch.stack(step_losses).tolist()
-        corrects = torch.stack(step_correct).tolist()
+        corrects = correct_counts()
         at = 0
         for epoch_no, first, last, sizes in unread:
             loss_sum, correct = 0.0, 0
@@ -319,6 +331,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         unread.clear()
         step_losses.clear()
         step_correct.clear()
+        step_outputs.clear()
 
     step = first_epoch * per_epoch
     for epoch in range(first_epoch, n_epochs):
@@ -354,7 +367,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                 agree = (logits.detach().float() > 0) == (yb > 0.5)
                 step_correct.append(agree.float().mean(1).sum())
             else:
-                step_correct.append((logits.detach().argmax(1) == yb).sum())
+                step_outputs.append((logits.detach(), yb))
             sizes.append(len(yb))
             step += 1
             if bar is not None:
@@ -363,7 +376,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         log_now = logged(epoch)
         # Long unlogged runs still read now and then, to bound what waits on the device.
         if not (log_now or checkpoint is not None or epoch + 1 == n_epochs
-                or len(step_losses) >= 10_000):
+                or len(step_losses) >= 1000):
             continue
         read_sums()
         record = history[-1]
