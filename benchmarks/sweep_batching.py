@@ -60,6 +60,7 @@ def main() -> None:
 
     variants = runs.grid(params, args.seed)
     seconds = {"single": 0.0, "batched": 0.0}
+    by_size = {size: {"single": 0.0, "batched": 0.0} for size in params.sweep.subsample}
     results = {"single": {}, "batched": {}}
     notes = []
 
@@ -78,7 +79,9 @@ def main() -> None:
             for mode, run in order if turn % 2 == 0 else order[::-1]:
                 begin = time.perf_counter()
                 results[mode].update(run(chunk))
-                seconds[mode] += time.perf_counter() - begin
+                took = time.perf_counter() - begin
+                seconds[mode] += took
+                by_size[size][mode] += took
             turn += 1
     for note in dict.fromkeys(notes):
         print(f"note: {note}")
@@ -87,6 +90,9 @@ def main() -> None:
     mean_single = sum(r["test_score"] for r in results["single"].values()) / len(variants)
     mean_batched = sum(r["test_score"] for r in results["batched"].values()) / len(variants)
     per = args.repeats
+    for size, took in by_size.items():
+        print(f"size {size:>3}/class: one at a time {took['single'] / per:6.2f} s   batched "
+              f"{took['batched'] / per:6.2f} s   speed-up {took['single'] / took['batched']:.2f}x")
     print(f"grid: {len(variants)} variants (seed {args.seed}, sizes {params.sweep.subsample})")
     print(f"one at a time: {seconds['single'] / per:.2f} s   batched: "
           f"{seconds['batched'] / per:.2f} s   per grid")
