@@ -101,7 +101,8 @@ def _leaves(section, prefix: str = "") -> set[str]:
 # binary heads, crops with padding and mirrors, the swapped sweep.
 BRANCHES = {
     "sgd": {"optimizer": "sgd", "milestones": [1]},
-    "pretrain": {"binary_aux": {"heads": 1, "seeds": [0], "subsample": 3}},
+    "pretrain": {"binary_aux": {"heads": 1, "in_model_A": True, "compare": True,
+                                "seeds": [0], "subsample": 3}},
     "data": {"crop": 6, "pad": 1, "flip": True},
     "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc"]},
 }

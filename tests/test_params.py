@@ -120,8 +120,8 @@ def test_bad_values_are_refused_with_key_value_and_what_is_allowed(tiny_raw, cha
 def test_unknown_keys_are_refused_with_the_allowed_ones(tiny_raw):
     with pytest.raises(ParamsError, match=r"unknown key 'frezee'.*freeze"):
         parse_params({**tiny_raw, "frezee": 3})
-    with pytest.raises(ParamsError, match=r"unknown key 'transfer.epochs'.*steps"):
-        parse_params(deep_update(tiny_raw, {"transfer": {"epochs": 3}}))
+    with pytest.raises(ParamsError, match=r"unknown key 'transfer.epoch'.*steps"):
+        parse_params(deep_update(tiny_raw, {"transfer": {"epoch": 3}}))
 
 
 def test_subsample_above_the_smallest_class_is_refused():
