@@ -167,7 +167,7 @@ def test_average_precision_matches_sklearn_and_ignores_difficult_labels():
     scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.3], [0.5, 0.6], [0.3, 0.2], [0.1, 0.7]])
     difficult = np.zeros_like(y, bool)
     difficult[3, 0] = True  # a high-scoring negative, left out
-    aps, m, notes = average_precisions(y, scores, difficult)
+    aps, m, notes = average_precisions(y, scores, difficult, definition="sklearn")
     keep = np.array([True, True, True, False, True, True])
     want0 = average_precision_score(y[keep, 0], scores[keep, 0])
     want1 = average_precision_score(y[:, 1], scores[:, 1])
@@ -176,7 +176,7 @@ def test_average_precision_matches_sklearn_and_ignores_difficult_labels():
     assert want0 != average_precision_score(y[:, 0], scores[:, 0])
     y2 = y.copy()
     y2[3, 0] = 1
-    assert average_precisions(y2, scores, difficult)[1] == m
+    assert average_precisions(y2, scores, difficult, definition="sklearn")[1] == m
 
 
 def multilabel_data(seed, n=40, labels=3, dim=8):

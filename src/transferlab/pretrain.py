@@ -33,14 +33,15 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
         aux = BinaryAux(task.num_classes, aux_heads, model.embed_dim, cfg.binary_aux.weight,
                         seed)
     objective = make_objective(task.multilabel, cfg.gamma, aux)
+    ap = params.heads.ap if task.multilabel else None
     with compute():
         history = fit(model, Batches(t["x_train"], t["y_train"], cfg.batch_size, seed,
                                      t["ignore_train"]),
                       cfg, epochs=cfg.epochs, test=test, live=live, checkpoint=checkpoint,
                       checkpoint_key=checkpoint_key,
                       progress=progress, desc=desc, objective=objective,
-                      transform=train_transform(params))
-        result = evaluate(model, *test)
+                      transform=train_transform(params), ap=ap)
+        result = evaluate(model, *test, ap=ap)
     metrics = {"metric": "map" if task.multilabel else "accuracy",
                "test_score": score_of(result),
                **{f"test_{k}": v for k, v in result.items()},
