@@ -197,9 +197,14 @@ def test_multilabel_heads_score_map_and_skip_difficult_labels():
     flipped = y_test.copy()
     flipped[:4, 0] = 1 - flipped[:4, 0]
     other = fit_heads(x, y, x_test, flipped, difficult=difficult, **kwargs)
+    voc07 = fit_heads(x, y, x_test, y_test, difficult=difficult,
+                      **dict(kwargs, cfg=replace(kwargs["cfg"], ap="voc07")))
     for head in ("svm", "logreg", "random_forest"):
         r = base[head]
         assert r["metric"] == "mAP" and len(r["ap_per_class"]) == 3
+        # The record says which AP it is, and the definition is the one asked for.
+        assert r["ap_definition"] == kwargs["cfg"].ap and voc07[head]["ap_definition"] == "voc07"
+        assert voc07[head]["mAP"] != r["mAP"], head
         assert np.isclose(r["mAP"], np.mean(r["ap_per_class"])) and r["mAP"] > 0.7, head
         assert other[head]["mAP"] == r["mAP"]
     assert len(base["svm"]["C"]) == 3 and len(base["logreg"]["C"]) == 3

@@ -78,6 +78,26 @@ def test_voc_ap_matches_the_devkit_steps_with_ties(definition, seed):
     assert ours != pytest.approx(average_precision(y, scores, "sklearn"))
 
 
+def test_training_scores_multilabel_targets_by_the_ap_definition_asked_for():
+    import torch
+
+    from transferlab.train import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(40, 1, 2, 2)
+    y = (torch.rand(40, 3) < 0.4).float()
+    with torch.no_grad():
+        scores = model(x).numpy()
+    for definition in ("voc07", "voc12", "sklearn"):
+        result = evaluate(model, x, y, ap=definition)
+        want = np.mean([average_precision(y[:, j].numpy(), scores[:, j], definition)
+                        for j in range(3)])
+        assert result["map"] == pytest.approx(want) and result["ap_definition"] == definition
+    with pytest.raises(ValueError, match="heads.ap"):
+        evaluate(model, x, y)
+
+
 def test_mean_std_is_the_sample_sd_with_ddof_1():
     values = [0.91, 0.87, 0.95, 0.88]
     stats = mean_std(values)

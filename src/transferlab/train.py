@@ -205,10 +205,15 @@ def _log(live, record: dict) -> None:
     live.next_step()
 
 
+def cuda_available() -> bool:
+    """Whether GPU random states exist to save (a seam the CPU-only tests replace)."""
+    return torch.cuda.is_available()
+
+
 def rng_states() -> dict:
     """The global random states a resumed run needs: the CPU one and, where CUDA is
     available, every GPU's (dropout and other in-graph draws on the GPU use them)."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    cuda = torch.cuda.get_rng_state_all() if cuda_available() else []
     return {"rng": torch.get_rng_state(), "cuda_rng": cuda}
 
 
@@ -217,7 +222,7 @@ def restore_rng_states(state: dict) -> None:
     checkpoint read with map_location=cuda holds them on the GPU)."""
     torch.set_rng_state(state["rng"].cpu())
     cuda = state.get("cuda_rng") or []
-    if cuda and torch.cuda.is_available():
+    if cuda and cuda_available():
         if len(cuda) != torch.cuda.device_count():
             print(f"checkpoint has the random states of {len(cuda)} GPUs, this machine "
                   f"{torch.cuda.device_count()}; restoring those that exist", file=sys.stderr)
