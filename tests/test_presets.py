@@ -35,8 +35,8 @@ SHRINK = {
                  "features": {"layers": ["lstm1", "lstm12"]},
                  "data": {"target_classes": [0, 1, 2, 3, 4, 5]}},
     "seed-001": {"model": {"densenet_bc": {"depth": 10, "growth": 4}},
-                 "pretrain": {"milestones": [1], "binary_aux": {"heads": 1, "seeds": [0, 1],
-                                                                 "subsample": 3}},
+                 "pretrain": {"milestones": [1], "binary_aux": {
+                     "heads": 1, "compare": True, "seeds": [0, 1], "subsample": 3}},
                  "transfer": {"milestones": [2]},
                  "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0, 1]},
                  "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",

@@ -26,8 +26,8 @@ recipe is in the explicit supported set below. The `transfer` section must
 hold only the fields listed in `TRANSFER_FIELDS`, the optimiser must be one
 of `OPTIMIZERS`, there is no training-time augmentation, the treatment is
 one of `TREATMENTS` with no field beyond `TREATMENT_FIELDS`, the plan's
-param groups carry nothing but `params` and `lr`, the model is a plain
-`TransferableNet` built only from the stateless module types in `MODULES`
+param groups carry nothing but `params`, `lr` and labels (`GROUP_KEYS`),
+the model is a plain `TransferableNet` built only from the stateless module types in `MODULES`
 (no batch norm, no dropout, no feedback iterations), with no buffers, and
 the target is single-label. Anything else, a new option or treatment
 included, trains one at a time through `run_variant`, and the sweep's log
@@ -67,10 +67,19 @@ ACCURACY_TOLERANCE = 0.02
 
 # The recipe the batched trainer reproduces; anything not listed falls back.
 TRANSFER_FIELDS = frozenset({"batch_size", "optimizer", "lr", "momentum", "weight_decay",
-                             "milestones", "lr_decay", "gamma", "steps", "lr_mult"})
+                             "milestones", "lr_decay", "gamma", "steps", "lr_mult",
+                             "layer_lr_mult", "frozen_dropout", "epochs",
+                             "copied_milestones"})
+# ... of which these batch only at their neutral value (None): an epoch budget and a
+# second schedule for copied layers are not reproduced by the batched trainer.
+TRANSFER_ONLY_UNSET = ("epochs", "copied_milestones")
+# Per-layer rates (transfer.layer_lr_mult) arrive as groups with their own lr; "copied"
+# and "layer" only label groups for schedules, which batch when copied_milestones is unset.
+GROUP_KEYS = frozenset({"params", "lr", "copied", "layer"})
 OPTIMIZERS = frozenset({"adam", "sgd"})
 TREATMENTS = frozenset({"base", "AnB", "AnB+", "BnB", "BnB+", "AnB-2fc"})
-TREATMENT_FIELDS = frozenset({"name", "source", "finetune", "new_fc", "only_deepest"})
+TREATMENT_FIELDS = frozenset({"name", "source", "finetune", "new_fc", "only_deepest",
+                              "copies_all"})  # AnB-ft (copies_all) is not in TREATMENTS
 MODULES = frozenset({TransferableNet, nn.ModuleDict, nn.Sequential, nn.Conv2d, nn.Linear,
                      nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity})
 
@@ -83,6 +92,9 @@ def recipe_problem(params: Params, variant: Variant) -> str | None:
     unknown = sorted({f.name for f in dataclasses.fields(cfg)} - TRANSFER_FIELDS)
     if unknown:
         return f"transfer option(s) {', '.join(unknown)} not supported batched"
+    unsupported = [name for name in TRANSFER_ONLY_UNSET if getattr(cfg, name) is not None]
+    if unsupported:
+        return f"transfer option(s) {', '.join(unsupported)} set: not supported batched"
     if cfg.optimizer not in OPTIMIZERS:
         return f"optimizer {cfg.optimizer!r} not supported batched"
     if train_transform(params) is not None:
@@ -105,7 +117,7 @@ def model_problem(model: nn.Module, plan, multilabel: bool) -> str | None:
         return f"modules {', '.join(kinds)} not supported batched"
     if any(True for _ in model.buffers()):
         return "models with buffers not supported batched"
-    if any(set(group) - {"params", "lr"} for group in plan.param_groups):
+    if any(set(group) - GROUP_KEYS for group in plan.param_groups):
         return "param-group options beyond lr not supported batched"
     return None
 

@@ -115,6 +115,8 @@ class VariantSetup:
     test: tuple
     batches: Batches
     objective: torch.nn.Module
+    steps: int  # the budget (transfer.steps, or transfer.epochs of this target)
+    ap: str | None  # AP definition for multi-label targets
 
 
 def setup_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
@@ -125,12 +127,15 @@ def setup_variant(params: Params, target: TaskData, sources: dict[str, Transfera
     if extra_fc:
         model.head = fc_head(model.embed_dim, task.num_classes, extra_fc).to(device)
     cfg = params.transfer
-    plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, cfg.lr_mult)
+    plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, cfg.lr_mult,
+                           layer_lr_mult=cfg.layer_lr_mult, frozen_dropout=cfg.frozen_dropout)
     t = task_tensors(task, device, params.data.crop)
     test = (t["x_test"], t["y_test"], t["ignore_test"])
     batches = Batches(t["x_train"], t["y_train"], cfg.batch_size, variant.seed, t["ignore_train"])
     return VariantSetup(task, model, plan, test, batches,
-                        make_objective(task.multilabel, cfg.gamma))
+                        make_objective(task.multilabel, cfg.gamma),
+                        steps=cfg.budget(len(task.y_train)),
+                        ap=params.heads.ap if task.multilabel else None)
 
 
 def run_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
@@ -140,13 +145,13 @@ def run_variant(params: Params, target: TaskData, sources: dict[str, Transferabl
     s = setup_variant(params, target, sources, variant, device)
     cfg = params.transfer
     # A tiny target makes every step an epoch; log about 30 points of the curve.
-    log_every = max(1, cfg.steps // s.batches.steps_per_epoch // 30)
+    log_every = max(1, s.steps // s.batches.steps_per_epoch // 30)
     history = fit(s.model, s.batches, cfg, param_groups=s.plan.param_groups,
-                  frozen=s.plan.frozen, steps=cfg.steps,
+                  frozen=s.plan.frozen, steps=s.steps,
                   test=s.test if live is not None else None,
                   live=live, progress=progress, desc=variant.key, log_every=log_every,
-                  objective=s.objective, transform=train_transform(params))
-    return variant_result(variant, s, evaluate(s.model, *s.test), history)
+                  objective=s.objective, transform=train_transform(params), ap=s.ap)
+    return variant_result(variant, s, evaluate(s.model, *s.test, ap=s.ap), history)
 
 
 def variant_result(variant: Variant, s: VariantSetup, result: dict, history: list[dict]
@@ -156,7 +161,8 @@ def variant_result(variant: Variant, s: VariantSetup, result: dict, history: lis
         "treatment": variant.treatment, "n": variant.n, "subsample": variant.subsample,
         "seed": variant.seed, "copied_layers": s.plan.copied,
         "train_images": int(len(s.task.y_train)), "test_images": int(len(s.task.y_test)),
-        "metric": "map" if s.task.multilabel else "accuracy", "test_score": score_of(result),
+        "steps": s.steps, "metric": "map" if s.task.multilabel else "accuracy",
+        "test_score": score_of(result),
         **{f"test_{k}": v for k, v in result.items()},
         "final_train_loss": history[-1]["train_loss"],
     }
