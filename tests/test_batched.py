@@ -116,14 +116,19 @@ def test_a_transfer_option_it_does_not_know_falls_back(digits_tasks):
     _, target, _ = digits_tasks
     cfg = PARAMS.transfer
     with_option = dataclasses.make_dataclass(
-        "TransferWithOption", [("copied_milestones", tuple, dataclasses.field(default=()))],
+        "TransferWithOption", [("warmup_steps", int, dataclasses.field(default=5))],
         bases=(type(cfg),), frozen=True, kw_only=True)
     params = dataclasses.replace(PARAMS, transfer=with_option(**dataclasses.asdict(cfg)))
     notes = []
     v = Variant("base", 0, 1, 0)
     got = _trained_batched(params, target, {}, [v], log=notes.append)
-    assert len(notes) == 1 and "copied_milestones" in notes[0]
+    assert len(notes) == 1 and "warmup_steps" in notes[0]
     assert got[v.key] == run_variant(params, target, {}, v, device=CPU)
+    # Known options it does not reproduce batch only at their neutral value.
+    for name, value in (("copied_milestones", (10,)), ("epochs", 3)):
+        changed = dataclasses.replace(PARAMS, transfer=dataclasses.replace(cfg, **{name: value}))
+        assert name in batched.recipe_problem(changed, v)
+    assert batched.recipe_problem(PARAMS, v) is None
     # A treatment it does not list falls back too.
     assert "treatment" in batched.recipe_problem(PARAMS, Variant("AnB-ft", 1, 1, 0))
 
