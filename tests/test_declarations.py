@@ -104,6 +104,7 @@ BRANCHES = {
     "pretrain": {"binary_aux": {"heads": 1, "seeds": [0], "subsample": 3}},
     "data": {"crop": 6, "pad": 1, "flip": True},
     "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc"]},
+    "transferability": {"linear_probe": True},
 }
 
 
