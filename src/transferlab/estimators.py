@@ -91,60 +91,78 @@ def logme_evidence(f: torch.Tensor, t: torch.Tensor, alpha: float, beta: float) 
     w ~ N(0, alpha^-1 I), noise ~ N(0, beta^-1 I) (You et al. 2021, eq. 2), in closed form
     through the singular values of f."""
     f = f.to(torch.float64)
-    t = t.to(torch.float64)
+    t = t.to(torch.float64).reshape(-1, 1)
     n, d = f.shape
     u, s = _spectrum(f)
-    return _evidence(u, s, t, n, d, alpha, beta)
-
-
-def _evidence(u, s, t, n, d, alpha, beta) -> float:
-    sigma = s * s
-    z = u.T @ t
-    outside = float(t @ t - z @ z)  # the part of t outside f's column space
-    # m = A^-1 beta f^T t with A = alpha I + beta f^T f, in f's singular basis
-    m_sq = float(((beta * s * z / (alpha + beta * sigma)) ** 2).sum())
-    residual = float(((alpha * z / (alpha + beta * sigma)) ** 2).sum()) + outside
-    logdet_a = float(torch.log(alpha + beta * sigma).sum()) + (d - len(s)) * math.log(alpha)
-    return (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
-            - beta / 2 * residual - alpha / 2 * m_sq - logdet_a / 2)
+    a = torch.tensor([alpha], dtype=torch.float64, device=f.device)
+    b = torch.tensor([beta], dtype=torch.float64, device=f.device)
+    return float(_evidences(u, s, t, n, d, a, b)[0])
 
 
 _BOUNDS = (1e-8, 1e8)  # alpha and beta stay inside these during the fixed point
 
 
-def logme_fit(f: torch.Tensor, t: torch.Tensor, *, iterations: int = 100, tol: float = 1e-6
-              ) -> tuple[float, float, float]:
-    """(evidence, alpha, beta) at the fixed point of You et al. 2021's Algorithm 1:
-    gamma = sum beta sigma_i / (alpha + beta sigma_i), alpha = gamma / m^T m,
+def _fixed_point(s: torch.Tensor, z: torch.Tensor, outside: torch.Tensor, n: int,
+                 iterations: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha, beta (one per column of z, all columns at once) at You et al. 2021's fixed
+    point: gamma = sum beta sigma_i / (alpha + beta sigma_i), alpha = gamma / m^T m,
     beta = (N - gamma) / ||f m - t||^2, from alpha = beta = 1."""
-    f = f.to(torch.float64)
-    t = t.to(torch.float64)
-    n, d = f.shape
-    u, s = _spectrum(f)
-    sigma = s * s
-    z = u.T @ t
-    outside = float(t @ t - z @ z)
-    alpha, beta = 1.0, 1.0
+    sigma = (s * s)[:, None]
+    alpha = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
+    beta = torch.ones_like(alpha)
     for _ in range(iterations):
-        gamma = float((beta * sigma / (alpha + beta * sigma)).sum())
-        m_sq = float(((beta * s * z / (alpha + beta * sigma)) ** 2).sum())
-        residual = float(((alpha * z / (alpha + beta * sigma)) ** 2).sum()) + outside
-        # Bounded: a class column the features cannot explain sends alpha to infinity
-        # (w = 0), one they fit exactly sends beta there; the evidence is flat out there.
-        new_alpha = min(max(gamma / max(m_sq, 1e-300), _BOUNDS[0]), _BOUNDS[1])
-        new_beta = min(max((n - gamma) / max(residual, 1e-300), _BOUNDS[0]), _BOUNDS[1])
-        done = (abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta)
+        denom = alpha + beta * sigma
+        gamma = (beta * sigma / denom).sum(0)
+        m_sq = ((beta * s[:, None] * z / denom) ** 2).sum(0)
+        residual = ((alpha * z / denom) ** 2).sum(0) + outside
+        # Bounded: a column the features cannot explain sends alpha to infinity (w = 0),
+        # one they fit exactly sends beta there; the evidence is flat out there.
+        new_alpha = (gamma / m_sq.clamp_min(1e-300)).clamp(*_BOUNDS)
+        new_beta = ((n - gamma) / residual.clamp_min(1e-300)).clamp(*_BOUNDS)
+        done = bool(((new_alpha - alpha).abs() <= tol * alpha).all()
+                    and ((new_beta - beta).abs() <= tol * beta).all())
         alpha, beta = new_alpha, new_beta
         if done:
             break
-    return _evidence(u, s, t, n, d, alpha, beta), alpha, beta
+    return alpha, beta
 
 
-def logme(x: torch.Tensor, y: torch.Tensor) -> float:
-    """LogME: the maximised evidence per image, averaged over the one-hot label columns."""
+def _evidences(u, s, t, n, d, alpha, beta) -> torch.Tensor:
+    """`_evidence` for every column of t (N, C), alpha and beta (C,)."""
+    sigma = (s * s)[:, None]
+    z = u.T @ t
+    outside = (t * t).sum(0) - (z * z).sum(0)
+    denom = alpha + beta * sigma
+    m_sq = ((beta * s[:, None] * z / denom) ** 2).sum(0)
+    residual = ((alpha * z / denom) ** 2).sum(0) + outside
+    logdet_a = torch.log(denom).sum(0) + (d - len(s)) * torch.log(alpha)
+    return (n / 2 * torch.log(beta) + d / 2 * torch.log(alpha) - n / 2 * math.log(2 * math.pi)
+            - beta / 2 * residual - alpha / 2 * m_sq - logdet_a / 2)
+
+
+def logme_fit(f: torch.Tensor, t: torch.Tensor, *, iterations: int = 100, tol: float = 1e-6
+              ) -> tuple[float, float, float]:
+    """(evidence, alpha, beta) of one target column t at the evidence fixed point."""
+    f = f.to(torch.float64)
+    t = t.to(torch.float64).reshape(-1, 1)
+    n, d = f.shape
+    u, s = _spectrum(f)
+    z = u.T @ t
+    alpha, beta = _fixed_point(s, z, (t * t).sum(0) - (z * z).sum(0), n, iterations, tol)
+    return float(_evidences(u, s, t, n, d, alpha, beta)[0]), float(alpha[0]), float(beta[0])
+
+
+def logme(x: torch.Tensor, y: torch.Tensor, *, iterations: int = 100, tol: float = 1e-6
+          ) -> float:
+    """LogME: the maximised evidence per image, averaged over the one-hot label columns
+    (one SVD of the features serves every column)."""
     x, y, classes = _prepare(x, y)
-    onehot = _one_hot(y, classes)
-    return float(np.mean([logme_fit(x, onehot[:, c])[0] / len(x) for c in range(classes)]))
+    n, d = x.shape
+    t = _one_hot(y, classes)
+    u, s = _spectrum(x)
+    z = u.T @ t
+    alpha, beta = _fixed_point(s, z, (t * t).sum(0) - (z * z).sum(0), n, iterations, tol)
+    return float(_evidences(u, s, t, n, d, alpha, beta).mean() / n)
 
 
 # ---------------------------------------------------------------------------- H-score

@@ -224,7 +224,7 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
         variants += json.loads((results / "sweep" / f"seed-{seed}.json").read_text())["variants"]
     diag_path = results / "diagnostics.json"
     diagnostics = json.loads(diag_path.read_text()) if diag_path.exists() else None
-    units = units_from_results(variants, transfer, diagnostics, split=params.seed)
+    units = units_from_results(variants, transfer, diagnostics, split="this run")
     cfg = params.transferability
     analysis = analyse(units, resamples=cfg.bootstrap, seed=cfg.bootstrap_seed,
                        tolerance=params.report.tolerance, group="seed")
