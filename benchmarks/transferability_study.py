@@ -8,8 +8,9 @@ table and the held-out rule aggregate over the splits.
 Everything a split produces is kept under --work/split-<s>/ and reused by a later run
 (pretrained model, sweep results, features, estimators), so an interrupted study goes
 on where it stopped. The params are params.yaml's, with data.split: random, seed = the
-split, and the sweep grid given here; the linear probe (15 s a layer) and seed 002's
-probes (minutes a split) are left out. Prints the README table; writes --out as JSON.
+split, and the sweep grid given here; seed 002's probes run as the diagnostics stage
+runs them; the linear probe (15 s a layer here) is left out unless --linear-probe.
+Prints the README table; writes --out as JSON.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def split_params(split: int, sizes: list[int], seeds: list[int]):
+def split_params(split: int, sizes: list[int], seeds: list[int], linear_probe: bool = False):
     from transferlab.params import parse_params, read_params_file
     from transferlab.presets import merge
 
     raw = merge(read_params_file(ROOT / "params.yaml"), {
         "seed": split, "data": {"split": "random"},
         "sweep": {"treatments": ["base", "AnB", "AnB+"], "subsample": sizes, "seeds": seeds},
-        "transferability": {"linear_probe": False}})
+        "transferability": {"linear_probe": linear_probe}})
     return parse_params(raw)
 
 
-def run_split(split: int, sizes: list[int], seeds: list[int], work: Path) -> list[dict]:
+def run_split(split: int, sizes: list[int], seeds: list[int], work: Path,
+              linear_probe: bool) -> list[dict]:
     import torch
 
     from transferlab.data.prepared import TaskData, center_cropped, prepare_tasks, write_prepared
@@ -46,7 +48,7 @@ def run_split(split: int, sizes: list[int], seeds: list[int], work: Path) -> lis
     from transferlab.train import pick_device
     from transferlab.transferability import compute_transferability
 
-    params = split_params(split, sizes, seeds)
+    params = split_params(split, sizes, seeds, linear_probe)
     d = work / f"split-{split}"
     prepared = d / "prepared"
     if not (prepared / "target.npz").exists():
@@ -82,10 +84,17 @@ def run_split(split: int, sizes: list[int], seeds: list[int], work: Path) -> lis
         write_features(crop, fn, params.features, params.seed, features)
     transfer = compute_transferability(params, features_dir=features, prepared=prepared,
                                        model_path=model_path, out=d / "transferability.json")
+    diagnostics_path = d / "diagnostics.json"
+    if not diagnostics_path.exists():  # seed 002's probes of model A (decoder gap, spread)
+        from transferlab.diagnostics_probes import diagnose
+
+        diagnose(params, prepared=prepared, model_path=model_path, out=diagnostics_path,
+                 progress=False)
     from transferlab.transferability_report import units_from_results
 
     torch.set_num_threads(1)
-    return units_from_results([done[v.key] for v in variants], transfer, None, split=split)
+    return units_from_results([done[v.key] for v in variants], transfer,
+                              json.loads(diagnostics_path.read_text()), split=split)
 
 
 def network_taus(units: list[dict]) -> dict:
@@ -116,6 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=ROOT / ".transferlab" / "study")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--linear-probe", action="store_true",
+                        help="also the logreg head's CV accuracy (slow)")
     args = parser.parse_args(argv)
     import torch
 
@@ -132,7 +143,7 @@ def main(argv=None) -> int:
     units = []
     for split in args.splits:
         started = time.perf_counter()
-        units += run_split(split, args.sizes, args.seeds, args.work)
+        units += run_split(split, args.sizes, args.seeds, args.work, args.linear_probe)
         print(f"split {split}: done in {time.perf_counter() - started:.0f} s", flush=True)
     cfg = params.transferability
     analysis = analyse(units, resamples=cfg.bootstrap, seed=cfg.bootstrap_seed,

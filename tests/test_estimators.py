@@ -248,3 +248,24 @@ def test_the_draw_is_the_sweeps_training_images():
     rows = subsample_rows(train, 4, 3)
     rows = rows[train.copy[rows] == 0]
     assert list(train.index[rows]) == list(nested_subsample(labels, 4, 3))
+
+
+def test_the_rule_fits_seed_002s_bar_on_the_decoder_gap():
+    """Where the best n is the last layer before the gap exceeds 0.05, the fitted rule
+    copies up to there, with a bar between the gaps it saw, and holds on unseen splits."""
+    rng = np.random.default_rng(2)
+    units = []
+    for split in range(6):
+        gaps = np.sort([rng.uniform(0, 0.04), *rng.uniform(0, 0.1, size=3)])
+        best = int((gaps <= 0.05).sum())  # layers 1..best pass
+        anb = {n: 0.9 - 0.03 * abs(n - best) for n in (1, 2, 3, 4)}
+        units.append({"id": (split, 5, 0), "base": 0.5, "AnB": anb, "AnB+": {},
+                      "scores": {"decoder gap": {n: -g for n, g in zip((1, 2, 3, 4), gaps,
+                                                                          strict=True)},
+                                 "noise": {n: float(rng.normal()) for n in (1, 2, 3, 4)}}})
+    for u in units:
+        assert max(u["AnB"].values()) > u["base"]
+    rule = ts.fit_rule(units, [0, 1, 2, 3], ["decoder gap", "noise"])
+    choice = rule["per_size"]["5"]
+    assert choice["estimator"] == "decoder gap" and choice["min_score"] is not None
+    assert ts.evaluate_rule(rule, units, [4, 5], 0.0)["regret"] <= 0.03

@@ -145,23 +145,34 @@ def verdict_text(analysis: dict, target: str = "AnB") -> str:
     return text
 
 
+def _picker(choice: dict) -> str:
+    if choice["option"] == ts.NO_TRANSFER:
+        return "–"
+    if choice.get("min_score") is None:
+        return f"top layer of {choice['estimator']}"
+    # the probes' scores are negated gaps / ratios: state the bar in their own units
+    return f"layers up to the first with {choice['estimator']} > {-choice['min_score']:.3g}"
+
+
 def rule_markdown(rule: dict | None) -> str:
     if rule is None:
         return "No units to fit a rule on."
     final = rule["final_rule"]
     lines = ["| target size | choice | layers chosen by | train regret |", "|---|---|---|---|"]
     for k, c in final["per_size"].items():
-        lines.append(f"| {k} | {ts.VERDICTS[c['option']]} | "
-                     f"{c['estimator'] if c['option'] != ts.NO_TRANSFER else '–'} | "
+        lines.append(f"| {k} | {ts.VERDICTS[c['option']]} | {_picker(c)} | "
                      f"{_f(c['train_regret'])} |")
     folds = "; ".join(f"fitted on {f['fitted_on']}, held out {f['held_out']}: regret "
                       f"{_f(f['regret'])}, agreement {_f(f['agreement'], 2)}"
                       for f in rule["folds"])
     return "\n".join([
         "The rule: per target size, transfer the first n layers frozen (AnB), fine-tuned "
-        "(AnB+), or not at all (base), with n the layer an estimator ranks first; the option "
-        "and the estimator are those of least mean regret on the fitting splits. Copied "
-        "layers are frozen or fine-tuned, the layers above n retrained.", "",
+        "(AnB+), or not at all (base), with n the layer an estimator ranks first, or (seed "
+        "002's form, for the decoder gap and the spread ratio) the last layer before the "
+        "first one over a bar; option, estimator and bar are those of least mean regret on "
+        "the fitting splits, so the bar replaces the hand-set diagnostics.max_decoder_gap / "
+        "max_spread_ratio. Copied layers are frozen or fine-tuned, the layers above n "
+        "retrained.", "",
         "\n".join(lines), "",
         f"Held out by {rule['held_out_by']}: mean regret {_f(rule['held_out_regret'])}, "
         f"agreement (choice within report.tolerance of the best option) "
@@ -218,10 +229,10 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
 
 def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dict]:
     """(markdown, details, headline) of one pipeline run's estimators against its sweep."""
-    transfer = json.loads((results / "transferability.json").read_text())
+    transfer = _read(results / "transferability.json")
     variants = []
     for seed in params.sweep.seeds:
-        variants += json.loads((results / "sweep" / f"seed-{seed}.json").read_text())["variants"]
+        variants += _read(results / "sweep" / f"seed-{seed}.json")["variants"]
     diag_path = results / "diagnostics.json"
     diagnostics = json.loads(diag_path.read_text()) if diag_path.exists() else None
     units = units_from_results(variants, transfer, diagnostics, split="this run")
@@ -250,6 +261,12 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
                "rule": rule, "network_mean": analysis["network_mean"],
                "units": analysis["units"], "group": "seed"}
     return md, plain(details), headline
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro` to produce it")
+    return json.loads(path.read_text())
 
 
 def _clean(v):

@@ -29,6 +29,9 @@ FREEZE, FINE_TUNE, NO_TRANSFER = "AnB", "AnB+", "base"
 OPTIONS = (FREEZE, FINE_TUNE, NO_TRANSFER)
 VERDICTS = {FREEZE: "freeze", FINE_TUNE: "fine-tune", NO_TRANSFER: "don't transfer"}
 TARGETS = ("AnB", "best")  # rank layers by AnB at n, or by the better of AnB / AnB+ at n
+# seed 002's probes have a meaning of their own (a reconstruction gap, a spread ratio), so
+# the rule may also use them as seed 002 did, with a bar (fitted here, not hand-set)
+THRESHOLD_ESTIMATORS = ("decoder gap", "spread ratio")
 
 
 # ---------------------------------------------------------------------------- tau
@@ -177,32 +180,56 @@ def apply_rule(rule: dict, unit: dict) -> tuple[str, int]:
         raise KeyError(f"the rule was not fitted at target size {k}")
     if choice["option"] == NO_TRANSFER:
         return NO_TRANSFER, 0
-    n = _pick_layer(unit["scores"].get(choice["estimator"], {}), sorted(unit["AnB"]))
-    if n is None:
+    scores = unit["scores"].get(choice["estimator"], {})
+    if choice.get("min_score") is None:
+        n = _pick_layer(scores, sorted(unit["AnB"]))
+    else:  # seed 002's form: copy the layers up to the first that scores below the bar
+        n = 0
+        for m in sorted(unit["AnB"]):
+            if m not in scores or math.isnan(scores[m]) or scores[m] < choice["min_score"]:
+                break
+            n = m
+    if not n:
         return NO_TRANSFER, 0
     return choice["option"], n
 
 
+def _candidates(at_k: list[dict], estimators: Sequence[str]) -> list[dict]:
+    """Every choice the rule may make at one size: no transfer; or an option with n picked
+    by an estimator's top layer; or, for seed 002's probes, the layers up to the first one
+    whose score falls below a bar (every value seen in the fitting units is tried)."""
+    out = [{"option": NO_TRANSFER, "estimator": None}]
+    measured = [FREEZE] + ([FINE_TUNE] if all(u.get(FINE_TUNE) for u in at_k) else [])
+    for option in measured:
+        for name in estimators:
+            out.append({"option": option, "estimator": name})
+            if name in THRESHOLD_ESTIMATORS:
+                bars = sorted({v for u in at_k for v in u["scores"].get(name, {}).values()
+                               if not math.isnan(v)})
+                out += [{"option": option, "estimator": name, "min_score": bar}
+                        for bar in bars]
+    return out
+
+
 def fit_rule(units: list[dict], train_splits: Sequence, estimators: Sequence[str]) -> dict:
-    """Per target size, the (estimator, option) with the least mean regret over the units
-    of `train_splits`; only those units' accuracies are read."""
+    """Per target size, the choice (`_candidates`) with the least mean regret over the
+    units of `train_splits`; only those units' accuracies are read."""
     train = [u for u in units if u["id"][0] in set(train_splits)]
     per_size = {}
     for k in sorted({u["id"][1] for u in train}):
         at_k = [u for u in train if u["id"][1] == k]
         best = None
-        for option in OPTIONS:
-            for name in (estimators if option != NO_TRANSFER else [None]):
-                rule = {"per_size": {str(k): {"option": option, "estimator": name}}}
-                losses = []
-                for u in at_k:
-                    opt, n = apply_rule(rule, u)
-                    losses.append(best_accuracy(u) - option_accuracy(u, opt, n))
-                candidate = (float(np.mean(losses)), OPTIONS.index(option), str(name))
-                if best is None or candidate < best[0]:
-                    best = (candidate, option, name)
-        per_size[str(k)] = {"option": best[1], "estimator": best[2],
-                            "train_regret": best[0][0]}
+        for choice in _candidates(at_k, estimators):
+            rule = {"per_size": {str(k): choice}}
+            losses = []
+            for u in at_k:
+                opt, n = apply_rule(rule, u)
+                losses.append(best_accuracy(u) - option_accuracy(u, opt, n))
+            key = (float(np.mean(losses)), OPTIONS.index(choice["option"]),
+                   str(choice["estimator"]), choice.get("min_score", -math.inf))
+            if best is None or key < best[0]:
+                best = (key, choice)
+        per_size[str(k)] = {**best[1], "train_regret": best[0][0]}
     return {"per_size": per_size, "fitted_on": sorted(set(train_splits), key=str)}
 
 
