@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         verdict_text(analysis), "", verdict_text(analysis, "best"), "",
         "Whole-network scores, weighted τ over splits against the split's best transfer gain "
         "(best option minus base): " + ", ".join(f"{k} {v:.3f}" for k, v in network.items()),
-        "", rule_markdown(analysis["rule"])])
+        "", rule_markdown(analysis["rule"], analysis["fixed_rule"])])
     print(text)
     out = args.out or args.work / "study.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,11 +83,12 @@ def analyse(units: list[dict], *, resamples: int, seed: int, tolerance: float,
     rows = ts.score_estimators(units, resamples=resamples, seed=seed, group=group)
     present = sorted({name for u in units for name in u["scores"]})
     rule = ts.held_out_rule(units, present, tolerance) if units else None
+    fixed = ts.held_out_rule(units, [], tolerance, fixed=True) if units else None
     network = {}
     for name in sorted({n for u in units for n in u.get("network", {})}):
         values = [u["network"][name] for u in units if u["network"].get(name) is not None]
         network[name] = float(np.mean(values)) if values else None
-    return {"rows": rows, "rule": rule, "network_mean": network,
+    return {"rows": rows, "rule": rule, "fixed_rule": fixed, "network_mean": network,
             "units": len(units), "group": group}
 
 
@@ -154,7 +155,7 @@ def _picker(choice: dict) -> str:
     return f"layers up to the first with {choice['estimator']} > {-choice['min_score']:.3g}"
 
 
-def rule_markdown(rule: dict | None) -> str:
+def rule_markdown(rule: dict | None, fixed: dict | None = None) -> str:
     if rule is None:
         return "No units to fit a rule on."
     final = rule["final_rule"]
@@ -177,7 +178,14 @@ def rule_markdown(rule: dict | None) -> str:
         f"Held out by {rule['held_out_by']}: mean regret {_f(rule['held_out_regret'])}, "
         f"agreement (choice within report.tolerance of the best option) "
         f"{_f(rule['held_out_agreement'], 2)}. Folds: {folds or 'none'}.",
-        f"Final rule fitted on: {final['fitted_on']}."])
+        f"Final rule fitted on: {final['fitted_on']}."]
+        + ([] if fixed is None else [
+            "", f"Baseline without estimators (per size one option and one fixed n, fitted "
+            f"on the same folds): held-out regret {_f(fixed['held_out_regret'])}, agreement "
+            f"{_f(fixed['held_out_agreement'], 2)}; fitted on all: " + ", ".join(
+                f"k={k} {ts.VERDICTS[c['option']]}"
+                + (f" n={c['fixed_n']}" if c.get("fixed_n") else "")
+                for k, c in fixed["final_rule"]["per_size"].items()) + "."]))
 
 
 def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> None:
@@ -252,13 +260,15 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
         "Whole-network scores (NCE, LEEP: they read the source network's predictions, so "
         "they rank networks, not layers; mean over sizes and seeds): "
         + (", ".join(f"{k} {_f(v)}" for k, v in analysis["network_mean"].items()) or "–"),
-        "", "### Recommendation fitted and held out", "", rule_markdown(analysis["rule"]), ""])
+        "", "### Recommendation fitted and held out", "",
+        rule_markdown(analysis["rule"], analysis["fixed_rule"]), ""])
     by = {(r["estimator"], r["target"]): r["tau"] for r in analysis["rows"]}
     rule = analysis["rule"] or {}
     headline = {**{f"tau_{name}": _clean(by.get((name, "AnB"))) for name in HEADLINE},
                 "rule_held_out_regret": _clean(rule.get("held_out_regret"))}
     details = {"rows": [{k: _clean(v) for k, v in r.items()} for r in analysis["rows"]],
-               "rule": rule, "network_mean": analysis["network_mean"],
+               "rule": rule, "fixed_rule": analysis["fixed_rule"],
+               "network_mean": analysis["network_mean"],
                "units": analysis["units"], "group": "seed"}
     return md, plain(details), headline
 

@@ -181,7 +181,9 @@ def apply_rule(rule: dict, unit: dict) -> tuple[str, int]:
     if choice["option"] == NO_TRANSFER:
         return NO_TRANSFER, 0
     scores = unit["scores"].get(choice["estimator"], {})
-    if choice.get("min_score") is None:
+    if choice.get("fixed_n") is not None:  # the no-estimator baseline: one n for all
+        n = choice["fixed_n"] if choice["fixed_n"] in unit["AnB"] else 0
+    elif choice.get("min_score") is None:
         n = _pick_layer(scores, sorted(unit["AnB"]))
     else:  # seed 002's form: copy the layers up to the first that scores below the bar
         n = 0
@@ -194,13 +196,17 @@ def apply_rule(rule: dict, unit: dict) -> tuple[str, int]:
     return choice["option"], n
 
 
-def _candidates(at_k: list[dict], estimators: Sequence[str]) -> list[dict]:
+def _candidates(at_k: list[dict], estimators: Sequence[str], fixed: bool = False
+                ) -> list[dict]:
     """Every choice the rule may make at one size: no transfer; or an option with n picked
     by an estimator's top layer; or, for seed 002's probes, the layers up to the first one
     whose score falls below a bar (every value seen in the fitting units is tried)."""
     out = [{"option": NO_TRANSFER, "estimator": None}]
     measured = [FREEZE] + ([FINE_TUNE] if all(u.get(FINE_TUNE) for u in at_k) else [])
     for option in measured:
+        if fixed:
+            layers = sorted(set.intersection(*[set(u["AnB"]) for u in at_k]))
+            out += [{"option": option, "estimator": None, "fixed_n": m} for m in layers]
         for name in estimators:
             out.append({"option": option, "estimator": name})
             if name in THRESHOLD_ESTIMATORS:
@@ -211,22 +217,26 @@ def _candidates(at_k: list[dict], estimators: Sequence[str]) -> list[dict]:
     return out
 
 
-def fit_rule(units: list[dict], train_splits: Sequence, estimators: Sequence[str]) -> dict:
+def fit_rule(units: list[dict], train_splits: Sequence, estimators: Sequence[str],
+             fixed: bool = False) -> dict:
     """Per target size, the choice (`_candidates`) with the least mean regret over the
-    units of `train_splits`; only those units' accuracies are read."""
+    units of `train_splits`; only those units' accuracies are read. With `fixed`, one
+    n for every unit is a candidate too (with no estimators: the baseline that knows the
+    fitting splits' curves but nothing about the new task)."""
     train = [u for u in units if u["id"][0] in set(train_splits)]
     per_size = {}
     for k in sorted({u["id"][1] for u in train}):
         at_k = [u for u in train if u["id"][1] == k]
         best = None
-        for choice in _candidates(at_k, estimators):
+        for choice in _candidates(at_k, estimators, fixed):
             rule = {"per_size": {str(k): choice}}
             losses = []
             for u in at_k:
                 opt, n = apply_rule(rule, u)
                 losses.append(best_accuracy(u) - option_accuracy(u, opt, n))
             key = (float(np.mean(losses)), OPTIONS.index(choice["option"]),
-                   str(choice["estimator"]), choice.get("min_score", -math.inf))
+                   str(choice["estimator"]), choice.get("min_score", -math.inf),
+                   choice.get("fixed_n", -1))
             if best is None or key < best[0]:
                 best = (key, choice)
         per_size[str(k)] = {**best[1], "train_regret": best[0][0]}
@@ -254,7 +264,8 @@ def layer_verdicts(option: str, n: int, layers: Sequence[int]) -> dict[int, str]
     return {m: (VERDICTS[option] if m <= n else "retrain") for m in layers}
 
 
-def held_out_rule(units: list[dict], estimators: Sequence[str], tolerance: float) -> dict:
+def held_out_rule(units: list[dict], estimators: Sequence[str], tolerance: float,
+                  fixed: bool = False) -> dict:
     """Fit on some splits, evaluate on the others: leave one split out when there are
     several splits; with one split, leave one seed out (same classes: weaker evidence,
     and said so in `held_out_by`)."""
@@ -273,7 +284,7 @@ def held_out_rule(units: list[dict], estimators: Sequence[str], tolerance: float
     for train, test in folds:
         if not train:
             continue
-        rule = fit_rule(data, train, estimators)
+        rule = fit_rule(data, train, estimators, fixed)
         result = evaluate_rule(rule, data, test, tolerance)
         per_fold.append({"fitted_on": train, "held_out": test, **result,
                          "per_size": rule["per_size"]})
@@ -281,7 +292,7 @@ def held_out_rule(units: list[dict], estimators: Sequence[str], tolerance: float
             regrets.append(result["regret"] * result["units"])
             agree.append(result["agreement"] * result["units"])
             count += result["units"]
-    final = fit_rule(data, sorted({u["id"][0] for u in data}, key=str), estimators)
+    final = fit_rule(data, sorted({u["id"][0] for u in data}, key=str), estimators, fixed)
     return {"held_out_by": by, "folds": per_fold,
             "held_out_regret": sum(regrets) / count if count else None,
             "held_out_agreement": sum(agree) / count if count else None,
