@@ -135,6 +135,7 @@ def main(argv=None) -> int:
         analyse,
         plain,
         rule_markdown,
+        size_table_markdown,
         table_markdown,
         verdict_text,
     )
@@ -153,6 +154,7 @@ def main(argv=None) -> int:
         f"{len(args.splits)} random A/B splits of {params.dataset} ({params.arch}), target "
         f"sizes {args.sizes}, seeds {args.seeds}: {analysis['units']} measured curves; "
         "interval: bootstrap over splits.", "", table_markdown(analysis), "",
+        "Per target size (AnB):", "", size_table_markdown(analysis), "",
         verdict_text(analysis), "", verdict_text(analysis, "best"), "",
         "Whole-network scores, weighted τ over splits against the split's best transfer gain "
         "(best option minus base): " + ", ".join(f"{k} {v:.3f}" for k, v in network.items()),

@@ -88,7 +88,11 @@ def analyse(units: list[dict], *, resamples: int, seed: int, tolerance: float,
     for name in sorted({n for u in units for n in u.get("network", {})}):
         values = [u["network"][name] for u in units if u["network"].get(name) is not None]
         network[name] = float(np.mean(values)) if values else None
-    return {"rows": rows, "rule": rule, "fixed_rule": fixed, "network_mean": network,
+    per_size = {k: ts.score_estimators([u for u in units if u["id"][1] == k],
+                                       resamples=resamples, seed=seed, group=group)
+                for k in sorted({u["id"][1] for u in units})}
+    return {"rows": rows, "per_size": per_size, "rule": rule, "fixed_rule": fixed,
+            "network_mean": network,
             "units": len(units), "group": group}
 
 
@@ -118,6 +122,21 @@ def table_markdown(analysis: dict) -> str:
                  f"{_f(b['tau_high'])})", "–" if b is None else _f(b["regret"]),
                  str(r["units"])]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def size_table_markdown(analysis: dict, target: str = "AnB") -> str:
+    """Mean weighted tau per target size (an estimator undefined at a size, such as k-NN
+    with one image per class, shows –, and the overall mean leaves that size out)."""
+    sizes = list(analysis["per_size"])
+    names = [r["estimator"] for r in _order(analysis["rows"], target)]
+    cell = {(k, r["estimator"]): r for k, rows in analysis["per_size"].items() for r in rows
+            if r["target"] == target}
+    lines = ["| estimator | " + " | ".join(f"τ at k={k}" for k in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(
+            _f(cell[(k, name)]["tau"]) if (k, name) in cell else "–" for k in sizes) + " |")
     return "\n".join(lines)
 
 
@@ -228,7 +247,7 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
     if names:
         axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"Estimator score against measured AnB accuracy, {k} images per class "
-                 "(a point per layer and seed)", y=1.02)
+                 "(a point per layer and seed; decoder gap and spread ratio negated)", y=1.02)
     fig.tight_layout()
     with atomic_path(png_path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
@@ -256,7 +275,8 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
                      "bootstrap interval over seeds; regret: best measured accuracy minus "
                      "that at the layer the estimator ranks first. One class split: see "
                      "README for the multi-split study."), "",
-        table_markdown(analysis), "", verdict_text(analysis), "",
+        table_markdown(analysis), "", "Per target size (AnB):", "",
+        size_table_markdown(analysis), "", verdict_text(analysis), "",
         "Whole-network scores (NCE, LEEP: they read the source network's predictions, so "
         "they rank networks, not layers; mean over sizes and seeds): "
         + (", ".join(f"{k} {_f(v)}" for k, v in analysis["network_mean"].items()) or "–"),
@@ -269,7 +289,7 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
     details = {"rows": [{k: _clean(v) for k, v in r.items()} for r in analysis["rows"]],
                "rule": rule, "fixed_rule": analysis["fixed_rule"],
                "network_mean": analysis["network_mean"],
-               "units": analysis["units"], "group": "seed"}
+               "per_size": analysis["per_size"], "units": analysis["units"], "group": "seed"}
     return md, plain(details), headline
 
 
