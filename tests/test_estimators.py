@@ -269,3 +269,10 @@ def test_the_rule_fits_seed_002s_bar_on_the_decoder_gap():
     choice = rule["per_size"]["5"]
     assert choice["estimator"] == "decoder gap" and choice["min_score"] is not None
     assert ts.evaluate_rule(rule, units, [4, 5], 0.0)["regret"] <= 0.03
+
+
+def test_paired_difference_compares_on_the_same_units():
+    diff = ts.paired_difference(synthetic_units(), "good", "bad", target="AnB", resamples=100,
+                                seed=0, group="split")
+    assert diff["difference"] == pytest.approx(2.0)
+    assert diff["low"] == pytest.approx(2.0) and diff["units"] == 16

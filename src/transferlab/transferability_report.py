@@ -91,7 +91,20 @@ def analyse(units: list[dict], *, resamples: int, seed: int, tolerance: float,
     per_size = {k: ts.score_estimators([u for u in units if u["id"][1] == k],
                                        resamples=resamples, seed=seed, group=group)
                 for k in sorted({u["id"][1] for u in units})}
-    return {"rows": rows, "per_size": per_size, "rule": rule, "fixed_rule": fixed,
+    comparisons = []
+    for target in ts.TARGETS:
+        scored = [r for r in rows if r["target"] == target and not math.isnan(r["tau"])
+                  and r["estimator"] not in BASELINES]
+        if not scored:
+            continue
+        best = max(scored, key=lambda r: r["tau"])["estimator"]
+        others = [*BASELINES, *(["knn"] if best != "knn" and any(
+            r["estimator"] == "knn" for r in scored) else [])]
+        comparisons += [ts.paired_difference(units, best, other, target=target,
+                                             resamples=resamples, seed=seed, group=group)
+                        for other in others]
+    return {"rows": rows, "per_size": per_size, "comparisons": comparisons,
+            "rule": rule, "fixed_rule": fixed,
             "network_mean": network,
             "units": len(units), "group": group}
 
@@ -155,6 +168,13 @@ def verdict_text(analysis: dict, target: str = "AnB") -> str:
         text += (f" Best baseline: {top['estimator']}, τ = {top['tau']:.3f}; difference "
                  f"{best['tau'] - top['tau']:+.3f}"
                  + (" (the intervals overlap)." if best["tau_low"] <= top["tau_high"] else "."))
+    paired = [c for c in analysis.get("comparisons", []) if c["target"] == target
+              and c["first"] == best["estimator"]]
+    if paired:
+        text += " Paired on the units where both are defined (interval over the " \
+                f"{analysis['group']}s): " + "; ".join(
+                    f"minus {c['second']} {_f(c['difference'], 3)} ({_f(c['low'])} to "
+                    f"{_f(c['high'])}, {c['units']} units)" for c in paired) + "."
     knn = next((r for r in estimators if r["estimator"] == "knn"), None)
     if knn is not None and best["estimator"] != "knn":
         text += f" k-NN: τ = {knn['tau']:.3f} ({best['tau'] - knn['tau']:+.3f} behind the best)."
@@ -289,7 +309,8 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
     details = {"rows": [{k: _clean(v) for k, v in r.items()} for r in analysis["rows"]],
                "rule": rule, "fixed_rule": analysis["fixed_rule"],
                "network_mean": analysis["network_mean"],
-               "per_size": analysis["per_size"], "units": analysis["units"], "group": "seed"}
+               "per_size": analysis["per_size"], "comparisons": analysis["comparisons"],
+               "units": analysis["units"], "group": "seed"}
     return md, plain(details), headline
 
 

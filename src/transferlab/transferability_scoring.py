@@ -154,6 +154,30 @@ def score_estimators(units: list[dict], *, resamples: int, seed: int, group: str
     return rows
 
 
+def paired_difference(units: list[dict], first: str, second: str, *, target: str,
+                      resamples: int, seed: int, group: str) -> dict:
+    """Mean of tau(first) - tau(second) over the units where both are defined, with the
+    bootstrap interval over `group`: the comparison the two separate intervals blur."""
+    diffs: dict = defaultdict(list)
+    for unit in units:
+        split, _k, s = unit["id"]
+        scores = {**unit["scores"], **baseline_scores(unit, seed)}
+        if first not in scores or second not in scores:
+            continue
+        measured = measured_by_layer(unit, target)
+        layers = sorted(measured)
+        if not all(n in scores[first] and n in scores[second] for n in layers):
+            continue
+        y = [measured[n] for n in layers]
+        a = weighted_tau([scores[first][n] for n in layers], y)
+        b = weighted_tau([scores[second][n] for n in layers], y)
+        if not (math.isnan(a) or math.isnan(b)):
+            diffs[{"seed": s, "split": split}[group]].append(a - b)
+    mean, low, high = bootstrap_interval(diffs, resamples=resamples, seed=seed)
+    return {"first": first, "second": second, "target": target, "difference": mean,
+            "low": low, "high": high, "units": sum(len(v) for v in diffs.values())}
+
+
 # ---------------------------------------------------------------------------- the rule
 
 
