@@ -112,6 +112,11 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
         write_json_atomic(out, result)
         return result
     layers = sorted(params.features.layers, key=names.index)
+    if load_splits(features_dir, layers[0])[0].multilabel:
+        result["note"] = ("multi-label target: the estimators are defined for one label per "
+                          "image; nothing to rank")
+        write_json_atomic(out, result)
+        return result
     result["layers"] = layers
     result["positions"] = {layer: names.index(layer) + 1 for layer in layers}
     device = pick_device()
