@@ -73,11 +73,14 @@ def _batched(fn, x: torch.Tensor, batch_size: int = 512) -> list:
 @torch.no_grad()
 def source_layer_accuracy(model, source: TaskData, layers: list[str], per_class: int, seed: int,
                           device) -> dict[str, float]:
-    """Nearest-class-mean accuracy of each layer on the source task: class means from
-    `per_class` source training images per class, tested on the source test part."""
+    """Nearest-class-mean accuracy of each layer on the source task: class means from at
+    most `per_class` source training images per class (0 = all), tested on the source
+    test part."""
     from transferlab.train import to_tensor
 
-    train = source.subsampled(per_class, seed)
+    smallest = int(np.bincount(source.y_train).min())
+    # at most `per_class`: a small source class gives what it has
+    train = source.subsampled(min(per_class, smallest) if per_class else 0, seed)
     xs = {}
     for part, images in (("train", train.x_train), ("test", source.x_test)):
         x = to_tensor(images, source.pixel_max, device, source.mean, source.std)
@@ -147,8 +150,11 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
             target = center_cropped(TaskData.load(Path(prepared) / "target.npz"),
                                     params.data.crop)
             model = load_source_network(model_path, params, source, device)
-            result["source_accuracy"] = source_layer_accuracy(
-                model, source, layers, cfg.source_images_per_class, params.seed, device)
+            if source.multilabel:
+                result["source_note"] = "multi-label source: no nearest-class-mean accuracy"
+            else:
+                result["source_accuracy"] = source_layer_accuracy(
+                    model, source, layers, cfg.source_images_per_class, params.seed, device)
             network: dict = {"nce": {}, "leep": {}}
             if target.multilabel:
                 result["network_note"] = "NCE and LEEP need single-label targets: skipped"
