@@ -68,7 +68,8 @@ def _write_results(root, seeds, diagnostics, layers=(1, 3), sizes=(1, 3)):
                      for t in ("AnB", "AnB+", "BnB", "BnB+") for n in layers for k in sizes]
         (root / "sweep" / f"seed-{seed}.json").write_text(json.dumps({"variants": variants}))
     names = ("conv1", "conv2", "conv3", "conv4", "fc5")
-    positions = {name: i + 1 for i, name in enumerate(names) if i + 1 in layers}
+    # every feature layer is scored; only those the sweep measured (layers) are ranked
+    positions = {name: i + 1 for i, name in enumerate(names)}
     # knn follows the sweep (deeper is better here), logme the other way round
     scores = {"knn": {str(k): {str(s): {la: n / 10 for la, n in positions.items()}
                                for s in seeds} for k in sizes},

@@ -43,9 +43,10 @@ def units_from_results(variants: list[dict], transfer: dict, diagnostics: dict |
             def at(t, n, k=k, seed=seed):
                 values = acc.get((k, seed, t, n))
                 return None if not values else float(np.mean(values))
-            ns = sorted(positions.values())
+            # the layers both scored (features.layers) and measured (sweep.layers)
+            ns = sorted(n for n in positions.values() if at("AnB", n) is not None)
             anb = {n: at("AnB", n) for n in ns}
-            if at("base", 0) is None or any(a is None for a in anb.values()):
+            if at("base", 0) is None or len(ns) < 2:
                 continue
             plus = {n: at("AnB+", n) for n in ns}
             unit = {"id": (split, k, seed), "base": at("base", 0), "AnB": anb,
@@ -54,19 +55,21 @@ def units_from_results(variants: list[dict], transfer: dict, diagnostics: dict |
                 unit["AnB+"] = {}
             for name, by_k in transfer["layer_scores"].items():
                 per_layer = by_k[str(k)][str(seed)]
-                unit["scores"][name] = {positions[la]: _num(v) for la, v in per_layer.items()}
+                unit["scores"][name] = {positions[la]: _num(v) for la, v in per_layer.items()
+                                        if positions[la] in anb}
             if "source_accuracy" in transfer:
-                unit["scores"]["source accuracy"] = {positions[la]: v for la, v in
-                                                     transfer["source_accuracy"].items()}
+                unit["scores"]["source accuracy"] = {
+                    positions[la]: v for la, v in transfer["source_accuracy"].items()
+                    if positions[la] in anb}
             if diagnostics is not None:
                 summary = diagnostics["summary"]
                 # lower gap / spread = keeps more of the new classes: negate to rank
                 unit["scores"]["decoder gap"] = {
                     positions[la]: -summary[la]["decoder_gap"] for la in positions
-                    if la in summary}
+                    if la in summary and positions[la] in anb}
                 unit["scores"]["spread ratio"] = {
                     positions[la]: -summary[la]["spread_unknown"] for la in positions
-                    if la in summary}
+                    if la in summary and positions[la] in anb}
             unit["network"] = {name: by_k.get(str(k), {}).get(str(seed)) for name, by_k in
                                transfer.get("network_scores", {}).items()}
             units.append(unit)
