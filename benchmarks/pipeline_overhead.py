@@ -106,7 +106,7 @@ def main() -> None:
         print(f"share outside training, feature extraction and heads: "
               f"{overhead / total:.1%} (target < 25%)")
         print(f"default dvc repro wall time: {total:.1f} s (target <= 300 s)")
-        for stage in ("diagnostics", "binary_aux"):
+        for stage in ("diagnostics", "transferability", "binary_aux"):
             if stage in walls:
                 print(f"{stage} stage: {walls[stage]:.1f} s wall, "
                       f"{walls[stage] / total:.1%} of the total")

@@ -26,7 +26,7 @@ if __name__ == "__main__":
     from transferlab.report import CURVES
 
     outputs = [SUMMARY, DETAILS, SUMMARY.with_suffix(".md"), PLOTS / "diagnostics_tsne.png",
-               PLOTS / "lowshot.png"] + [
+               PLOTS / "lowshot.png", PLOTS / "estimators.csv", PLOTS / "estimators.png"] + [
         PLOTS / f"{name}.{ext}"
         for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics")
         for ext in ("csv", "png")] + [PLOTS / "curves" / f"{name}.tsv" for name in CURVES]

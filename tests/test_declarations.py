@@ -108,6 +108,7 @@ BRANCHES = {
                                 "seeds": [0], "subsample": 3}},
     "data": {"crop": 6, "pad": 1, "flip": True},
     "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc"]},
+    "transferability": {"linear_probe": True},
 }
 
 

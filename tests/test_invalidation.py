@@ -22,7 +22,7 @@ from .conftest import TINY, deep_update, write_params
 pytestmark = pytest.mark.e2e
 
 ALL_STAGES = {"validate", "prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
-              "binary_aux", "features", "heads", "diagnostics", "report"}
+              "binary_aux", "features", "heads", "diagnostics", "transferability", "report"}
 PARAMS = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB"]},
                             "pretrain": {"epochs": 1}, "transfer": {"steps": 3}})
 
@@ -83,10 +83,13 @@ def set_params(repo: Path, changes: dict) -> None:
                                 "binary_aux"}),
     ({"model": {"alexnet": {"fc": 2048}}}, set()),
     ({"transfer": {"lr_mult": 0.5}}, {"transfer", "sweep@0", "binary_aux"}),
-    ({"heads": {"cv_folds": 2}}, {"heads"}),
+    # the transferability stage's linear probe is the heads' own CV (when switched on)
+    ({"heads": {"cv_folds": 2}}, {"heads", "transferability"}),
+    ({"transferability": {"knn_neighbours": 2}}, {"transferability"}),
+    ({"transferability": {"bootstrap": 50}}, {"report"}),
     ({"report": {"tolerance": 0.02}}, {"report"}),
     ({"data": {"crop": 6}}, {"pretrain@A", "pretrain@B", "transfer", "sweep@0", "binary_aux",
-                             "features", "diagnostics"}),
+                             "features", "diagnostics", "transferability"}),
 ])
 def test_a_param_reruns_exactly_the_stages_that_read_it(clean, changes, expected):
     set_params(clean, changes)
@@ -106,10 +109,10 @@ def test_the_pad_with_a_crop_retrains_the_sweep_variants(clean):
 def test_an_edited_code_file_reruns_the_stages_that_import_it(clean):
     with open(clean / "src/transferlab/heads_fitting.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert changed_stages(clean) == {"heads"}
+    assert changed_stages(clean) == {"heads", "transferability"}  # it shares the subsample
     with open(clean / "src/transferlab/diagnostics_rule.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert changed_stages(clean) == {"heads", "diagnostics", "report"}
+    assert changed_stages(clean) == {"heads", "transferability", "diagnostics", "report"}
 
 
 def test_a_new_source_model_reruns_what_reads_it(clean):

@@ -47,7 +47,8 @@ def repo(tmp_path_factory):
     git(path, "commit", "-qm", "tiny params")
     first = dvc(path, "repro")
     assert ran(first) == {"validate", "prepare", "pretrain@A", "pretrain@B", "transfer",
-                          "sweep@0", "binary_aux", "features", "heads", "diagnostics", "report"}
+                          "sweep@0", "binary_aux", "features", "heads", "diagnostics",
+                          "transferability", "report"}
     git(path, "add", "-A")
     git(path, "commit", "-qm", "baseline")
     return path
@@ -56,7 +57,8 @@ def repo(tmp_path_factory):
 def test_repro_produces_the_summary_and_plots(repo):
     summary = json.loads((repo / "metrics/details.json").read_text())
     assert set(summary) == {"metric", "pretrain", "transfer", "sweep", "heads", "lowshot",
-                            "diagnostics", "diagnostics_vs_sweep"}
+                            "diagnostics", "diagnostics_vs_sweep", "transferability"}
+    assert summary["transferability"]["rows"] and summary["transferability"]["rule"]
     assert 0 <= summary["transfer"]["test_accuracy"] <= 1
     assert summary["transfer"]["freeze"] == 3
     assert set(summary["sweep"]) == {"k1", "k3"}
@@ -96,7 +98,8 @@ def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
 
 def test_adding_a_seed_to_the_grid_runs_only_the_new_variant(repo):
     proc = dvc(repo, "exp", "run", "-S", "sweep.seeds=[0,1]")
-    assert ran(proc) == {"validate", "sweep@1", "report"}
+    # the estimators score the new seed's draws too (seconds, no training)
+    assert ran(proc) == {"validate", "sweep@1", "transferability", "report"}
     summary = json.loads((repo / "metrics/details.json").read_text())
     assert summary["sweep"]["k3"]["base"]["seeds"] == 2
 

@@ -67,6 +67,19 @@ def _write_results(root, seeds, diagnostics, layers=(1, 3), sizes=(1, 3)):
                       "test_accuracy": 0.6 + n / 100}
                      for t in ("AnB", "AnB+", "BnB", "BnB+") for n in layers for k in sizes]
         (root / "sweep" / f"seed-{seed}.json").write_text(json.dumps({"variants": variants}))
+    names = ("conv1", "conv2", "conv3", "conv4", "fc5")
+    # every feature layer is scored; only those the sweep measured (layers) are ranked
+    positions = {name: i + 1 for i, name in enumerate(names)}
+    # knn follows the sweep (deeper is better here), logme the other way round
+    scores = {"knn": {str(k): {str(s): {la: n / 10 for la, n in positions.items()}
+                               for s in seeds} for k in sizes},
+              "logme": {str(k): {str(s): {la: -n / 10 for la, n in positions.items()}
+                                 for s in seeds} for k in sizes}}
+    (root / "transferability.json").write_text(json.dumps({
+        "sizes": list(sizes), "seeds": list(seeds), "layers": list(positions),
+        "positions": positions, "layer_scores": scores,
+        "source_accuracy": {la: 0.9 for la in positions},
+        "network_scores": {"nce": {str(k): {str(s): -0.5 for s in seeds} for k in sizes}}}))
 
 
 def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagnostics):
@@ -88,8 +101,14 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagn
     assert "## Layer diagnostics" in md and "agree at" in md
     assert "| fc5 | svm | 0.400 ± 0.100 | 0.600 ± 0.000 |" in md
     assert summary["lowshot"]["layers"]["fc5"]["svm"]["2"] == {"mean": 0.6, "std": 0.0}
+    assert "## Which layers to transfer" in md
+    rows = {(r["estimator"], r["target"]): r for r in summary["transferability"]["rows"]}
+    assert rows[("knn", "AnB")]["tau"] == pytest.approx(1.0)
+    assert rows[("logme", "AnB")]["tau"] == pytest.approx(-1.0)
+    head = json.loads((tmp_path / "m/s.json").read_text())["transferability"]
+    assert head["tau_knn"] == pytest.approx(1.0) and head["tau_hscore"] is None
     for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics",
-                 "diagnostics_tsne", "lowshot"):
+                 "diagnostics_tsne", "lowshot", "estimators"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
 
 

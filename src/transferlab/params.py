@@ -237,6 +237,20 @@ class DiagnosticsParams(Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TransferabilityParams(Section):
+    """Estimators of each layer's transferability (README "Which layers to transfer")."""
+
+    knn_neighbours: int = spec(Int(lo=1))
+    transrate_eps2: float = spec(POSITIVE)  # TransRate's distortion eps^2
+    gbc_dims: int = spec(Int(lo=1))  # GBC's PCA components
+    linear_probe: bool = spec(Bool())  # also the logreg head's CV accuracy (seconds per layer)
+    source_images_per_class: int = spec(Int(lo=0, why="0 = all"))
+    cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))
+    bootstrap: int = spec(Int(lo=1))  # resamples of the interval over seeds / splits
+    bootstrap_seed: int = spec(SEED)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ReportParams(Section):
     layer: int = spec(Int(lo=1))  # n of the size curve
     subsample: int = spec(Int(lo=0))  # target size of the transferability curve
@@ -260,6 +274,7 @@ class Params(Section):
     features: FeatureParams
     heads: HeadParams
     diagnostics: DiagnosticsParams
+    transferability: TransferabilityParams
     report: ReportParams
 
     @property

@@ -204,6 +204,17 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
         comparison_markdown(rows), ""])
 
 
+def estimators_report(params: Params, results: Path, summary: dict, plots: Path
+                      ) -> tuple[str, dict]:
+    """Issue 13: transferability estimators scored against the sweep and the fitted rule
+    (`transferlab.transferability_report`); details into `summary`, the headline back."""
+    from transferlab.transferability_report import pipeline_section
+
+    markdown, details, head = pipeline_section(params, results, plots)
+    summary["transferability"] = details
+    return markdown, head
+
+
 def _tolerance(params: Params) -> float:
     """The sweep verdict's tolerance: `report.tolerance` (formerly `diagnostics.tolerance`)."""
     return params.report.tolerance
@@ -595,9 +606,11 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     draw_iterations(summary, plots_dir)
     draw_lowshot(summary, plots_dir)
     diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
-    text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md
+    estimators_md, estimators_headline = estimators_report(params, results, summary, plots_dir)
+    text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n" + estimators_md
     write_json(details_out or summary_out.with_name("details.json"), summary)
-    write_json(summary_out, headline(params, summary, sweep))
+    write_json(summary_out, {**headline(params, summary, sweep),
+                             "transferability": estimators_headline})
     write_text_atomic(summary_out.with_suffix(".md"), text)
     print(text)
     return summary
