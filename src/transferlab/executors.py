@@ -114,6 +114,7 @@ def connect():
         address = os.environ.get("RAY_ADDRESS") or "auto"
         package = Path(__file__).resolve().parent
         try:
+            _check_reachable(address)  # ray.init itself waits minutes on a dead address
             ray.init(address=address, logging_level="warning", log_to_driver=False,
                      runtime_env={"py_modules": [str(package)],
                                   "excludes": ["__pycache__", "*.pyc"]})
@@ -126,6 +127,18 @@ def connect():
         raise ExecutorError(f"TRANSFERLAB_RAY_GPUS={settings.gpus} but the Ray cluster at "
                             f"{os.environ.get('RAY_ADDRESS') or 'auto'} has no GPU")
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Open a TCP connection to a `host:port` or `ray://host:port` address."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray resolves them itself
+    with socket.create_connection((host, int(port)), timeout=timeout):
+        pass
 
 
 def _cpu_copies(sources: dict) -> dict:
@@ -147,9 +160,9 @@ def _train_task(params, target, sources, batch, device_type: str, on_result) -> 
     results = {}
 
     def keep(variant, result):
-        results[variant.key] = result
         if on_result is not None:
             on_result(variant, result)
+        results[variant.key] = result  # stored, so not the one that failed
 
     try:
         train_variants(params, target, sources, batch, device=device, progress=False,
