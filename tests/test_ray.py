@@ -30,7 +30,7 @@ from .conftest import ROOT, TINY, deep_update
 SRC = str(ROOT / "src")
 # A small grid whose variants take long enough to be killed in the middle of one.
 SLOW = deep_update(TINY, {"transfer": {"steps": 300},
-                          "sweep": {"layers": [1], "subsample": [3]}})
+                          "sweep": {"layers": [3], "subsample": [3]}})
 
 
 def _free_port() -> int:
@@ -83,7 +83,7 @@ def ray_address():
             ray.shutdown()
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its processes
         try:
-            head.wait(30)
+            head.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
@@ -198,7 +198,7 @@ def test_a_variant_that_keeps_failing_names_itself_and_the_others_are_kept(
     from transferlab.data.prepared import TaskData
 
     prepared, paths = trained_sources
-    params = parse_params(deep_update(TINY, {"sweep": {"layers": [1], "subsample": [1]}}))
+    params = parse_params(deep_update(TINY, {"sweep": {"layers": [3], "subsample": [1]}}))
     target = TaskData.load(prepared / "target.npz")
     sources = runs.load_sources(params, target, paths, torch.device("cpu"))
     use_ray(monkeypatch, ray_address)
