@@ -245,7 +245,7 @@ from transferlab.keys import stage_params
 from transferlab.params import parse_params
 from transferlab.store import open_store
 from tests.conftest import TINY, deep_update
-params = parse_params(deep_update(TINY, {{"sweep": {{"layers": [1], "subsample": [1]}}}}))
+params = parse_params(deep_update(TINY, {{"sweep": {{"layers": [3], "subsample": [1]}}}}))
 runs.run_sweep(params, 0, prepared=Path({str(prepared)!r}),
                model_paths={{"A": Path({str(paths["A"])!r}), "B": Path({str(paths["B"])!r})}},
                out=Path({str(tmp_path / "s.json")!r}), store=open_store(), progress=False,
