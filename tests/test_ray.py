@@ -198,7 +198,7 @@ def test_a_variant_that_keeps_failing_names_itself_and_the_others_are_kept(
     from transferlab.data.prepared import TaskData
 
     prepared, paths = trained_sources
-    params = parse_params(deep_update(TINY, {"sweep": {"layers": [3], "subsample": [1]}}))
+    params = parse_params(deep_update(TINY, {"sweep": {"layers": [3], "subsample": [3]}}))
     target = TaskData.load(prepared / "target.npz")
     sources = runs.load_sources(params, target, paths, torch.device("cpu"))
     use_ray(monkeypatch, ray_address)
@@ -245,7 +245,7 @@ from transferlab.keys import stage_params
 from transferlab.params import parse_params
 from transferlab.store import open_store
 from tests.conftest import TINY, deep_update
-params = parse_params(deep_update(TINY, {{"sweep": {{"layers": [3], "subsample": [1]}}}}))
+params = parse_params(deep_update(TINY, {{"sweep": {{"layers": [3], "subsample": [3]}}}}))
 runs.run_sweep(params, 0, prepared=Path({str(prepared)!r}),
                model_paths={{"A": Path({str(paths["A"])!r}), "B": Path({str(paths["B"])!r})}},
                out=Path({str(tmp_path / "s.json")!r}), store=open_store(), progress=False,
