@@ -59,7 +59,8 @@ def ray_address():
     temp = tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")  # short: Unix socket paths
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
+        p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
+        "RAY_worker_niceness": "0"}  # Ray's default +15 starves workers on a busy machine
     log = open(Path(temp) / "ray-start.log", "w")
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--port", str(port),
