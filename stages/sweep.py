@@ -17,12 +17,16 @@ OUT = Path(f"results/sweep/seed-{ARGS.seed}.json")
 
 
 def main(params) -> None:
+    from transferlab.executors import connect
     from transferlab.runs import run_sweep
+    from transferlab.store import open_store
 
+    # Where it runs (store, executor) is checked before any work; it never changes results.
+    store = open_store()
+    connect()
     run_sweep(params, ARGS.seed, prepared=Path("data/prepared"),
               model_paths={"A": Path("models/A.pt"), "B": Path("models/B.pt")},
-              out=OUT, key_params=stage_params(f"sweep@{ARGS.seed}", params),
-              cache_dir=Path(".transferlab/variants"))
+              out=OUT, key_params=stage_params(f"sweep@{ARGS.seed}", params), store=store)
 
 
 if __name__ == "__main__":

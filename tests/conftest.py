@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ from transferlab.params import parse_params, read_params_file
 from transferlab.presets import merge as deep_update
 
 os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
+# Tests never write the user's store of trained results, and run here unless a test
+# chooses otherwise (the stage scripts they start inherit this environment).
+os.environ["TRANSFERLAB_STORE"] = tempfile.mkdtemp(prefix="transferlab-test-store-")
+for _where in ("TRANSFERLAB_EXECUTOR", "TRANSFERLAB_TORCHRUN", "RAY_ADDRESS"):
+    os.environ.pop(_where, None)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The shipped params.yaml: the one place defaults live; tests change what they need.

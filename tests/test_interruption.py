@@ -1,7 +1,9 @@
 """A pretraining killed mid-run: what the next run resumes, discards, and logs.
 
 The stage scripts run as real processes, killed with SIGKILL once their first
-checkpoint exists, as a crash or the OOM killer would.
+checkpoint exists, as a crash or the OOM killer would. Checkpoints live in the
+store (TRANSFERLAB_STORE, one per test here) under their key, so a run of other
+params, data or code never even sees another run's checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pathlib import Path
 
 from .conftest import ROOT, deep_update, write_params
 
-CHECKPOINT = Path(".transferlab/checkpoints/pretrain-A.pt")
 LONG = {"pretrain": {"epochs": 60}}
 
 
@@ -28,22 +29,34 @@ def project(tmp: Path, raw: dict) -> Path:
     return tmp
 
 
+def _env(cwd: Path) -> dict:
+    return {**os.environ, "TRANSFERLAB_STORE": str(cwd / "store")}
+
+
+def checkpoints(cwd: Path) -> list[Path]:
+    return sorted((cwd / "store" / "checkpoints").glob("*.pt"))
+
+
 def stage(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          env=_env(cwd))
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def killed_after_first_checkpoint(cwd: Path) -> None:
+def killed_after_first_checkpoint(cwd: Path) -> Path:
     proc = subprocess.Popen([sys.executable, "stages/pretrain.py", "--source", "A"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env(cwd))
     deadline = time.time() + 120
-    while not (cwd / CHECKPOINT).exists():
+    while not checkpoints(cwd):
         assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (cwd / CHECKPOINT).exists() and not (cwd / "models" / "A.pt").exists()
+    (checkpoint,) = checkpoints(cwd)
+    assert not (cwd / "models" / "A.pt").exists()
+    return checkpoint
 
 
 def pretrained_bytes(tmp: Path, raw: dict) -> bytes:
@@ -61,38 +74,40 @@ def test_resume_after_a_kill_gives_the_uninterrupted_model_and_the_whole_curve(
     killed_after_first_checkpoint(cwd)
     proc = stage(cwd, "stages/pretrain.py", "--source", "A")
     assert "resuming from" in proc.stderr
+    assert not checkpoints(cwd), "a finished run removes its checkpoint"
     assert (cwd / "models" / "A.pt").read_bytes() == pretrained_bytes(tmp_path / "clean", raw)
     curve = (cwd / "dvclive/pretrain-A/plots/metrics/train_loss.tsv").read_text().splitlines()
     assert len(curve) == 1 + 60, "the resumed curve must hold every epoch"
     assert [line.split("\t")[0] for line in curve[1:]] == [str(i) for i in range(60)]
 
 
-def test_a_checkpoint_of_other_data_is_discarded_not_resumed(tmp_path, tiny_raw):
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path, tiny_raw):
     # The red-team's C1: killed, then data.normalise changed; the class lists (C2) and
     # the code (C3) reach the key the same way (transferlab.keys).
     raw = deep_update(tiny_raw, LONG)
     cwd = project(tmp_path / "run", raw)
     stage(cwd, "stages/prepare.py")
-    killed_after_first_checkpoint(cwd)
+    other = killed_after_first_checkpoint(cwd)
     changed = deep_update(raw, {"data": {"normalise": "source"}})
     write_params(cwd / "params.yaml", changed)
     stage(cwd, "stages/prepare.py")
     proc = stage(cwd, "stages/pretrain.py", "--source", "A")
-    assert "discarding checkpoint" in proc.stderr and "resuming" not in proc.stderr
+    assert "resuming" not in proc.stderr
     assert (cwd / "models" / "A.pt").read_bytes() == \
         pretrained_bytes(tmp_path / "clean", changed)
+    # The other run's checkpoint is another key's: a queued experiment may resume it.
+    assert checkpoints(cwd) == [other]
 
 
-def test_a_checkpoint_of_another_width_is_discarded_not_a_permanent_failure(tmp_path,
-                                                                             tiny_raw):
+def test_a_checkpoint_of_another_width_is_not_a_permanent_failure(tmp_path, tiny_raw):
     raw = deep_update(tiny_raw, LONG)
     cwd = project(tmp_path / "run", raw)
     stage(cwd, "stages/prepare.py")
-    killed_after_first_checkpoint(cwd)
+    other = killed_after_first_checkpoint(cwd)
     write_params(cwd / "params.yaml", deep_update(raw, {"model": {"convnet": {"width": 6}}}))
     proc = stage(cwd, "stages/pretrain.py", "--source", "A")  # C4: no size-mismatch error
-    assert "discarding checkpoint" in proc.stderr
-    assert not (cwd / CHECKPOINT).exists()
+    assert "resuming" not in proc.stderr and (cwd / "models" / "A.pt").exists()
+    assert checkpoints(cwd) == [other]
 
 
 class _Planted:
@@ -104,11 +119,12 @@ class _Planted:
 
 
 def test_a_planted_checkpoint_runs_no_code(tmp_path, tiny_raw):
-    cwd = project(tmp_path, tiny_raw)
+    raw = deep_update(tiny_raw, LONG)
+    cwd = project(tmp_path, raw)
     stage(cwd, "stages/prepare.py")
     marker = tmp_path / "marker"
-    (cwd / CHECKPOINT).parent.mkdir(parents=True)
-    with open(cwd / CHECKPOINT, "wb") as fh:
+    checkpoint = killed_after_first_checkpoint(cwd)  # planted where the next run looks
+    with open(checkpoint, "wb") as fh:
         pickle.dump({"key": "x", "x": _Planted(str(marker))}, fh)
     proc = stage(cwd, "stages/pretrain.py", "--source", "A")
     assert not marker.exists(), "unpickling the checkpoint ran code"

@@ -96,7 +96,9 @@ def test_a_param_reruns_exactly_the_stages_that_read_it(clean, changes, expected
     assert changed_stages(clean) == expected
 
 
-def test_the_pad_with_a_crop_retrains_the_sweep_variants(clean):
+def test_the_pad_with_a_crop_retrains_the_sweep_variants(clean, tmp_path, monkeypatch):
+    # A store of its own: the session's store may hold variants other tests trained.
+    monkeypatch.setenv("TRANSFERLAB_STORE", str(tmp_path / "store"))
     set_params(clean, {"data": {"crop": 6}})
     dvc(clean, "repro", "sweep@0")
     set_params(clean, {"data": {"crop": 6, "pad": 2}})

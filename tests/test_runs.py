@@ -7,6 +7,7 @@ from transferlab.experiment import Variant, run_variant
 from transferlab.keys import stage_params
 from transferlab.params import parse_params
 from transferlab.pretrain import pretrain
+from transferlab.store import Store
 
 from .conftest import ROOT, TINY, deep_update
 
@@ -92,14 +93,14 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
         return real(params, target, srcs, variants, **{**kw, "log": notes.append})
 
     monkeypatch.setattr(runs, "train_variants_batched", counting)
-    cache = tmp_path / "variants"
+    cache = Store(str(tmp_path / "store"))
     first = runs.run_sweep(tiny_params, 0, prepared=prepared, model_paths=sources,
-                           out=tmp_path / "s.json", cache_dir=cache, progress=False,
+                           out=tmp_path / "s.json", store=cache, progress=False,
                    key_params=KEYS)
     n_first = len(trained)
     grown = parse_params(deep_update(TINY, {"sweep": {"layers": [1, 2, 3]}}))
     second = runs.run_sweep(grown, 0, prepared=prepared, model_paths=sources,
-                            out=tmp_path / "s2.json", cache_dir=cache, progress=False,
+                            out=tmp_path / "s2.json", store=cache, progress=False,
                    key_params=KEYS)
     new = trained[n_first:]
     assert sorted(new) == sorted(f"{t}/n2/k{k}/s0" for t in ("AnB", "AnB+", "BnB", "BnB+")
@@ -115,7 +116,7 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     changed = parse_params(deep_update(TINY, {"transfer": {"steps": 6}}))
     trained.clear()
     runs.run_sweep(changed, 0, prepared=prepared, model_paths=sources,
-                   out=tmp_path / "s3.json", cache_dir=cache, progress=False,
+                   out=tmp_path / "s3.json", store=cache, progress=False,
                    key_params=KEYS)
     assert len(trained) == len(runs.grid(changed, 0))
 
@@ -150,11 +151,12 @@ def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, t
 def test_an_unreadable_store_entry_is_a_miss_that_names_the_file(tmp_path, capsys):
     from transferlab.experiment import Variant
 
-    store = runs.VariantCache(tmp_path, {"any": "context"})
+    store = runs.VariantCache(Store(str(tmp_path)), {"any": "context"})
     variant = Variant("AnB", 3, 5, 0)
     store.put(variant, {"treatment": "AnB", "test_score": 0.5})
     assert store.get(variant)["test_score"] == 0.5
-    path = store._path(variant)
+    path = tmp_path / store.key(variant)
+    assert path.is_file() and path.parent.name == "variants"
     path.write_text('{"treatment": "AnB", "test_sc')  # a torn write
     assert store.get(variant) is None
     assert str(path) in capsys.readouterr().err

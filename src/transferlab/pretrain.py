@@ -19,8 +19,11 @@ from transferlab.train import Batches, evaluate, fit, pick_device, score_of, tas
 def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
                   live=None, checkpoint: Path | None = None, checkpoint_key: str | None = None,
                   progress: bool = True,
-                  desc: str = "pretrain"):
-    """A fresh network trained on all of `task`'s training part: (model, metrics)."""
+                  desc: str = "pretrain", world=None):
+    """A fresh network trained on all of `task`'s training part: (model, metrics).
+
+    Under torchrun (`world`, transferlab.distributed), every process trains its part
+    of each batch and DDP averages the gradients."""
     device = pick_device()
     model = new_model(params, task, seed, device)
     t = task_tensors(task, device, params.data.crop)
@@ -34,11 +37,20 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
                         seed)
     objective = make_objective(task.multilabel, cfg.gamma, aux)
     ap = params.heads.ap if task.multilabel else None
+    batches = Batches(t["x_train"], t["y_train"], cfg.batch_size, seed, t["ignore_train"])
+    trained = model
+    if world is not None:
+        from transferlab import distributed
+
+        if aux is not None:  # its heads live in the objective, outside DDP's averaging
+            raise distributed.DistributedError(
+                "pretrain.binary_aux.in_model_A: true is not supported under torchrun; "
+                "pretrain in one process")
+        model, trained = distributed.wrap(model, world, device)
+        batches = distributed.sharded(batches, world)
     with compute():
-        history = fit(model, Batches(t["x_train"], t["y_train"], cfg.batch_size, seed,
-                                     t["ignore_train"]),
-                      cfg, epochs=cfg.epochs, test=test, live=live, checkpoint=checkpoint,
-                      checkpoint_key=checkpoint_key,
+        history = fit(trained, batches, cfg, epochs=cfg.epochs, test=test, live=live,
+                      checkpoint=checkpoint, checkpoint_key=checkpoint_key,
                       progress=progress, desc=desc, objective=objective,
                       transform=train_transform(params), ap=ap)
         result = evaluate(model, *test, ap=ap)
@@ -53,13 +65,16 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
 
 
 def checkpoint_key(params: Params, key_params: Sequence[str], source: str, task_file: Path,
-                   device) -> str:
+                   device, world_size: int = 1) -> str:
     """What a resumable pretraining run is: the params its stage declares, the side, the
-    prepared file's digest, the code it imports, the torch version and the device type."""
+    prepared file's digest, the code it imports, the torch version, the device type and,
+    under torchrun, the number of processes (each normalises its own part of a batch)."""
     import torch
 
+    world = {"world_size": world_size} if world_size > 1 else {}
     return derive_key(params, list(key_params), source=source, data=file_digest(task_file),
-                      code=code_digest(__name__), torch=torch.__version__, device=device.type)
+                      code=code_digest(__name__), torch=torch.__version__, device=device.type,
+                      **world)
 
 
 def model_a_aux_heads(params: Params) -> int:
@@ -70,7 +85,7 @@ def model_a_aux_heads(params: Params) -> int:
 
 def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
              metrics_out: Path, live_dir: Path | None = None,
-             checkpoint: Path | None = None, key_params: Sequence[str] = (),
+             checkpoints: Path | None = None, key_params: Sequence[str] = (),
              progress: bool = True) -> dict:
     """Train on all training images of the source (A) or target (B) classes.
 
@@ -79,14 +94,23 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
     auxiliary heads (seed 001) train with the source network A only, and only
     with `pretrain.binary_aux.in_model_A`.
     `key_params` are the params the stage declares (dvc.yaml): with the inputs'
-    digests and the code they make the checkpoint's key.
+    digests and the code they make the checkpoint's key, and the checkpoint is
+    `checkpoints/<key>.pt` (in the shared store: any run of the same pretraining
+    resumes it). Under torchrun only rank 0 logs and writes (transferlab.distributed).
     """
+    from transferlab import distributed
+
+    world = distributed.setup(params.pretrain.batch_size, "pretrain.batch_size")
+    main = world is None or world.main
     task_file = prepared / ("source.npz" if source == "A" else "target.npz")
     task = TaskData.load(task_file)
-    key = None if checkpoint is None else checkpoint_key(params, key_params, source, task_file,
-                                                         pick_device())
+    key = checkpoint = None
+    if checkpoints is not None:
+        key = checkpoint_key(params, key_params, source, task_file, pick_device(),
+                             1 if world is None else world.size)
+        checkpoint = checkpoints / f"{key}.pt"
     live = None
-    if live_dir is not None:
+    if live_dir is not None and main:
         from dvclive import Live
 
         shutil.rmtree(live_dir, ignore_errors=True)
@@ -95,19 +119,23 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
         model, metrics = train_network(
             params, task, seed=params.seed,
             aux_heads=model_a_aux_heads(params) if source == "A" else 0, live=live,
-            checkpoint=checkpoint, checkpoint_key=key, progress=progress,
-            desc=f"pretrain {source}")
+            checkpoint=checkpoint, checkpoint_key=key, progress=progress and main,
+            desc=f"pretrain {source}", world=world)
     finally:
         if live is not None:
             live.end()
-    meta = {"arch": params.arch, "source": source, "classes": task.classes,
-            "in_shape": list(task.image_shape)}
-    save_model(model, model_out, meta)
-    write_json_atomic(metrics_out, metrics)
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
-    print(f"pretrain {source}: {task.num_classes} classes, test {metrics['metric']} "
-          f"{metrics['test_score']:.4f}")
+    if main:
+        meta = {"arch": params.arch, "source": source, "classes": task.classes,
+                "in_shape": list(task.image_shape)}
+        save_model(model, model_out, meta)
+        write_json_atomic(metrics_out, metrics)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        where = "" if world is None else f" ({world.size} processes, rank 0 wrote the outputs)"
+        print(f"pretrain {source}: {task.num_classes} classes, test {metrics['metric']} "
+              f"{metrics['test_score']:.4f}{where}")
+    if world is not None:
+        distributed.teardown()
     return metrics
 
 

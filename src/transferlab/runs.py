@@ -13,12 +13,13 @@ import torch
 from transferlab.batched import mode_of, problems, train_variants_batched
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import Variant, load_model, run_variant
-from transferlab.io import clean_stale_temporaries_in, read_json, write_json_atomic
+from transferlab.io import write_json_atomic
 from transferlab.keys import code_digest, file_digest
 from transferlab.params import Params, check_subsample, check_sweep_subsamples
 from transferlab.progress import progress_bar
 from transferlab.schema import value_at
 from transferlab.stage import compute
+from transferlab.store import Store
 from transferlab.train import pick_device
 from transferlab.treatments import TREATMENTS
 
@@ -88,44 +89,52 @@ def variant_context(params: Params, key_params: Sequence[str], *, direction: str
 
 
 class VariantCache:
-    """Results of single variants, keyed by everything that determines them.
+    """Results of single variants in the shared store, keyed by everything that
+    determines them.
 
-    DVC caches a sweep stage as a whole; this lets a stage whose grid grew
-    reuse the variants it already trained. An entry that cannot be read is a
-    miss (with a message naming it), never an error or an answer.
+    DVC caches a sweep stage as a whole; this lets a stage whose grid grew, and
+    any other run of the same variants (another workspace, a queued or `--temp`
+    experiment, a Ray worker), reuse what was already trained. An entry that
+    cannot be read is a miss (with a message naming it), never an error or an answer.
     """
 
-    def __init__(self, root: Path | None, context: dict, modes: dict[str, str] | None = None):
-        self.root = root
+    def __init__(self, store: Store | None, context: dict, modes: dict[str, str] | None = None):
+        self.store = store
         self.context = json.dumps(context, sort_keys=True)
         # How each variant trains (batched or one at a time, transferlab.batched): the
         # two agree within a tolerance, not to the bit, so the mode is part of the key.
         self.modes = modes or {}
 
-    def _path(self, variant: Variant) -> Path:
+    def key(self, variant: Variant) -> str:
         blob = json.dumps([self.context, variant.key,
                            self.modes.get(variant.key, "single")]).encode()
-        return self.root / f"{hashlib.sha256(blob).hexdigest()}.json"
+        return f"variants/{hashlib.sha256(blob).hexdigest()}.json"
 
     def get(self, variant: Variant) -> dict | None:
-        if self.root is None:
+        if self.store is None:
             return None
-        path = self._path(variant)
-        if not path.exists():
-            return None
+        where = self.store.path(self.key(variant))
         try:
-            result = read_json(path, "variant store entry", allow_nan=False)
-            if result.get("treatment") != variant.treatment:
-                raise ValueError(f"{path}: not a result of {variant.key}")
+            data = self.store.read(self.key(variant))
+            if data is None:
+                return None
+            result = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+            if not isinstance(result, dict) or result.get("treatment") != variant.treatment:
+                raise ValueError(f"not a result of {variant.key}")
         except (OSError, ValueError) as err:
-            print(f"variant store: ignoring unreadable entry for {variant.key} ({err}); "
-                  "training it again", file=sys.stderr)
+            print(f"variant store: ignoring unreadable entry {where} for {variant.key} "
+                  f"({err}); training it again", file=sys.stderr)
             return None
         return result
 
     def put(self, variant: Variant, result: dict) -> None:
-        if self.root is not None:
-            write_json_atomic(self._path(variant), result)
+        if self.store is not None:
+            text = json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n"
+            self.store.write(self.key(variant), text.encode("utf-8"))
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"holds {name}, not a finite number")
 
 
 def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn.Module],
@@ -140,6 +149,11 @@ def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn
     `on_result(variant, result)` is called as each one (or each batched group)
     finishes, so a killed sweep keeps what it had trained.
     """
+    from transferlab import executors
+
+    if executors.ray_chosen():  # where it runs is configuration; results do not change
+        return executors.train_on_ray(params, target, sources, variants, device=device,
+                                      desc=desc, progress=progress, on_result=on_result)
     bar = progress_bar(total=len(variants), desc=desc, unit="variant", disable=not progress)
 
     def finished(variant: Variant, result: dict) -> None:
@@ -157,7 +171,7 @@ def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn
 
 
 def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
-              out: Path, key_params: Sequence[str], cache_dir: Path | None = None,
+              out: Path, key_params: Sequence[str], store: Store | None = None,
               progress: bool = True) -> dict:
     """Every (treatment, n, size) of the sweep grid for one seed.
 
@@ -165,8 +179,9 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     (seed 004): the target is task A, "A" layers come from model B and the
     selffer "B" layers from model A; the report averages the two directions.
     `key_params` are the params the sweep stage declares (dvc.yaml), from which
-    each variant's key in the store is derived.
+    each variant's key in the `store` (transferlab.store) is derived.
     """
+    from transferlab import executors
     directions = [("AB", "target.npz", model_paths)]
     if params.sweep.swap:
         directions.append(("BA", "source.npz", {"A": model_paths["B"], "B": model_paths["A"]}))
@@ -176,20 +191,21 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
         target = TaskData.load(prepared / target_file)
         check_sweep_subsamples(params, target.smallest_train_class())
         sources = load_sources(params, target, paths, device)
+        train_device = executors.variant_device(device)  # the device the variants train on
         context = variant_context(params, key_params, direction=direction,
                                   target_file=prepared / target_file, source_files=paths,
-                                  device=device)
+                                  device=train_device)
         variants = grid(params, seed)
         why = problems(params, variants, target.multilabel)
-        cache = VariantCache(cache_dir if params.sweep.reuse_variants else None, context,
+        cache = VariantCache(store if params.sweep.reuse_variants else None, context,
                              {key: mode_of(problem) for key, problem in why.items()})
-        if cache_dir is not None and cache_dir.is_dir():
-            clean_stale_temporaries_in([cache_dir])
+        if store is not None:
+            store.clean_stale("variants")
         total += len(variants)
         stored = {variant.key: cache.get(variant) for variant in variants}
         pending = [variant for variant in variants if stored[variant.key] is None]
         reused += len(variants) - len(pending)
-        trained = train_variants(params, target, sources, pending, device=device,
+        trained = train_variants(params, target, sources, pending, device=train_device,
                                  desc=f"sweep seed {seed} {direction}", progress=progress,
                                  on_result=cache.put)
         for variant in variants:
@@ -198,5 +214,5 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     payload = {"seed": seed, "variants": results}
     write_json_atomic(out, payload)
     print(f"sweep seed {seed}: {total} variants, {total - reused} trained, "
-          f"{reused} reused from {cache_dir}")
+          f"{reused} reused from {store.url if store is not None else 'no store'}")
     return payload

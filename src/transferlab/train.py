@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferlab.distributed import is_main_process
 from transferlab.io import clean_stale_temporaries, write_bytes_atomic
 from transferlab.params import TrainParams
 from transferlab.progress import progress_bar
@@ -453,7 +454,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                            if isinstance(v, float)})
         if log_now:
             _log(live, record)
-        if checkpoint is not None:
+        if checkpoint is not None and is_main_process():  # under torchrun: rank 0 only
             save_state({"key": checkpoint_key, "model": model.state_dict(),
                         "objective": objective.state_dict(),
                         "optimizer": optimizer.state_dict(),
