@@ -130,14 +130,29 @@ class TransferParams(TrainParams):
     lr_mult: float = spec(FRACTION)  # copied layers' rate multiplier in the + treatments
 
 
+def _treatment_layers(key: str, raw: dict) -> dict[str, tuple[int, ...]]:
+    copying = [name for name, t in TREATMENTS.items() if t.copies_layers]
+    for name in raw:
+        if name not in copying:
+            raise fail(f"{key}.{name}", raw[name], "a key naming a treatment that copies "
+                       "layers: " + ", ".join(copying))
+    return {name: List(item=Int(lo=1), increasing=True).check(f"{key}.{name}", value)
+            for name, value in raw.items()}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepParams(Section):
     treatments: tuple[str, ...] = spec(List(item=Choice(options=tuple(TREATMENTS))))
     layers: tuple[int, ...] = spec(List(item=Int(lo=1)))
     subsample: tuple[int, ...] = spec(List(item=Int(lo=0, why="0 = all")))
     seeds: tuple[int, ...] = spec(SEEDS)
+    # {treatment: [n, ...]}: that treatment runs at these n instead of sweep.layers
+    treatment_layers: dict = spec(Mapping(checker=_treatment_layers))
     reuse_variants: bool = spec(Bool())
     swap: bool = spec(Bool())
+
+    def layers_of(self, treatment: str) -> tuple[int, ...]:
+        return self.treatment_layers.get(treatment, self.layers)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -218,6 +233,36 @@ class ReportParams(Section):
     tolerance: float = spec(Float(lo=0.0))  # sweep verdict: AnB this far below = retrain
 
 
+PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%")
+PAPER_NUMBER_KEYS = ("what", "value", "unit", "source", "ours")
+
+
+def _paper_number(key: str, raw: dict) -> dict[str, Any]:
+    """One published number: what it is, its value as printed (null: figure only),
+    its unit, where it is printed, and where our number is in metrics/details.json."""
+    check_keys(raw, list(PAPER_NUMBER_KEYS), key + ".")
+    return {
+        "what": Text(what="a description").check(key + ".what", raw["what"]),
+        "value": Float(nullable=True).check(key + ".value", raw["value"]),
+        "unit": Choice(options=PAPER_UNITS).check(key + ".unit", raw["unit"]),
+        "source": Text(what="page, table or figure").check(key + ".source", raw["source"]),
+        "ours": List(item=Text(what="a key of metrics/details.json"), unique=False,
+                     nullable=True).check(key + ".ours", raw["ours"]),
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaperParams(Section):
+    """What a preset reproduces and the paper's own numbers; only the report reads it,
+    so no training or feature result depends on it."""
+
+    study: str | None = spec(Text(nullable=True, what="the paper"))
+    reproduces: str | None = spec(Text(nullable=True, what="the figure or table"))
+    note: str | None = spec(Text(nullable=True, what="a note for the report"))
+    numbers: tuple[dict, ...] = spec(List(item=Mapping(checker=_paper_number),
+                                          may_be_empty=True, unique=False))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Params(Section):
     dataset: str = spec(Choice(options=DATASETS))
@@ -236,6 +281,7 @@ class Params(Section):
     heads: HeadParams
     diagnostics: DiagnosticsParams
     report: ReportParams
+    paper: PaperParams
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
@@ -261,6 +307,14 @@ def _check_layer_bounds(p: Params, names: tuple[str, ...]) -> None:
     for i, layer in enumerate(p.sweep.layers):
         if layer > n:
             raise fail(f"sweep.layers[{i}]", layer, f"an integer from 1 to {n} ({why})")
+    for treatment, layers in p.sweep.treatment_layers.items():
+        key = f"sweep.treatment_layers.{treatment}"
+        if treatment not in p.sweep.treatments:
+            raise fail(key, list(layers), "a key that is one of sweep.treatments: "
+                       + ", ".join(p.sweep.treatments))
+        for i, layer in enumerate(layers):
+            if layer > n:
+                raise fail(f"{key}[{i}]", layer, f"an integer from 1 to {n} ({why})")
     if p.report.layer > n:
         raise fail("report.layer", p.report.layer, f"an integer from 1 to {n} ({why})")
     if p.features.source_model == "A":

@@ -492,6 +492,64 @@ def binary_aux_markdown(aux: dict) -> list[str]:
     return lines
 
 
+def _ours_at(details: dict, path: tuple[str, ...] | None) -> float | None:
+    """The number at `path` in the details (a sweep cell's mean), or None when absent."""
+    if path is None:
+        return None
+    node = details
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, dict):
+        node = node.get("mean")
+    return node if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def in_unit(score: float, unit: str) -> float:
+    """Our score (accuracy or mAP as a fraction) in the unit the paper prints."""
+    value = 1.0 - score if unit.startswith("error") else score
+    return 100.0 * value if unit.endswith("%") else value
+
+
+def paper_rows(paper, details: dict) -> list[dict]:
+    """Each published number beside ours (same unit) and the difference ours - paper."""
+    rows = []
+    for number in paper.numbers:
+        ours = _ours_at(details, number["ours"])
+        ours = None if ours is None else round(in_unit(ours, number["unit"]), 6)
+        value = number["value"]
+        rows.append({"what": number["what"], "source": number["source"],
+                     "unit": number["unit"], "paper": value, "ours": ours,
+                     "ours_from": None if number["ours"] is None else
+                     ".".join(number["ours"]),
+                     "difference": None if ours is None or value is None else
+                     round(ours - value, 6)})
+    return rows
+
+
+def paper_markdown(paper, rows: list[dict]) -> list[str]:
+    if paper.study is None and not rows:
+        return []
+    lines = [f"## The paper's numbers beside ours: {paper.study or 'unnamed study'}", "",
+             f"Reproduces: {paper.reproduces or 'not stated'}.", ""]
+    if paper.note:
+        lines += [paper.note, ""]
+    if not rows:
+        return lines + ["The paper prints no number for this figure (figures only); "
+                        "compare the plots by eye.", ""]
+    lines += ["| what | source | unit | paper | ours | ours - paper |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        places = 2 if r["unit"].endswith("%") else 3
+        paper_cell = "figure only" if r["paper"] is None else f"{r['paper']:g}"
+        ours_cell = "not run" if r["ours"] is None else f"{r['ours']:.{places}f}"
+        diff = "" if r["difference"] is None else f"{r['difference']:+.{places}f}"
+        lines.append(f"| {r['what']} | {r['source']} | {r['unit']} | {paper_cell} | "
+                     f"{ours_cell} | {diff} |")
+    return lines + ["", "\"not run\": this run has no result at that place "
+                    "(ours_from in metrics/details.json names it).", ""]
+
+
 def headline(params: Params, summary: dict, sweep: dict) -> dict:
     """The few numbers `dvc exp show` and `dvc metrics diff` show by default.
 
@@ -582,7 +640,12 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     draw_iterations(summary, plots_dir)
     draw_lowshot(summary, plots_dir)
     diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
-    text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md
+    rows = paper_rows(params.paper, summary)
+    if rows or params.paper.study is not None:
+        summary["paper"] = {"study": params.paper.study,
+                            "reproduces": params.paper.reproduces, "numbers": rows}
+    text = (summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n"
+            + "\n".join(paper_markdown(params.paper, rows)))
     write_json(details_out or summary_out.with_name("details.json"), summary)
     write_json(summary_out, headline(params, summary, sweep))
     write_text_atomic(summary_out.with_suffix(".md"), text)
