@@ -89,12 +89,6 @@ ARCHITECTURES: dict[str, Architecture] = {
         layer_names=_convnet_names,
         options={"width": Int(lo=1), "hidden": Int(lo=1)},
     ),
-    "twoconv": Architecture(  # seed 002's two-conv-layer MNIST network
-        builder="transferlab.models.twoconv:build_twoconv",
-        layer_names=_twoconv_names,
-        options={"channels": List(item=Int(lo=1), length=2, unique=False),
-                 "hidden": Int(lo=1)},
-    ),
     "alexnet": Architecture(
         builder="transferlab.models.alexnet:build_alexnet",
         layer_names=_alexnet_names,
@@ -117,6 +111,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         layer_names=_feedback_names,
         options={"iterations": Int(lo=1), "width": Int(lo=1), "hidden": Int(lo=1),
                  "dropout": _DROPOUT},
+    ),
+    "twoconv": Architecture(  # seed 002's two-conv-layer MNIST network
+        builder="transferlab.models.twoconv:build_twoconv",
+        layer_names=_twoconv_names,
+        options={"channels": List(item=Int(lo=1), length=2, unique=False),
+                 "hidden": Int(lo=1)},
     ),
 }
 
