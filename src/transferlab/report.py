@@ -147,6 +147,9 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
         summary["binary_aux"]["pairs"] = [
             {"seed": r["seed"], "plain": r["plain"]["target_score"],
              "binary": r["binary"]["target_score"]} for r in aux["pairs"]]
+        for arm in ("plain", "binary"):  # seed 001 Table 1 prints each arm's mean
+            summary["binary_aux"][arm] = mean_std([r[arm]["target_score"]
+                                                   for r in aux["pairs"]])
     return summary, sweep
 
 
@@ -209,6 +212,11 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
     for layer in diag["layers"]:
         for key, value in diag["summary"][layer].items():
             finite(value, results / "diagnostics.json", f"{key} of layer {layer}")
+    # Per-class errors, where seed 002's tables compare (Exp. 2 and 3).
+    summary["diagnostics_per_class"] = {
+        "decoder": {layer: diag["decoder"][layer] for layer in diag["layers"]},
+        "inversion_trained": diag["inversion"]["trained"],
+        "inversion_random": diag["inversion"]["random"]}
     summary["diagnostics"] = {
         layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
                 "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
