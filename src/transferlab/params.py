@@ -233,7 +233,8 @@ class ReportParams(Section):
     tolerance: float = spec(Float(lo=0.0))  # sweep verdict: AnB this far below = retrain
 
 
-PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%")
+# raw: a measure whose scale differs from ours (shown side by side, no difference)
+PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%", "raw")
 PAPER_NUMBER_KEYS = ("what", "value", "unit", "source", "ours")
 
 

@@ -586,7 +586,10 @@ def _ours_at(details: dict, path: tuple[str, ...] | None) -> float | None:
 
 
 def in_unit(score: float, unit: str) -> float:
-    """Our score (accuracy or mAP as a fraction) in the unit the paper prints."""
+    """Our score (accuracy or mAP as a fraction) in the unit the paper prints; a raw
+    measure stays as it is."""
+    if unit == "raw":
+        return score
     value = 1.0 - score if unit.startswith("error") else score
     return 100.0 * value if unit.endswith("%") else value
 
@@ -602,8 +605,8 @@ def paper_rows(paper, details: dict) -> list[dict]:
                      "unit": number["unit"], "paper": value, "ours": ours,
                      "ours_from": None if number["ours"] is None else
                      ".".join(number["ours"]),
-                     "difference": None if ours is None or value is None else
-                     round(ours - value, 6)})
+                     "difference": None if ours is None or value is None
+                     or number["unit"] == "raw" else round(ours - value, 6)})
     return rows
 
 
@@ -621,7 +624,8 @@ def paper_markdown(paper, rows: list[dict]) -> list[str]:
     for r in rows:
         places = 2 if r["unit"].endswith("%") else 3
         paper_cell = "figure only" if r["paper"] is None else f"{r['paper']:g}"
-        ours_cell = "not run" if r["ours"] is None else f"{r['ours']:.{places}f}"
+        ours_cell = "not run" if r["ours"] is None else f"{r['ours']:.4g}" \
+            if r["unit"] == "raw" else f"{r['ours']:.{places}f}"
         diff = "" if r["difference"] is None else f"{r['difference']:+.{places}f}"
         lines.append(f"| {r['what']} | {r['source']} | {r['unit']} | {paper_cell} | "
                      f"{ours_cell} | {diff} |")
