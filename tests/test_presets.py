@@ -19,7 +19,8 @@ from .pipeline_runner import make_project, run_pipeline
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
 
-# What each preset keeps (dataset pair, arch, recipe) and what shrinks for a test run.
+# What each preset keeps (dataset pair, arch, recipe) and what shrinks for a test run:
+# one feature layer each (heads and probes per layer are most of a tiny run's time).
 TINY_RUN = {
     "pretrain": {"epochs": 2, "batch_size": 32},
     "transfer": {"steps": 3, "batch_size": 16},
@@ -31,12 +32,12 @@ TINY_RUN = {
 }
 FEEDBACK = {"model": {"feedback": {"iterations": 2, "width": 4, "hidden": 16}},
             "subsample": 1, "sweep": {"subsample": [1]}, "report": {"subsample": 1},
-            "features": {"layers": ["lstm1", "lstm12"]},
+            "features": {"layers": ["lstm12"]},
             "heads": {"lowshot": {"layers": ["lstm12"]}}}
 VOC = {"data": {"target_classes": [0, 1, 2, 3, 4, 5]}}
 ALEXNET = {"model": {"alexnet": {"channels": [8, 8, 8, 8, 8], "fc": 16}},
            "pretrain": {"milestones": [1]}, "transfer": {"milestones": [2]},
-           "features": {"layers": ["conv1", "fc7"]}, "heads": {"lowshot": {"layers": ["fc7"]}}}
+           "features": {"layers": ["fc7"]}, "heads": {"lowshot": {"layers": ["fc7"]}}}
 YOSINSKI = merge(ALEXNET, {"subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7],
                                                      "seeds": [0]},
                            "report": {"subsample": 3, "layer": 7}})
@@ -57,14 +58,14 @@ SHRINK = {
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0, 1]},
         "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
         # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
-        "features": {"layers": ["conv0", "final"]}},
+        "features": {"layers": ["final"]}},
     "seed-001-wrn-cifar100": {
         # depth 10: conv1, block1.unit1, block2.unit1, block3.unit1, final
         "model": {"wrn": {"depth": 10, "widen": 1}},
         "pretrain": {"milestones": [1], "binary_aux": {"seeds": [0], "subsample": 3}},
         "transfer": {"milestones": [2]}, "subsample": 3,
         "sweep": {"subsample": [3], "layers": [5]}, "report": {"subsample": 3, "layer": 5},
-        "features": {"layers": ["block1.unit1", "final"]}},
+        "features": {"layers": ["final"]}},
     "seed-002-twoconv-mnist": {
         "model": {"twoconv": {"channels": [4, 4], "hidden": 8}}, "subsample": 3,
         "sweep": {"subsample": [3], "layers": [1, 2]}, "report": {"subsample": 3, "layer": 2},
