@@ -1,5 +1,5 @@
 """Stage binary_aux: seed 001's paired comparison of source networks trained with and
-without binary auxiliary heads (does nothing when pretrain.binary_aux.heads is 0)."""
+without binary auxiliary heads (does nothing unless pretrain.binary_aux.compare)."""
 
 import time
 
@@ -13,11 +13,11 @@ OUT = Path("results/binary_aux.json")
 
 
 def main(params) -> None:
-    if params.pretrain.binary_aux.heads == 0:  # off: answer without importing torch
+    if not params.pretrain.binary_aux.compare:  # off: answer without importing torch
         from transferlab.io import write_json_atomic
 
         write_json_atomic(OUT, {"enabled": False})
-        print("binary_aux: pretrain.binary_aux.heads is 0; no comparison to run")
+        print("binary_aux: pretrain.binary_aux.compare is false; no comparison to run")
         return
     from transferlab.pretrain import compare_binary_aux
 

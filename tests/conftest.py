@@ -37,6 +37,11 @@ TINY = complete({
 })
 
 
+# apply_treatment's per-layer options at their shipped values (no per-layer rates).
+PLAIN = {"layer_lr_mult": parse_params(TINY).transfer.layer_lr_mult,
+         "frozen_dropout": parse_params(TINY).transfer.frozen_dropout}
+
+
 def recipe(**changes):
     """A training recipe (the shipped transfer section) with `changes`."""
     return dataclasses.replace(parse_params(TINY).transfer, **changes)

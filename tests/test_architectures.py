@@ -11,7 +11,7 @@ from transferlab.schema import Spec
 from transferlab.train import make_optimizer
 from transferlab.transfer import apply_treatment
 
-from .conftest import recipe
+from .conftest import PLAIN, recipe
 
 # Tiny instances for speed: the same code paths, narrow and shallow.
 TINY = {
@@ -234,7 +234,7 @@ def one_sgd_step(model, plan, arch, lr):
 def test_anb_copies_and_freezes_exactly_the_first_n_layers(arch):
     n = DEPTH[arch]
     source, target = tiny(arch, 1), tiny(arch, 2)
-    plan = apply_treatment(target, "AnB", n, {"A": source}, lr=0.1, lr_mult=0.1)
+    plan = apply_treatment(target, "AnB", n, {"A": source}, lr=0.1, lr_mult=0.1, **PLAIN)
     names = target.layer_names
     assert plan.copied == names[:n]
     before = {name: layer_state(target, name) for name in names}
@@ -261,7 +261,7 @@ def test_anb_copies_and_freezes_exactly_the_first_n_layers(arch):
 def test_anb_plus_trains_the_copied_layers_at_the_lower_rate(arch):
     n, lr, mult = DEPTH[arch], 0.5, 0.1
     source, target = tiny(arch, 1), tiny(arch, 2)
-    plan = apply_treatment(target, "AnB+", n, {"A": source}, lr=lr, lr_mult=mult)
+    plan = apply_treatment(target, "AnB+", n, {"A": source}, lr=lr, lr_mult=mult, **PLAIN)
     before = {k: p.detach().clone() for k, p in target.named_parameters()}
     grads = one_sgd_step(target, plan, arch, lr)
     copied = tuple(f"layers.{name}." for name in target.layer_names[:n])

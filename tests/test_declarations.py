@@ -40,6 +40,9 @@ READ_ONLY_SOMETIMES = {
     "features": {"features.weights": "features.source_model: torchvision:<name>",
                  "features.input_size": "features.source_model: torchvision:<name>"},
 }
+# AP (and so its definition) is scored only for multi-label targets (voc2012).
+for _stage in ("pretrain", "transfer", "sweep", "binary_aux", "heads"):
+    READ_ONLY_SOMETIMES.setdefault(_stage, {})["heads.ap"] = "multi-label targets (voc2012)"
 # validate reads the whole file on purpose (unknown keys, bad values) and runs on every
 # `dvc repro` (always_changed), so it declares no params.
 NOT_TRACKED = {"validate"}
@@ -101,7 +104,8 @@ def _leaves(section, prefix: str = "") -> set[str]:
 # binary heads, crops with padding and mirrors, the swapped sweep.
 BRANCHES = {
     "sgd": {"optimizer": "sgd", "milestones": [1]},
-    "pretrain": {"binary_aux": {"heads": 1, "seeds": [0], "subsample": 3}},
+    "pretrain": {"binary_aux": {"heads": 1, "in_model_A": True, "compare": True,
+                                "seeds": [0], "subsample": 3}},
     "data": {"crop": 6, "pad": 1, "flip": True},
     "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc"]},
 }

@@ -159,3 +159,35 @@ def test_ordinary_net_has_no_iteration_features_and_whole_train_part_is_extracte
     want = run_batches(own_model_features(model, task.pixel_max, ["conv3"], iterations=True),
                        task.x_train, 16, "flatten")
     assert np.allclose(train.x, want["conv3"], atol=1e-5)
+
+
+def _line_angles(images: np.ndarray) -> np.ndarray:
+    """Angle in degrees (counter-clockwise as drawn) of the bright line in each image,
+    from the principal axis of the pixel brightness."""
+    n, _, h, w = images.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    out = []
+    for img in images[:, 0].astype(float):
+        m = img / img.sum()
+        r0, c0 = (m * rows).sum(), (m * cols).sum()
+        crr, ccc = (m * (rows - r0) ** 2).sum(), (m * (cols - c0) ** 2).sum()
+        crc = (m * (rows - r0) * (cols - c0)).sum()
+        # Rows grow downwards: a line rising to the right has a negative row slope.
+        out.append(np.degrees(0.5 * np.arctan2(-2 * crc, ccc - crr)))
+    return np.array(out)
+
+
+def test_cnnaug_rotations_stay_within_the_limit_and_differ_per_copy():
+    images = np.zeros((20, 1, 33, 33), np.uint8)
+    images[:, :, 16, 4:29] = 200  # a horizontal line through the centre
+    rotated = replace(AUGMENT, copies=2, pad=0.01, rotate=30.0)
+    out, _, copy = augmented_training_images(images, rotated, seed=5)
+    assert np.array_equal(out[copy == 0], images) and out.dtype == np.uint8
+    angles = _line_angles(out[copy > 0])
+    assert np.abs(angles).max() <= 30.5 and np.abs(angles).max() > 10
+    assert np.ptp(angles) > 10  # each copy its own angle
+    plain, _, _ = augmented_training_images(images, replace(rotated, rotate=0.0), seed=5)
+    assert np.abs(_line_angles(plain[copy > 0])).max() < 0.5
+    # The crops are drawn first, so the same seed crops alike with or without rotation.
+    again, _, _ = augmented_training_images(images, rotated, seed=5)
+    assert np.array_equal(out, again)

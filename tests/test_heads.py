@@ -167,7 +167,7 @@ def test_average_precision_matches_sklearn_and_ignores_difficult_labels():
     scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.3], [0.5, 0.6], [0.3, 0.2], [0.1, 0.7]])
     difficult = np.zeros_like(y, bool)
     difficult[3, 0] = True  # a high-scoring negative, left out
-    aps, m, notes = average_precisions(y, scores, difficult)
+    aps, m, notes = average_precisions(y, scores, difficult, definition="sklearn")
     keep = np.array([True, True, True, False, True, True])
     want0 = average_precision_score(y[keep, 0], scores[keep, 0])
     want1 = average_precision_score(y[:, 1], scores[:, 1])
@@ -176,7 +176,7 @@ def test_average_precision_matches_sklearn_and_ignores_difficult_labels():
     assert want0 != average_precision_score(y[:, 0], scores[:, 0])
     y2 = y.copy()
     y2[3, 0] = 1
-    assert average_precisions(y2, scores, difficult)[1] == m
+    assert average_precisions(y2, scores, difficult, definition="sklearn")[1] == m
 
 
 def multilabel_data(seed, n=40, labels=3, dim=8):
@@ -197,9 +197,14 @@ def test_multilabel_heads_score_map_and_skip_difficult_labels():
     flipped = y_test.copy()
     flipped[:4, 0] = 1 - flipped[:4, 0]
     other = fit_heads(x, y, x_test, flipped, difficult=difficult, **kwargs)
+    voc07 = fit_heads(x, y, x_test, y_test, difficult=difficult,
+                      **dict(kwargs, cfg=replace(kwargs["cfg"], ap="voc07")))
     for head in ("svm", "logreg", "random_forest"):
         r = base[head]
         assert r["metric"] == "mAP" and len(r["ap_per_class"]) == 3
+        # The record says which AP it is, and the definition is the one asked for.
+        assert r["ap_definition"] == kwargs["cfg"].ap and voc07[head]["ap_definition"] == "voc07"
+        assert voc07[head]["mAP"] != r["mAP"], head
         assert np.isclose(r["mAP"], np.mean(r["ap_per_class"])) and r["mAP"] > 0.7, head
         assert other[head]["mAP"] == r["mAP"]
     assert len(base["svm"]["C"]) == 3 and len(base["logreg"]["C"]) == 3

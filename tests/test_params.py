@@ -47,6 +47,15 @@ BAD = [
      "before the last"),
     ({"pretrain": {"binary_aux": {"weight": 1.5}}}, "pretrain.binary_aux.weight = 1.5",
      "<= 1.0"),
+    ({"pretrain": {"binary_aux": {"heads": 0, "in_model_A": True}}},
+     "pretrain.binary_aux.in_model_A = True", "false when pretrain.binary_aux.heads is 0"),
+    ({"pretrain": {"binary_aux": {"heads": 0, "compare": True}}},
+     "pretrain.binary_aux.compare = True", "false when pretrain.binary_aux.heads is 0"),
+    ({"heads": {"ap": "voc10"}}, "heads.ap = 'voc10'", "voc07, voc12, sklearn"),
+    ({"transfer": {"epochs": 0}}, "transfer.epochs = 0", ">= 1"),
+    ({"features": {"augment": {"rotate": 270}}}, "features.augment.rotate = 270", "<= 180"),
+    ({"transfer": {"copied_milestones": [3, 2]}}, "transfer.copied_milestones = [3, 2]",
+     "increasing"),
     ({"features": {"source_model": "resnet18"}}, "features.source_model = 'resnet18'",
      "torchvision:<model name>"),
     ({"heads": {"heads": ["svm", "knn"]}}, "heads.heads[1] = 'knn'", "random_forest"),
@@ -120,8 +129,8 @@ def test_bad_values_are_refused_with_key_value_and_what_is_allowed(tiny_raw, cha
 def test_unknown_keys_are_refused_with_the_allowed_ones(tiny_raw):
     with pytest.raises(ParamsError, match=r"unknown key 'frezee'.*freeze"):
         parse_params({**tiny_raw, "frezee": 3})
-    with pytest.raises(ParamsError, match=r"unknown key 'transfer.epochs'.*steps"):
-        parse_params(deep_update(tiny_raw, {"transfer": {"epochs": 3}}))
+    with pytest.raises(ParamsError, match=r"unknown key 'transfer.epoch'.*steps"):
+        parse_params(deep_update(tiny_raw, {"transfer": {"epoch": 3}}))
 
 
 def test_subsample_above_the_smallest_class_is_refused():

@@ -52,13 +52,21 @@ SHRINK = {
                                                            "heads": {"lowshot": {"shots": []}}}),
     "seed-001-densenet-cifar100": {
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
-        "pretrain": {"milestones": [1], "binary_aux": {"heads": 1, "seeds": [0, 1],
-                                                       "subsample": 3}},
+        "pretrain": {"milestones": [1], "binary_aux": {
+            "heads": 1, "compare": True, "seeds": [0, 1], "subsample": 3}},
         "transfer": {"milestones": [2]},
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0, 1]},
         "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
         # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
         "features": {"layers": ["final"]}},
+    "seed-001-densenet-fig2": {
+        # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, block3.layer1, final
+        "model": {"densenet_bc": {"depth": 10, "growth": 4}},
+        "pretrain": {"milestones": [1]},
+        "transfer": {"milestones": [1, 2], "copied_milestones": [2]},
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7]},
+        "report": {"subsample": 3, "layer": 3}, "freeze": "trans1",
+        "features": {"layers": ["final"]}, "heads": {"lowshot": {"layers": ["final"]}}},
     "seed-001-wrn-cifar100": {
         # depth 10: conv1, block1.unit1, block2.unit1, block3.unit1, final
         "model": {"wrn": {"depth": 10, "widen": 1}},
@@ -164,11 +172,16 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         assert len(details["sweep_iterations"]["k1"]["AnB"]["n13"]["gain_over_base"]) == 2
     if name.endswith("cifar100-cifar10"):  # Fig. 4: per-iteration logistic regression
         assert details["iteration_heads"]["rows"] == ["iter1", "iter2", "all"]
-    if name.startswith("seed-001"):  # binary auxiliary head: the paired comparison
+    if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned
+        assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
+            ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7)}
+    if raw["pretrain"]["binary_aux"]["compare"]:  # seed 001: the paired comparison
         assert summary["binary_aux"]["seeds"] == len(raw["pretrain"]["binary_aux"]["seeds"])
         assert "Binary auxiliary heads" in (project / "metrics/summary.md").read_text()
         assert rows[0]["ours"] == pytest.approx(100 * (1 - details["binary_aux"]["plain"][
             "mean"]))
+        assert rows[0]["difference"] == pytest.approx(rows[0]["ours"] - rows[0]["paper"]) \
+            if rows[0]["paper"] is not None else rows[0]["difference"] is None
     if name.startswith("seed-002"):  # the probes per digit, beside the paper's tables
         assert set(details["diagnostics"]) == {"conv1", "conv2", "fc3"}
         assert all(r["ours"] is not None and r["difference"] is None for r in rows)

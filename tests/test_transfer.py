@@ -6,7 +6,7 @@ from transferlab.train import Batches, fit, make_optimizer
 from transferlab.transfer import apply_treatment, copy_first_layers
 from transferlab.treatments import treatment_name
 
-from .conftest import recipe
+from .conftest import PLAIN, recipe
 
 NAMES = ["conv1", "conv2", "conv3", "conv4", "fc5"]
 
@@ -40,7 +40,7 @@ def test_layer_list_is_ordered_and_the_head_is_separate():
 @pytest.mark.parametrize("n", [0, 1, 3, 5])
 def test_copy_first_n_layers_equal_the_source_and_the_rest_stay_fresh(n):
     source, fresh, target = make(1), make(2), make(2)
-    apply_treatment(target, "AnB", n, {"A": source}, lr=0.1, lr_mult=0.1)
+    apply_treatment(target, "AnB", n, {"A": source}, lr=0.1, lr_mult=0.1, **PLAIN)
     for i, name in enumerate(NAMES):
         if i < n:
             assert layer_equal(target, source, name), name
@@ -53,7 +53,7 @@ def test_copy_first_n_layers_equal_the_source_and_the_rest_stay_fresh(n):
 
 def test_frozen_layers_do_not_change_after_an_optimiser_step():
     source, target = make(1), make(2)
-    plan = apply_treatment(target, "AnB", 3, {"A": source}, lr=0.1, lr_mult=0.1)
+    plan = apply_treatment(target, "AnB", 3, {"A": source}, lr=0.1, lr_mult=0.1, **PLAIN)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     one_step(target, plan)
     after = target.state_dict()
@@ -68,7 +68,7 @@ def test_fine_tuned_layers_move_at_lr_mult_of_the_base_rate():
     lr, mult = 0.5, 0.1
     source = make(1)
     tuned = make(2)
-    plan = apply_treatment(tuned, "AnB+", 2, {"A": source}, lr=lr, lr_mult=mult)
+    plan = apply_treatment(tuned, "AnB+", 2, {"A": source}, lr=lr, lr_mult=mult, **PLAIN)
     assert [g["lr"] for g in plan.param_groups] == [lr * mult, lr]
     # Plain SGD: the update is exactly -rate * gradient, so compare with the gradient.
     cfg = recipe(batch_size=8, optimizer="sgd", lr=lr, momentum=0.0)
@@ -88,13 +88,13 @@ def test_fine_tuned_layers_move_at_lr_mult_of_the_base_rate():
 
 def test_copied_layers_come_from_the_named_source():
     a, b, target = make(1), make(3), make(2)
-    apply_treatment(target, "BnB", 2, {"A": a, "B": b}, lr=0.1, lr_mult=0.1)
+    apply_treatment(target, "BnB", 2, {"A": a, "B": b}, lr=0.1, lr_mult=0.1, **PLAIN)
     assert layer_equal(target, b, "conv2") and not layer_equal(target, a, "conv2")
 
 
 def test_base_copies_nothing_and_trains_everything():
     target = make(2)
-    plan = apply_treatment(target, "base", 3, {}, lr=0.1, lr_mult=0.1)
+    plan = apply_treatment(target, "base", 3, {}, lr=0.1, lr_mult=0.1, **PLAIN)
     assert plan.copied == [] and plan.frozen == []
     assert sum(len(g["params"]) for g in plan.param_groups) == len(list(target.parameters()))
 

@@ -1,4 +1,4 @@
-"""Random crops and mirrors of image batches, reproducible from a torch.Generator.
+"""Random crops, mirrors and rotations of image batches, reproducible from a torch.Generator.
 
 The project's one pad-crop-flip: training augments each batch on its device
 (seed 004: random 57x57 crop of the 64x64 images plus horizontal mirroring at
@@ -61,4 +61,24 @@ def center_crop(x: Tensor, size: int) -> Tensor:
     return x[:, :, top:top + size, left:left + size]
 
 
-__all__ = ["center_crop", "random_crop_flip"]
+def random_rotate(x: Tensor, max_degrees: float, generator: torch.Generator) -> Tensor:
+    """Each image rotated about its centre by an angle drawn uniformly from
+    [-max_degrees, max_degrees] (seed 003's CNNaug rotations); corners that come from
+    outside the image are zero, pixels are interpolated bilinearly. The dtype is
+    kept (integer images are rounded back)."""
+    n = x.shape[0]
+    angles = (torch.rand(n, generator=generator, device=generator.device) * 2 - 1)
+    radians = angles.to(x.device, torch.float32) * (max_degrees * torch.pi / 180)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    if x.dtype.is_floating_point:
+        return out.to(x.dtype)
+    info = torch.iinfo(x.dtype)
+    return out.round().clamp(info.min, info.max).to(x.dtype)
+
+
+__all__ = ["center_crop", "random_crop_flip", "random_rotate"]

@@ -114,23 +114,27 @@ def run_variant(params: Params, target: TaskData, sources: dict[str, Transferabl
     if extra_fc:
         model.head = fc_head(model.embed_dim, task.num_classes, extra_fc).to(device)
     cfg = params.transfer
-    plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, cfg.lr_mult)
+    plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, cfg.lr_mult,
+                           layer_lr_mult=cfg.layer_lr_mult, frozen_dropout=cfg.frozen_dropout)
     t = task_tensors(task, device, params.data.crop)
     test = (t["x_test"], t["y_test"], t["ignore_test"])
     batches = Batches(t["x_train"], t["y_train"], cfg.batch_size, variant.seed, t["ignore_train"])
+    steps = cfg.budget(len(task.y_train))
     # A tiny target makes every step an epoch; log about 30 points of the curve.
-    log_every = max(1, cfg.steps // batches.steps_per_epoch // 30)
+    log_every = max(1, steps // batches.steps_per_epoch // 30)
+    ap = params.heads.ap if task.multilabel else None
     history = fit(model, batches, cfg, param_groups=plan.param_groups, frozen=plan.frozen,
-                  steps=cfg.steps, test=test if live is not None else None,
+                  steps=steps, test=test if live is not None else None,
                   live=live, progress=progress, desc=variant.key, log_every=log_every,
                   objective=make_objective(task.multilabel, cfg.gamma),
-                  transform=train_transform(params))
-    result = evaluate(model, *test)
+                  transform=train_transform(params), ap=ap)
+    result = evaluate(model, *test, ap=ap)
     return {
         "treatment": variant.treatment, "n": variant.n, "subsample": variant.subsample,
         "seed": variant.seed, "copied_layers": plan.copied,
         "train_images": int(len(task.y_train)), "test_images": int(len(task.y_test)),
-        "metric": "map" if task.multilabel else "accuracy", "test_score": score_of(result),
+        "steps": steps, "metric": "map" if task.multilabel else "accuracy",
+        "test_score": score_of(result),
         **{f"test_{k}": v for k, v in result.items()},
         "final_train_loss": history[-1]["train_loss"],
     }

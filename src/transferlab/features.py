@@ -2,7 +2,7 @@
 
 The source is model A or a torchvision model (`transferlab.torchvision_source`).
 The WHOLE target training part is extracted once, followed by `augment.copies`
-augmented copies of each image (CNNaug: random crops, optionally mirrored);
+augmented copies of each image (CNNaug: random crops, optionally mirrored and rotated);
 test images are never augmented. `transferlab.feature_store` holds the file
 layout these arrays are written in.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.augment import random_crop_flip
+from transferlab.augment import random_crop_flip, random_rotate
 from transferlab.data.prepared import TaskData, center_cropped
 from transferlab.experiment import load_model
 from transferlab.feature_store import iteration_count, iteration_name, write_store
@@ -40,7 +40,8 @@ def augmented_training_images(images: np.ndarray, augment: AugmentParams, seed: 
 
     A copy zero-pads the image by `augment.pad` of its shorter side (at least one
     pixel) and cuts a random window of the original size back out, so any image
-    size works; with `augment.flip` it is mirrored left-right with probability 0.5.
+    size works; with `augment.flip` it is mirrored left-right with probability 0.5,
+    and with `augment.rotate` rotated by up to that many degrees either way.
     """
     n = len(images)
     index = [np.arange(n)]
@@ -52,8 +53,11 @@ def augmented_training_images(images: np.ndarray, augment: AugmentParams, seed: 
         generator = torch.Generator().manual_seed(int(state))
         originals = torch.from_numpy(np.ascontiguousarray(images))
         for j in range(1, augment.copies + 1):
-            parts.append(random_crop_flip(originals, tuple(images.shape[2:]), generator,
-                                          flip=augment.flip, pad=pad).numpy())
+            copies = random_crop_flip(originals, tuple(images.shape[2:]), generator,
+                                      flip=augment.flip, pad=pad)
+            if augment.rotate:  # drawn after the crops, so rotate 0 keeps them as they were
+                copies = random_rotate(copies, augment.rotate, generator)
+            parts.append(copies.numpy())
             index.append(np.arange(n))
             copy.append(np.full(n, j, np.int16))
     return np.concatenate(parts), np.concatenate(index), np.concatenate(copy)

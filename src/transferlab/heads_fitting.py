@@ -109,9 +109,10 @@ def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds:
 # ---------------------------------------------------------------------------- metrics
 
 
-def average_precisions(y: np.ndarray, scores: np.ndarray, difficult: np.ndarray | None = None
-                       ) -> tuple[list[float | None], float, list[str]]:
-    """(AP per label, mAP, notes); difficult labels are left out of their label's AP.
+def average_precisions(y: np.ndarray, scores: np.ndarray, difficult: np.ndarray | None = None,
+                       *, definition: str) -> tuple[list[float | None], float, list[str]]:
+    """(AP per label, mAP, notes); difficult labels are left out of their label's AP;
+    `definition`: heads.ap (transferlab.metrics.AP_DEFINITIONS).
 
     A label without a positive (non-difficult) test image has no AP (None) and
     is left out of the mean.
@@ -119,7 +120,7 @@ def average_precisions(y: np.ndarray, scores: np.ndarray, difficult: np.ndarray 
     from transferlab.metrics import mean_average_precision
 
     ignore = None if difficult is None else np.asarray(difficult, bool)
-    m, per_label = mean_average_precision(y, scores, ignore)
+    m, per_label = mean_average_precision(y, scores, ignore, definition=definition)
     aps = [None if math.isnan(ap) else ap for ap in per_label]
     notes = [f"label {j}: no positive non-difficult test image, no AP"
              for j, ap in enumerate(aps) if ap is None]
@@ -214,8 +215,10 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
 
     def finish(record: dict, test_scores: np.ndarray | None = None, pred=None) -> dict:
         if multilabel:
-            aps, m, notes = average_precisions(y_test, test_scores, difficult)
-            record.update(metric="mAP", score=m, mAP=m, ap_per_class=aps)
+            aps, m, notes = average_precisions(y_test, test_scores, difficult,
+                                               definition=cfg.ap)
+            # C was chosen by scikit-learn's AP in CV (cv_scoring); the test AP is cfg.ap.
+            record.update(metric="mAP", score=m, mAP=m, ap_per_class=aps, ap_definition=cfg.ap)
             record["notes"] = record.get("notes", []) + notes
         else:
             acc = float(np.mean(pred == y_test))

@@ -43,6 +43,7 @@ OPTIMIZERS = ("adam", "sgd")
 NORMALISE = ("half", "source")
 HEAD_NAMES = ("svm", "logreg", "random_forest")
 HEAD_TRANSFORMS = ("l2", "power")
+AP_DEFINITIONS = ("voc07", "voc12", "sklearn")  # transferlab.metrics.average_precision
 POOLS = ("flatten", "avg")
 SEED = Int(lo=0, hi=2**31 - 1)
 SEEDS = List(item=SEED)
@@ -99,6 +100,8 @@ ModelParams.__module__ = __name__
 class BinaryAuxParams(Section):
     heads: int = spec(Int(lo=0, hi=16, why="0 = no binary auxiliary head"))
     weight: float = spec(FRACTION)
+    in_model_A: bool = spec(Bool())  # model A (sweep, transfer, features) trains with them
+    compare: bool = spec(Bool())  # stage binary_aux runs the paired with/without comparison
     seeds: tuple[int, ...] = spec(SEEDS)  # the paired comparison's replicates
     subsample: int = spec(Int(lo=0, why="0 = all"))  # its target images per class
 
@@ -126,8 +129,28 @@ class PretrainParams(TrainParams):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransferParams(TrainParams):
-    steps: int = spec(Int(lo=1))
+    steps: int = spec(Int(lo=1))  # the budget, or its minimum when `epochs` is set
+    epochs: int | None = spec(Int(lo=1, nullable=True))  # null: `steps` only
     lr_mult: float = spec(FRACTION)  # copied layers' rate multiplier in the + treatments
+    layer_lr_mult: dict = spec(Mapping(checker=lambda key, raw: _layer_rates(key, raw)))
+    # steps at which the copied layers' rate decays (null: `milestones`, as every group)
+    copied_milestones: tuple[int, ...] | None = spec(
+        List(item=Int(lo=1), may_be_empty=True, increasing=True, nullable=True))
+    frozen_dropout: bool = spec(Bool())  # dropout stays on in frozen layers (Caffe lr_mult 0)
+
+    def budget(self, train_images: int) -> int:
+        """Optimiser steps of one transfer run on `train_images` images: `steps`, or
+        `epochs` passes over them when that is more."""
+        if self.epochs is None:
+            return self.steps
+        per_epoch = -(-train_images // min(self.batch_size, max(train_images, 1)))
+        return max(self.steps, self.epochs * per_epoch)
+
+
+def _layer_rates(key: str, raw: dict) -> dict[str, float]:
+    """layer name -> rate multiplier; names are checked against the arch in `_check`."""
+    rate = Float(lo=0.0, lo_open=True)
+    return {str(name): rate.check(f"{key}.{name}", value) for name, value in raw.items()}
 
 
 def _treatment_layers(key: str, raw: dict) -> dict[str, tuple[int, ...]]:
@@ -160,6 +183,7 @@ class AugmentParams(Section):
     copies: int = spec(Int(lo=0, hi=64, why="extra features per image; 0 = off"))
     flip: bool = spec(Bool())
     pad: float = spec(FRACTION)  # crop window shift, as a fraction of the shorter side
+    rotate: float = spec(Float(lo=0.0, hi=180.0))  # max rotation in degrees (0 = none)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -203,6 +227,7 @@ class HeadParams(Section):
     random_forest: ForestParams
     iterations: bool = spec(Bool())
     lowshot: LowShotParams
+    ap: str = spec(Choice(options=AP_DEFINITIONS))  # average precision wherever mAP is scored
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -351,6 +376,22 @@ def _check_milestones(key: str, milestones: tuple[int, ...], length: int, unit: 
                        "after which the rate drops, before the last)")
 
 
+def _check_transfer_rates(p: Params, names: tuple[str, ...]) -> None:
+    for name in p.transfer.layer_lr_mult:
+        if name not in names:
+            shown = ", ".join(names if len(names) <= 12 else names[:6] + ("...",) + names[-3:])
+            raise fail(f"transfer.layer_lr_mult.{name}", p.transfer.layer_lr_mult[name],
+                       f"a mapping whose keys are layers of arch {p.arch!r}: {shown}")
+
+
+def _check_binary_aux(p: Params) -> None:
+    aux = p.pretrain.binary_aux
+    for name in ("in_model_A", "compare"):
+        if getattr(aux, name) and aux.heads == 0:
+            raise fail(f"pretrain.binary_aux.{name}", True, "false when "
+                       "pretrain.binary_aux.heads is 0 (there is no binary head)")
+
+
 def _check_data(p: Params) -> None:
     d = p.data
     if d.split == "file" and d.classes_file is None:
@@ -398,6 +439,11 @@ def _check(p: Params) -> Params:
     _check_layer_bounds(p, names)
     _check_milestones("pretrain.milestones", p.pretrain.milestones, p.pretrain.epochs, "epochs")
     _check_milestones("transfer.milestones", p.transfer.milestones, p.transfer.steps, "steps")
+    if p.transfer.copied_milestones is not None:
+        _check_milestones("transfer.copied_milestones", p.transfer.copied_milestones,
+                          p.transfer.steps, "steps")
+    _check_transfer_rates(p, names)
+    _check_binary_aux(p)
     if p.report.layer not in p.sweep.layers:
         raise fail("report.layer", p.report.layer, "one of sweep.layers: "
                    + ", ".join(map(str, p.sweep.layers)))

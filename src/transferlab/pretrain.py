@@ -33,14 +33,15 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
         aux = BinaryAux(task.num_classes, aux_heads, model.embed_dim, cfg.binary_aux.weight,
                         seed)
     objective = make_objective(task.multilabel, cfg.gamma, aux)
+    ap = params.heads.ap if task.multilabel else None
     with compute():
         history = fit(model, Batches(t["x_train"], t["y_train"], cfg.batch_size, seed,
                                      t["ignore_train"]),
                       cfg, epochs=cfg.epochs, test=test, live=live, checkpoint=checkpoint,
                       checkpoint_key=checkpoint_key,
                       progress=progress, desc=desc, objective=objective,
-                      transform=train_transform(params))
-        result = evaluate(model, *test)
+                      transform=train_transform(params), ap=ap)
+        result = evaluate(model, *test, ap=ap)
     metrics = {"metric": "map" if task.multilabel else "accuracy",
                "test_score": score_of(result),
                **{f"test_{k}": v for k, v in result.items()},
@@ -61,6 +62,12 @@ def checkpoint_key(params: Params, key_params: Sequence[str], source: str, task_
                       code=code_digest(__name__), torch=torch.__version__, device=device.type)
 
 
+def model_a_aux_heads(params: Params) -> int:
+    """Binary auxiliary heads model A trains with: `heads` when `in_model_A`, else none."""
+    aux = params.pretrain.binary_aux
+    return aux.heads if aux.in_model_A else 0
+
+
 def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
              metrics_out: Path, live_dir: Path | None = None,
              checkpoint: Path | None = None, key_params: Sequence[str] = (),
@@ -69,7 +76,8 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
 
     B uses the whole target training part, as Yosinski et al.'s selffer
     networks do; the target test part is never used for training. Binary
-    auxiliary heads (seed 001), when set, train with the source network A only.
+    auxiliary heads (seed 001) train with the source network A only, and only
+    with `pretrain.binary_aux.in_model_A`.
     `key_params` are the params the stage declares (dvc.yaml): with the inputs'
     digests and the code they make the checkpoint's key.
     """
@@ -86,7 +94,7 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
     try:
         model, metrics = train_network(
             params, task, seed=params.seed,
-            aux_heads=params.pretrain.binary_aux.heads if source == "A" else 0, live=live,
+            aux_heads=model_a_aux_heads(params) if source == "A" else 0, live=live,
             checkpoint=checkpoint, checkpoint_key=key, progress=progress,
             desc=f"pretrain {source}")
     finally:
@@ -111,12 +119,12 @@ def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
     fine-tuned (AnB+ at all layers) to `binary_aux.subsample` target images per class."""
     from transferlab.experiment import Variant, run_variant
 
-    heads = params.pretrain.binary_aux.heads
-    if heads == 0:
+    if not params.pretrain.binary_aux.compare:
         payload = {"enabled": False}
         write_json_atomic(out, payload)
-        print("binary_aux: pretrain.binary_aux.heads is 0; no comparison to run")
+        print("binary_aux: pretrain.binary_aux.compare is false; no comparison to run")
         return payload
+    heads = params.pretrain.binary_aux.heads
     aux_cfg = params.pretrain.binary_aux
     source = TaskData.load(prepared / "source.npz")
     target = TaskData.load(prepared / "target.npz")

@@ -16,7 +16,7 @@ from transferlab.treatments import TREATMENTS
 TRANSFER_TREATMENTS = [name for name, t in TREATMENTS.items() if t.copies_layers]
 METRIC_LABEL = {"accuracy": "accuracy", "map": "mAP"}
 COLOURS = {"base": "black", "AnB": "tab:blue", "AnB+": "tab:cyan", "BnB": "tab:red",
-           "BnB+": "tab:orange", "AnB-2fc": "tab:purple"}
+           "BnB+": "tab:orange", "AnB-2fc": "tab:purple", "AnB-ft": "tab:green"}
 # dvclive directories whose per-step curves the report copies into git (plots/curves/).
 CURVES = ("pretrain-A", "pretrain-B", "transfer")
 

@@ -93,13 +93,57 @@ def make_optimizer(param_groups: list[dict], cfg: TrainParams) -> torch.optim.Op
                            weight_decay=cfg.weight_decay, foreach=True)
 
 
+class PerGroupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
+    """MultiStepLR with milestones per param group: group i's rate is multiplied by
+    `gamma` at each step of `milestones[i]` (in the same chained form as MultiStepLR,
+    so equal milestones give MultiStepLR's rates bit for bit)."""
+
+    def __init__(self, optimizer, milestones: list[Sequence[int]], gamma: float):
+        from collections import Counter
+
+        self.group_milestones = [Counter(m) for m in milestones]
+        self.gamma = gamma
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [group["lr"] * self.gamma ** marks[self.last_epoch] if self.last_epoch in marks
+                else group["lr"]
+                for group, marks in zip(self.optimizer.param_groups, self.group_milestones,
+                                        strict=True)]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_unit: int):
+    """The step decay of `cfg`, or None. Milestones count epochs (pretraining:
+    `steps_per_unit` steps each) or steps (transfer: 1). With
+    `transfer.copied_milestones`, groups of copied layers (`"copied": True`) decay at
+    those steps and the other groups at `milestones`; otherwise every group decays
+    at `milestones`."""
+    copied_marks = getattr(cfg, "copied_milestones", None)  # transfer only
+    if copied_marks is None:
+        if not cfg.milestones:
+            return None
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, [m * steps_per_unit for m in cfg.milestones], gamma=cfg.lr_decay)
+    per_group = [[m * steps_per_unit for m in
+                  (copied_marks if group.get("copied") else cfg.milestones)]
+                 for group in optimizer.param_groups]
+    if not any(per_group):
+        return None
+    return PerGroupMultiStepLR(optimizer, per_group, gamma=cfg.lr_decay)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             ignore: torch.Tensor | None = None, batch_size: int = 1024) -> dict:
+             ignore: torch.Tensor | None = None, batch_size: int = 1024, *,
+             ap: str | None = None) -> dict:
     """Single-label: accuracy and cross-entropy. Multi-label (y of shape N x L): mAP over
-    labels (`ignore` marks VOC "difficult" ones) and BCE. Networks with several
-    iterations also get the accuracy (or mAP) of every iteration's prediction."""
+    labels (`ignore` marks VOC "difficult" ones), with AP by definition `ap`
+    (heads.ap, required then), and BCE. Networks with several iterations also get
+    the accuracy (or mAP) of every iteration's prediction."""
     from transferlab.metrics import mean_average_precision
+
+    if y.ndim == 2 and ap is None:
+        raise ValueError("multi-label scores need an AP definition (params heads.ap)")
 
     was_training = model.training
     model.eval()
@@ -119,8 +163,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         loss = nn.functional.binary_cross_entropy_with_logits(last, y.float(), reduction="none")
         loss = loss[keep].mean() if keep is not None else loss.mean()
         ign = None if ignore is None else ignore.cpu().numpy()
-        scores = [mean_average_precision(y.cpu().numpy(), o.cpu().numpy(), ign) for o in per_iter]
-        result = {"map": scores[-1][0], "loss": loss.item(), "ap": scores[-1][1]}
+        scores = [mean_average_precision(y.cpu().numpy(), o.cpu().numpy(), ign, definition=ap)
+                  for o in per_iter]
+        result = {"map": scores[-1][0], "loss": loss.item(), "ap": scores[-1][1],
+                  "ap_definition": ap}
         if iterations > 1:
             result["iteration_map"] = [s[0] for s in scores]
         return result
@@ -159,6 +205,30 @@ def _log(live, record: dict) -> None:
     live.next_step()
 
 
+def cuda_available() -> bool:
+    """Whether GPU random states exist to save (a seam the CPU-only tests replace)."""
+    return torch.cuda.is_available()
+
+
+def rng_states() -> dict:
+    """The global random states a resumed run needs: the CPU one and, where CUDA is
+    available, every GPU's (dropout and other in-graph draws on the GPU use them)."""
+    cuda = torch.cuda.get_rng_state_all() if cuda_available() else []
+    return {"rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def restore_rng_states(state: dict) -> None:
+    """Undo `rng_states`. The states are byte tensors that torch wants on the CPU (a
+    checkpoint read with map_location=cuda holds them on the GPU)."""
+    torch.set_rng_state(state["rng"].cpu())
+    cuda = state.get("cuda_rng") or []
+    if cuda and cuda_available():
+        if len(cuda) != torch.cuda.device_count():
+            print(f"checkpoint has the random states of {len(cuda)} GPUs, this machine "
+                  f"{torch.cuda.device_count()}; restoring those that exist", file=sys.stderr)
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda[:torch.cuda.device_count()]])
+
+
 def _read_checkpoint(path: Path | None, key: str | None, device) -> dict | None:
     """The checkpoint at `path` if it was written under `key`; otherwise None, and a
     checkpoint that cannot be read or belongs to another run is deleted with a message.
@@ -190,7 +260,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         checkpoint: Path | None = None, checkpoint_key: str | None = None,
         progress: bool = True, desc: str = "train",
         log_every: int = 1, objective: nn.Module | None = None,
-        transform=None) -> list[dict]:
+        transform=None, ap: str | None = None) -> list[dict]:
     """Train `model` for `epochs` passes or `steps` updates.
 
     `objective` (transferlab.losses.Objective) gives the loss: cross-entropy by
@@ -198,8 +268,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     losses, binary auxiliary heads (whose parameters it owns and trains).
     `transform(x, generator)` augments each training batch (random crops and
     mirrors); its generator is seeded from the run's seed. `frozen` modules stay
-    in eval mode (no dropout, batch-norm statistics kept). `test` = (x, y) or
-    (x, y, ignore) is only monitored and logged, never used for any decision.
+    in eval mode (transfer.eval_mode_modules: whole frozen layers, or only their
+    batch norms). `test` = (x, y) or (x, y, ignore) is only monitored and logged,
+    never used for any decision; `ap` is its AP definition (multi-label only).
     With `checkpoint`, state is saved after every epoch under `checkpoint_key`
     (derived by the caller from everything that makes the run: transferlab.keys),
     and a checkpoint is resumed from only when its key is that key; any other
@@ -223,11 +294,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     if extra:
         groups = [*groups, {"params": extra}]
     optimizer = make_optimizer(groups, cfg)
-    scheduler = None
-    if cfg.milestones:
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, [m * per_epoch if epochs is not None else m for m in cfg.milestones],
-            gamma=cfg.lr_decay)
+    scheduler = make_scheduler(optimizer, cfg, per_epoch if epochs is not None else 1)
     gen = torch.Generator(device=train.x.device).manual_seed(train.seed * 7919 + 17)
 
     history: list[dict] = []
@@ -241,8 +308,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        gen.set_state(state["gen"])
+        restore_rng_states(state)
+        gen.set_state(state["gen"].cpu())
         history, first_epoch = state["history"], state["epoch"]
         print(f"{desc}: resuming from {checkpoint} after epoch {first_epoch}", file=sys.stderr)
 
@@ -294,7 +361,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                   "train_accuracy": correct / max(seen, 1)}
         log_now = logged(epoch)
         if test is not None and log_now:
-            result = evaluate(model, *test)
+            result = evaluate(model, *test, ap=ap)
             record.update({f"test_{k}": v for k, v in result.items()
                            if isinstance(v, float)})
         history.append(record)
@@ -305,7 +372,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                         "objective": objective.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": None if scheduler is None else scheduler.state_dict(),
-                        "rng": torch.get_rng_state(), "gen": gen.get_state(),
+                        **rng_states(), "gen": gen.get_state(),
                         "history": history, "epoch": epoch + 1}, checkpoint)
     if bar is not None:
         bar.close()

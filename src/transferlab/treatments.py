@@ -12,6 +12,7 @@ class Treatment:
     finetune: bool  # False: copied layers frozen; True: trained at lr * lr_mult
     new_fc: int = 0  # FC layers in the new head beyond the output layer (Oquab et al.)
     only_deepest: bool = False  # run at the deepest n of the sweep only
+    copies_all: bool = False  # every layer copied; n says how many are frozen
 
     @property
     def copies_layers(self) -> bool:
@@ -29,6 +30,9 @@ TREATMENTS: dict[str, Treatment] = {
         # Seed 003's "add one or two FC layers": every copied layer frozen, a new
         # FC-ReLU layer and the output layer trained on top.
         Treatment("AnB-2fc", "A", False, new_fc=1, only_deepest=True),
+        # Seed 001's Fig. 2: every layer copied from A, the first n frozen, the copied
+        # rest fine-tuned at lr * lr_mult; only the head is new (trained at lr).
+        Treatment("AnB-ft", "A", True, copies_all=True),
     )
 }
 
