@@ -35,6 +35,7 @@ READ_ONLY_SOMETIMES = {
         "data.mirror": "when a dataset is downloaded",
         "data.manifest": "when a dataset is downloaded",
         "data.path": "dataset imagefolder",
+        "data.voc_lists": "dataset voc2012",
         "data.classes_file": "data.split: file",
     },
     "features": {"features.weights": "features.source_model: torchvision:<name>",

@@ -68,6 +68,7 @@ class DataParams(Section):
     mirror: str | None = spec(Text(nullable=True, what="a base URL"))
     manifest: str | None = spec(PATH)
     path: str | None = spec(PATH)  # imagefolder
+    voc_lists: str = spec(Choice(options=("main", "segmentation")))  # VOC's train/val lists
     image_size: int | None = spec(Int(lo=4, hi=1024, nullable=True))
     normalise: str = spec(Choice(options=NORMALISE))
     crop: int = spec(Int(lo=0, why="0 = no cropping"))

@@ -147,7 +147,8 @@ def load_raw(dataset: str, data, progress: bool = True) -> RawImages:
 
     raw = load_dataset(dataset, root=data.root, mirror=data.mirror, manifest=data.manifest,
                        image_size=data.image_size,
-                       path=data.path if dataset == "imagefolder" else None, progress=progress)
+                       path=data.path if dataset == "imagefolder" else None, progress=progress,
+                       voc_lists=data.voc_lists if dataset == "voc2012" else "main")
     return RawImages(raw.images, raw.labels, list(raw.class_names), raw.is_test,
                      getattr(raw, "difficult", None))
 
