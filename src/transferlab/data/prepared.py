@@ -347,7 +347,8 @@ def prepare_dataset(dataset: str, split: str, source_classes, target_classes,
     data = DataParams(split=split, source_classes=tuple(source_classes),
                       target_classes=tuple(target_classes), test_fraction=test_fraction,
                       classes_file=None, source_dataset=None, target_dataset=None,
-                      root="data/raw", mirror=None, manifest=None, path=None, image_size=None,
+                      root="data/raw", mirror=None, manifest=None, path=None, voc_lists="main",
+                      image_size=None,
                       normalise="half", crop=0, pad=0, flip=False)
     return prepare_tasks(dataset, data, seed, progress=False)
 
