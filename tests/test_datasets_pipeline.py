@@ -71,7 +71,12 @@ def test_each_dataset_downloads_and_runs_through_report(tmp_path, dataset):
     assert summary["metric"] == ("map" if multilabel else "accuracy")
     score = summary["transfer"][f"test_{summary['metric']}"]
     assert 0.0 <= score <= 1.0
-    assert "mAP" in (project / "metrics/summary.md").read_text() if multilabel else True
+    if multilabel:  # every mAP says which AP it averages (params heads.ap)
+        ap = raw["heads"]["ap"]
+        assert summary["ap_definition"] == ap
+        assert f"mAP ({ap})" in (project / "metrics/summary.md").read_text()
+        heads = json.loads((project / "results/heads.json").read_text())
+        assert {r["ap_definition"] for per in heads.values() for r in per.values()} == {ap}
     for name in ("transferability", "size_curve", "heads"):
         assert (project / "plots" / f"{name}.png").stat().st_size > 1000
     # A second run reuses the local copy: nothing is downloaded again.

@@ -439,10 +439,12 @@ def _check(p: Params) -> Params:
     _check_features(p)
     _check_layer_bounds(p, names)
     _check_milestones("pretrain.milestones", p.pretrain.milestones, p.pretrain.epochs, "epochs")
-    _check_milestones("transfer.milestones", p.transfer.milestones, p.transfer.steps, "steps")
-    if p.transfer.copied_milestones is not None:
-        _check_milestones("transfer.copied_milestones", p.transfer.copied_milestones,
-                          p.transfer.steps, "steps")
+    if p.transfer.epochs is None:  # else the budget depends on the target size
+        _check_milestones("transfer.milestones", p.transfer.milestones, p.transfer.steps,
+                          "steps")
+        if p.transfer.copied_milestones is not None:
+            _check_milestones("transfer.copied_milestones", p.transfer.copied_milestones,
+                              p.transfer.steps, "steps")
     _check_transfer_rates(p, names)
     _check_binary_aux(p)
     if p.report.layer not in p.sweep.layers:

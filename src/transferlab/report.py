@@ -9,12 +9,19 @@ from collections import defaultdict
 from pathlib import Path
 
 from transferlab.io import atomic_path, write_text_atomic
-from transferlab.metrics import mean_std
+from transferlab.metrics import AP_DEFINITIONS, mean_std
 from transferlab.params import Params
 from transferlab.treatments import TREATMENTS
 
 TRANSFER_TREATMENTS = [name for name, t in TREATMENTS.items() if t.copies_layers]
 METRIC_LABEL = {"accuracy": "accuracy", "map": "mAP"}
+
+
+def metric_label(summary: dict) -> str:
+    """"accuracy", or "mAP (voc12)": an mAP always names its AP definition (heads.ap)."""
+    label = METRIC_LABEL[summary["metric"]]
+    definition = summary.get("ap_definition")
+    return f"{label} ({definition})" if summary["metric"] == "map" and definition else label
 COLOURS = {"base": "black", "AnB": "tab:blue", "AnB+": "tab:cyan", "BnB": "tab:red",
            "BnB+": "tab:orange", "AnB-2fc": "tab:purple", "AnB-ft": "tab:green"}
 # dvclive directories whose per-step curves the report copies into git (plots/curves/).
@@ -99,6 +106,7 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
             finite(value, path, f"the test score of model {s} at iteration {i + 1}")
     summary = {
         "metric": metric,
+        **({"ap_definition": transfer.get("test_ap_definition")} if metric == "map" else {}),
         "pretrain": {s: _pretrain_entry(r) for s, r in pretrain.items()},
         "transfer": {f"test_{metric}": score(transfer), "freeze": transfer["n"],
                      "subsample": transfer["subsample"], "seed": transfer["seed"]},
@@ -358,7 +366,7 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
         ax.set_xlabel("n: layers copied from the pretrained network")
         ax.set_xticks(range(0, len(params.layer_names) + 1))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"target test {METRIC_LABEL[summary['metric']]} "
+    axes[0][0].set_ylabel(f"target test {metric_label(summary)} "
                           "(mean ± sd over seeds)")
     axes[0][-1].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"Transferability: {params.dataset}, {params.arch}", y=1.03)
@@ -385,7 +393,7 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
         ax.set_title(t)
         ax.set_xlabel("target training images per class")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"target test {METRIC_LABEL[summary['metric']]}")
+    axes[0][0].set_ylabel(f"target test {metric_label(summary)}")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Accuracy against target size", y=1.03)
     _save(fig, plots / "size_curve.png")
@@ -409,8 +417,12 @@ def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
 
 def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
     metric = summary["metric"]
-    label = METRIC_LABEL[metric]
-    lines = [f"| pretrained model | test {label} |", "|---|---|"]
+    label = metric_label(summary)
+    lines = []
+    if summary.get("ap_definition"):
+        lines += [f"mAP here is the mean over labels of the {summary['ap_definition']} AP: "
+                  f"{AP_DEFINITIONS[summary['ap_definition']]} (params heads.ap).", ""]
+    lines += [f"| pretrained model | test {label} |", "|---|---|"]
     lines += [f"| {s} | {next(iter(v.values())):.3f} |" for s, v in summary["pretrain"].items()]
     t = summary["transfer"]
     lines += ["", f"Transfer experiment ({params.treatment}, n = {t['freeze']}, "
@@ -445,7 +457,7 @@ def _lowshot_markdown(summary: dict) -> list[str]:
     if not low:
         return []
     shots = low["shots"]
-    lines = ["", f"Low-shot heads (test {METRIC_LABEL[summary['metric']]}, mean ± sd over "
+    lines = ["", f"Low-shot heads (test {metric_label(summary)}, mean ± sd over "
              f"{low['draws']} draws of k images per class):", "",
              "| layer | head | " + " | ".join(f"k={k}" for k in shots) + " |",
              "|---|---|" + "---|" * len(shots)]
@@ -473,7 +485,7 @@ def _sweep_iterations_markdown(summary: dict) -> list[str]:
     table = summary.get("sweep_iterations")
     if not table:
         return []
-    label = METRIC_LABEL[summary["metric"]]
+    label = metric_label(summary)
     count = max(len(e["score"]) for per_t in table.values() for by_n in per_t.values()
                 for e in by_n.values())
     lines = ["", f"Sweep per iteration (target test {label}, mean over seeds; gain: minus "
@@ -511,7 +523,7 @@ def draw_lowshot(summary: dict, plots: Path) -> None:
         ax.text(0.5, 0.5, "no low-shot run (see results/heads_lowshot.json)",
                 ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training images per class (k)")
-    ax.set_ylabel(f"target test {METRIC_LABEL[summary['metric']]}")
+    ax.set_ylabel(f"target test {metric_label(summary)}")
     ax.set_title("Low-shot heads on frozen features")
     ax.grid(alpha=0.3)
     _save(fig, plots / "lowshot.png")
@@ -651,6 +663,7 @@ def headline(params: Params, summary: dict, sweep: dict) -> dict:
                 if r["agree"] is not None]
     out = {
         "metric": metric,
+        **({"ap_definition": summary["ap_definition"]} if "ap_definition" in summary else {}),
         "pretrain": {s: {key: value for key, value in v.items() if key.startswith("test_")}
                      for s, v in summary["pretrain"].items()},
         "transfer": summary["transfer"],
