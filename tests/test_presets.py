@@ -30,11 +30,15 @@ TINY_RUN = {
     "diagnostics": TINY["diagnostics"],
     "sweep": {"seeds": [0]},
 }
+# The feedback net is the slowest on a CPU: 16 px images, one epoch.
 FEEDBACK = {"model": {"feedback": {"iterations": 2, "width": 4, "hidden": 16}},
+            "data": {"image_size": 16}, "pretrain": {"epochs": 1},
             "subsample": 1, "sweep": {"subsample": [1]}, "report": {"subsample": 1},
             "features": {"layers": ["lstm12"]},
-            "heads": {"lowshot": {"layers": ["lstm12"]}}}
-VOC = {"data": {"target_classes": [0, 1, 2, 3, 4, 5]}}
+            "heads": {"on_iterations": [2], "lowshot": {"layers": ["lstm12"]}}}
+# VOC's segmentation lists hold every other fixture image: 2 test images per class
+VOC = {"data": {"target_classes": [0, 1, 2, 3, 4, 5]},
+       "diagnostics": {"images_per_class": 2, "inversion_images_per_class": 1}}
 ALEXNET = {"model": {"alexnet": {"channels": [8, 8, 8, 8, 8], "fc": 16}},
            "pretrain": {"milestones": [1]}, "transfer": {"milestones": [2]},
            "features": {"layers": ["fc7"]}, "heads": {"lowshot": {"layers": ["fc7"]}}}
@@ -54,7 +58,7 @@ SHRINK = {
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
         "pretrain": {"milestones": [1], "binary_aux": {
             "heads": 1, "compare": True, "seeds": [0, 1], "subsample": 3}},
-        "transfer": {"milestones": [2]},
+        "transfer": {"milestones": [2], "copied_milestones": [2]},
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0, 1]},
         "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
         # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
@@ -71,7 +75,7 @@ SHRINK = {
         # depth 10: conv1, block1.unit1, block2.unit1, block3.unit1, final
         "model": {"wrn": {"depth": 10, "widen": 1}},
         "pretrain": {"milestones": [1], "binary_aux": {"seeds": [0], "subsample": 3}},
-        "transfer": {"milestones": [2]}, "subsample": 3,
+        "transfer": {"milestones": [2], "copied_milestones": [2]}, "subsample": 3,
         "sweep": {"subsample": [3], "layers": [5]}, "report": {"subsample": 3, "layer": 5},
         "features": {"layers": ["final"]}},
     "seed-002-twoconv-mnist": {
@@ -162,6 +166,8 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     assert "The paper's numbers beside ours" in (project / "metrics/summary.md").read_text()
     if name.startswith("seed-000"):  # feedback net: a score per iteration
         assert len(pretrain["test_iteration_accuracy"]) == 2
+        # the heads (Fig. 3's forest) also on the last iteration's 256-d readout
+        assert set(details["heads"]) == {"lstm12", "iter2"}
         # Table 1's rows of the two iterations run here are filled, the rest "not run"
         table = [r for r in rows if (r["ours_from"] or "").startswith("pretrain.")]
         assert table and all((r["ours"] is not None) == r["ours_from"].endswith((".0", ".1"))

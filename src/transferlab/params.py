@@ -227,6 +227,8 @@ class HeadParams(Section):
     logreg: CostGrid
     random_forest: ForestParams
     iterations: bool = spec(Bool())
+    # feedback nets: iterations t whose head input (iter<t>, 256-d) gets the heads of a layer
+    on_iterations: tuple[int, ...] = spec(List(item=Int(lo=1), may_be_empty=True))
     lowshot: LowShotParams
     ap: str = spec(Choice(options=AP_DEFINITIONS))  # average precision wherever mAP is scored
 
@@ -417,6 +419,18 @@ def _check_data(p: Params) -> None:
         raise fail("data.pad", d.pad, "0 unless data.crop is set (padding feeds the random crop)")
 
 
+def _check_iteration_heads(p: Params) -> None:
+    count = p.model_kwargs.get("iterations", 1)
+    for i, t in enumerate(p.heads.on_iterations):
+        if count == 1 or not p.features.iterations or p.features.source_model != "A":
+            raise fail(f"heads.on_iterations[{i}]", t, "[] unless model A predicts after "
+                       "several iterations (arch feedback), features.iterations is true and "
+                       "features.source_model is A")
+        if t > count:
+            raise fail(f"heads.on_iterations[{i}]", t, f"an iteration from 1 to {count} "
+                       f"(model.{p.arch}.iterations)")
+
+
 def _check_features(p: Params) -> None:
     f = p.features
     source = f.source_model
@@ -437,6 +451,7 @@ def _check(p: Params) -> Params:
         raise ParamsError(f"params: {err}") from None
     _check_data(p)
     _check_features(p)
+    _check_iteration_heads(p)
     _check_layer_bounds(p, names)
     _check_milestones("pretrain.milestones", p.pretrain.milestones, p.pretrain.epochs, "epochs")
     if p.transfer.epochs is None:  # else the budget depends on the target size
