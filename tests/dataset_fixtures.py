@@ -285,9 +285,9 @@ def write_voc_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 10
             expected_difficult.append(difficult)
     for part in ("train", "val"):
         members[f"{base}/ImageSets/Main/{part}.txt"] = ("\n".join(ids[part]) + "\n").encode()
-        # the segmentation lists hold a subset of the images (every other one here)
+        # the segmentation lists hold a subset: every other training image, every val one
         members[f"{base}/ImageSets/Segmentation/{part}.txt"] = (
-            "\n".join(ids[part][::2]) + "\n").encode()
+            "\n".join(ids[part][::2 if part == "train" else 1]) + "\n").encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("VOCdevkit", base, f"{base}/JPEGImages", f"{base}/Annotations",

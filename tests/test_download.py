@@ -129,8 +129,8 @@ def test_voc_segmentation_lists_pick_their_images(tmp_path, served):
                        progress=False, voc_lists="segmentation")
     exp = served["voc_expected"]
     n_train, n_val = exp["n_train"], len(exp["labels"]) - exp["n_train"]
-    # the fixture's segmentation lists hold every other image of each part
-    assert len(seg.labels) == (n_train + 1) // 2 + (n_val + 1) // 2
+    # the fixture's segmentation lists: every other training image, every val image
+    assert len(seg.labels) == (n_train + 1) // 2 + n_val
     assert int((~seg.is_test).sum()) == (n_train + 1) // 2
     np.testing.assert_array_equal(seg.labels[:(n_train + 1) // 2], exp["labels"][:n_train:2])
     np.testing.assert_array_equal(seg.images[0], full.images[0])

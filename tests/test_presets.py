@@ -36,9 +36,7 @@ FEEDBACK = {"model": {"feedback": {"iterations": 2, "width": 4, "hidden": 16}},
             "subsample": 1, "sweep": {"subsample": [1]}, "report": {"subsample": 1},
             "features": {"layers": ["lstm12"]},
             "heads": {"on_iterations": [2], "lowshot": {"layers": ["lstm12"]}}}
-# VOC's segmentation lists hold every other fixture image: 2 test images per class
-VOC = {"data": {"target_classes": [0, 1, 2, 3, 4, 5]},
-       "diagnostics": {"images_per_class": 2, "inversion_images_per_class": 1}}
+VOC = {"data": {"target_classes": [0, 1, 2, 3, 4, 5]}}
 ALEXNET = {"model": {"alexnet": {"channels": [8, 8, 8, 8, 8], "fc": 16}},
            "pretrain": {"milestones": [1]}, "transfer": {"milestones": [2]},
            "features": {"layers": ["fc7"]}, "heads": {"lowshot": {"layers": ["fc7"]}}}
