@@ -35,6 +35,8 @@ READ_ONLY_SOMETIMES = {
         "data.mirror": "when a dataset is downloaded",
         "data.manifest": "when a dataset is downloaded",
         "data.path": "dataset imagefolder",
+        "data.source_path": "dataset imagefolder",
+        "data.target_path": "dataset imagefolder",
         "data.voc_lists": "dataset voc2012",
         "data.classes_file": "data.split: file",
     },

@@ -68,6 +68,8 @@ class DataParams(Section):
     mirror: str | None = spec(Text(nullable=True, what="a base URL"))
     manifest: str | None = spec(PATH)
     path: str | None = spec(PATH)  # imagefolder
+    source_path: str | None = spec(PATH)  # imagefolder on the source side (null = path)
+    target_path: str | None = spec(PATH)  # imagefolder on the target side (null = path)
     voc_lists: str = spec(Choice(options=("main", "segmentation")))  # VOC's train/val lists
     image_size: int | None = spec(Int(lo=4, hi=1024, nullable=True))
     normalise: str = spec(Choice(options=NORMALISE))
@@ -78,6 +80,18 @@ class DataParams(Section):
     def dataset_of(self, task: str, dataset: str) -> str:
         chosen = self.source_dataset if task == "source" else self.target_dataset
         return chosen or dataset
+
+    def path_of(self, task: str, dataset: str) -> str | None:
+        """The image folder of side `task` (source or target) when it is an imagefolder."""
+        if self.dataset_of(task, dataset) != "imagefolder":
+            return None
+        own = self.source_path if task == "source" else self.target_path
+        return own or self.path
+
+    def crosses(self, dataset: str) -> bool:
+        """Source and target come from different datasets (or different image folders)."""
+        return (self.dataset_of("source", dataset) != self.dataset_of("target", dataset)
+                or self.path_of("source", dataset) != self.path_of("target", dataset))
 
 
 def _model_section(arch: str):
@@ -400,7 +414,7 @@ def _check_data(p: Params) -> None:
     if d.split == "file" and d.classes_file is None:
         raise fail("data.classes_file", None, "a YAML file with `source:` and `target:` class "
                    "lists when data.split is file")
-    cross = d.dataset_of("source", p.dataset) != d.dataset_of("target", p.dataset)
+    cross = d.crosses(p.dataset)
     if cross and d.split == "random":
         raise fail("data.split", d.split, "fixed or file when source and target datasets "
                    "differ (random halves split one dataset)")
@@ -412,9 +426,15 @@ def _check_data(p: Params) -> None:
         if set(src) & set(tgt):
             raise fail("data.target_classes", list(tgt), "classes disjoint from "
                        f"data.source_classes (both contain {sorted(set(src) & set(tgt))})")
-    if "imagefolder" in (p.dataset, d.source_dataset, d.target_dataset) and d.path is None:
-        raise fail("data.path", None, "a directory with one sub-folder per class "
-                   "(dataset imagefolder)")
+    for task in ("source", "target"):
+        if d.dataset_of(task, p.dataset) == "imagefolder" and d.path_of(task, p.dataset) is None:
+            raise fail(f"data.{task}_path", None, "a directory with one sub-folder per class "
+                       f"(the {task} is an imagefolder; or set data.path for both sides)")
+    for task in ("source", "target"):
+        own = d.source_path if task == "source" else d.target_path
+        if own is not None and d.dataset_of(task, p.dataset) != "imagefolder":
+            raise fail(f"data.{task}_path", own, f"null unless the {task} dataset is "
+                       "imagefolder")
     if d.pad and not d.crop:
         raise fail("data.pad", d.pad, "0 unless data.crop is set (padding feeds the random crop)")
 
