@@ -428,6 +428,9 @@ def _check_data(p: Params) -> None:
                        f"data.source_classes (both contain {sorted(set(src) & set(tgt))})")
     for task in ("source", "target"):
         if d.dataset_of(task, p.dataset) == "imagefolder" and d.path_of(task, p.dataset) is None:
+            if d.source_path is None and d.target_path is None:  # the one-folder case
+                raise fail("data.path", None, "a directory with one sub-folder per class "
+                           "(dataset imagefolder)")
             raise fail(f"data.{task}_path", None, "a directory with one sub-folder per class "
                        f"(the {task} is an imagefolder; or set data.path for both sides)")
     for task in ("source", "target"):

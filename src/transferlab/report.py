@@ -623,12 +623,13 @@ def paper_rows(paper, details: dict) -> list[dict]:
 
 
 def paper_markdown(paper, rows: list[dict]) -> list[str]:
-    if paper.study is None and not rows:
+    study, reproduces, note = paper.study, paper.reproduces, paper.note  # read every key
+    if study is None and not rows:
         return []
-    lines = [f"## The paper's numbers beside ours: {paper.study or 'unnamed study'}", "",
-             f"Reproduces: {paper.reproduces or 'not stated'}.", ""]
-    if paper.note:
-        lines += [paper.note, ""]
+    lines = [f"## The paper's numbers beside ours: {study or 'unnamed study'}", "",
+             f"Reproduces: {reproduces or 'not stated'}.", ""]
+    if note:
+        lines += [note, ""]
     if not rows:
         return lines + ["The paper prints no number for this figure (figures only); "
                         "compare the plots by eye.", ""]
