@@ -55,9 +55,9 @@ SHRINK = {
     "seed-001-densenet-cifar100": {
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
         "pretrain": {"milestones": [1], "binary_aux": {
-            "heads": 1, "compare": True, "seeds": [0, 1], "subsample": 3}},
+            "heads": 1, "compare": True, "seeds": [0], "subsample": 3}},
         "transfer": {"milestones": [2], "copied_milestones": [2]},
-        "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0, 1]},
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0]},
         "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
         # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
         "features": {"layers": ["final"]}},
