@@ -741,8 +741,10 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     if rows or params.paper.study is not None:
         summary["paper"] = {"study": params.paper.study,
                             "reproduces": params.paper.reproduces, "numbers": rows}
-    text = (summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n"
-            + "\n".join(paper_markdown(params.paper, rows)))
+    paper_md = paper_markdown(params.paper, rows)
+    # without a paper section, summary.md stays as it was (no trailing blank line)
+    text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + (
+        "\n" + "\n".join(paper_md) if paper_md else "")
     write_json(details_out or summary_out.with_name("details.json"), summary)
     write_json(summary_out, headline(params, summary, sweep))
     write_text_atomic(summary_out.with_suffix(".md"), text)
