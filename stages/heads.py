@@ -14,9 +14,12 @@ ITERATIONS = Path("results/heads_iterations.json")
 
 
 def main(params) -> None:
+    from transferlab.feature_store import iteration_name
     from transferlab.heads import fit_heads_per_layer
 
-    fit_heads_per_layer(params.heads, layers=params.features.layers,
+    # seed 000 Fig. 3: the forest on iteration 4's 256-d readout, beside the layers
+    readouts = tuple(iteration_name(t) for t in params.heads.on_iterations)
+    fit_heads_per_layer(params.heads, layers=params.features.layers + readouts,
                         subsample=params.subsample, seed=params.seed,
                         features_dir=Path("data/features"), out=OUT, lowshot_out=LOWSHOT,
                         iterations_out=ITERATIONS)

@@ -285,10 +285,13 @@ def write_voc_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 10
             expected_difficult.append(difficult)
     for part in ("train", "val"):
         members[f"{base}/ImageSets/Main/{part}.txt"] = ("\n".join(ids[part]) + "\n").encode()
+        # the segmentation lists hold a subset: every other training image, every val one
+        members[f"{base}/ImageSets/Segmentation/{part}.txt"] = (
+            "\n".join(ids[part][::2 if part == "train" else 1]) + "\n").encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("VOCdevkit", base, f"{base}/JPEGImages", f"{base}/Annotations",
-                  f"{base}/ImageSets", f"{base}/ImageSets/Main"):
+                  f"{base}/ImageSets", f"{base}/ImageSets/Main", f"{base}/ImageSets/Segmentation"):
             _add_dir(tar, d)
         for name, data in members.items():
             _add_bytes(tar, name, data)

@@ -16,6 +16,7 @@ from .conftest import PLAIN, recipe
 # Tiny instances for speed: the same code paths, narrow and shallow.
 TINY = {
     "convnet": {"width": 4, "hidden": 16},
+    "twoconv": {"channels": [3, 4], "hidden": 8},
     "alexnet": {"channels": [8, 16, 16, 16, 16], "fc": 32},
     "densenet_bc": {"depth": 10, "growth": 4},
     "wrn": {"depth": 10, "widen": 1},
@@ -23,13 +24,14 @@ TINY = {
 }
 SHAPES = {
     "convnet": [(1, 8, 8)],
+    "twoconv": [(1, 28, 28), (1, 16, 16)],
     "alexnet": [(3, 32, 32), (3, 57, 57), (3, 64, 64)],
     "densenet_bc": [(3, 32, 32), (3, 64, 64)],
     "wrn": [(3, 32, 32), (3, 64, 64)],
     "feedback": [(3, 32, 32), (3, 64, 64)],
 }
 # Transfer depth for the freezing tests: somewhere in the middle of each layer list.
-DEPTH = {"convnet": 3, "alexnet": 4, "densenet_bc": 3, "wrn": 3, "feedback": 5}
+DEPTH = {"convnet": 3, "twoconv": 2, "alexnet": 4, "densenet_bc": 3, "wrn": 3, "feedback": 5}
 CLASSES = 5
 
 
@@ -270,3 +272,12 @@ def test_anb_plus_trains_the_copied_layers_at_the_lower_rate(arch):
         torch.testing.assert_close(before[k] - p.detach(), rate * grads[k], msg=k)
         moved_copied += k.startswith(copied) and not torch.equal(before[k], p.detach())
     assert moved_copied > 0
+
+
+def test_twoconv_has_seed_002s_three_layers_and_refuses_tiny_inputs():
+    assert layer_names_of("twoconv") == ("conv1", "conv2", "fc3")
+    model = build_model("twoconv", (1, 28, 28), 5)  # the default sizes: 10, 20 channels, 50
+    assert model.layer("fc3")[1].in_features == 20 * 4 * 4
+    assert model.embed_dim == 50
+    with pytest.raises(ValueError, match="at least 16x16"):
+        build_model("twoconv", (1, 8, 8), 5)

@@ -120,6 +120,22 @@ def test_voc_labels_and_difficult_masks(tmp_path, served):
     assert not data.is_test[:exp["n_train"]].any() and data.is_test[exp["n_train"]:].all()
 
 
+def test_voc_segmentation_lists_pick_their_images(tmp_path, served):
+    """Seed 000 trained on VOC's 1,464-image segmentation list: data.voc_lists."""
+    manifest = _manifest_file(tmp_path, served, "voc2012")
+    full = load_dataset("voc2012", root=tmp_path, mirror=served["url"], manifest=manifest,
+                        progress=False)
+    seg = load_dataset("voc2012", root=tmp_path, mirror=served["url"], manifest=manifest,
+                       progress=False, voc_lists="segmentation")
+    exp = served["voc_expected"]
+    n_train, n_val = exp["n_train"], len(exp["labels"]) - exp["n_train"]
+    # the fixture's segmentation lists: every other training image, every val image
+    assert len(seg.labels) == (n_train + 1) // 2 + n_val
+    assert int((~seg.is_test).sum()) == (n_train + 1) // 2
+    np.testing.assert_array_equal(seg.labels[:(n_train + 1) // 2], exp["labels"][:n_train:2])
+    np.testing.assert_array_equal(seg.images[0], full.images[0])
+
+
 def test_local_copy_present_means_no_request(tmp_path, served):
     url = served["url"]
     for name in ("mnist", "cifar10", "tinyimagenet"):

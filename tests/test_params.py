@@ -228,3 +228,16 @@ def test_a_stage_fails_when_a_key_it_read_changed_under_it(tmp_path, tiny_raw):
     check_params_unchanged(used, {"seed"}, path)  # a key it did not read may change
     with pytest.raises(ParamsChanged, match=r"pretrain.lr: 0.001 -> 0.0013"):
         check_params_unchanged(used, {"pretrain.lr", "seed"}, path)
+
+
+def test_heads_on_iterations_need_a_feedback_net_with_iteration_features():
+    from .conftest import complete
+
+    feedback = {"arch": "feedback", "freeze": 3, "sweep": {"layers": [1, 3]},
+                "report": {"layer": 3}, "features": {"layers": ["lstm12"]},
+                "heads": {"lowshot": {"layers": None}, "on_iterations": [4]}}
+    assert parse_params(complete(feedback)).heads.on_iterations == (4,)
+    with pytest.raises(ParamsError, match=r"heads.on_iterations\[0\] = 5 .* from 1 to 4"):
+        parse_params(complete({**feedback, "heads": {"on_iterations": [5]}}))
+    with pytest.raises(ParamsError, match=r"heads.on_iterations\[0\] = 1 .*\(arch feedback\)"):
+        parse_params(complete({"heads": {"on_iterations": [1]}}))

@@ -19,7 +19,8 @@ from .pipeline_runner import make_project, run_pipeline
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
 
-# What each preset keeps (dataset pair, arch, recipe) and what shrinks for a test run.
+# What each preset keeps (dataset pair, arch, recipe) and what shrinks for a test run:
+# one feature layer each (heads and probes per layer are most of a tiny run's time).
 TINY_RUN = {
     "pretrain": {"epochs": 2, "batch_size": 32},
     "transfer": {"steps": 3, "batch_size": 16},
@@ -29,33 +30,93 @@ TINY_RUN = {
     "diagnostics": TINY["diagnostics"],
     "sweep": {"seeds": [0]},
 }
+# The feedback net is the slowest on a CPU: 16 px images, one epoch.
+FEEDBACK = {"model": {"feedback": {"iterations": 2, "width": 4, "hidden": 16}},
+            "data": {"image_size": 16}, "pretrain": {"epochs": 1},
+            "subsample": 1, "sweep": {"subsample": [1]}, "report": {"subsample": 1},
+            "features": {"layers": ["lstm12"]},
+            "heads": {"on_iterations": [2], "lowshot": {"layers": ["lstm12"]}}}
+VOC = {"data": {"target_classes": [0, 1, 2, 3, 4, 5]}}
+ALEXNET = {"model": {"alexnet": {"channels": [8, 8, 8, 8, 8], "fc": 16}},
+           "pretrain": {"milestones": [1]}, "transfer": {"milestones": [2]},
+           "features": {"layers": ["fc7"]}, "heads": {"lowshot": {"layers": ["fc7"]}}}
+YOSINSKI = merge(ALEXNET, {"subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7],
+                                                     "seeds": [0]},
+                           "report": {"subsample": 3, "layer": 7}})
 SHRINK = {
-    "seed-000": {"model": {"feedback": {"iterations": 2, "width": 4, "hidden": 16}},
-                 "subsample": 1, "sweep": {"subsample": [1]}, "report": {"subsample": 1},
-                 "features": {"layers": ["lstm1", "lstm12"]},
-                 "data": {"target_classes": [0, 1, 2, 3, 4, 5]}},
-    "seed-001": {"model": {"densenet_bc": {"depth": 10, "growth": 4}},
-                 "pretrain": {"milestones": [1], "binary_aux": {
-                     "heads": 1, "compare": True, "seeds": [0, 1], "subsample": 3}},
-                 "transfer": {"milestones": [2]},
-                 "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0, 1]},
-                 "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
-                 # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
-                 "features": {"layers": ["conv0", "final"]}},
-    "seed-004": {"model": {"alexnet": {"channels": [8, 8, 8, 8, 8], "fc": 16}},
-                 "subsample": 3, "sweep": {"subsample": [1, 3], "layers": [1, 7]},
-                 "report": {"subsample": 3, "layer": 7},
-                 "features": {"layers": ["conv1", "fc7"]}},
+    "yosinski-2014-cifar100-similar": YOSINSKI,
+    # the fixture's CIFAR-10 names its classes class0..class9: the split by index
+    "yosinski-2014-cifar10-dissimilar": merge(YOSINSKI, {"data": {
+        "classes_file": "{tmp}/manmade-natural.yaml"}}),
+    "seed-000-feedback-cifar10-voc": merge(FEEDBACK, VOC),
+    "seed-000-feedback-cifar100-voc": merge(FEEDBACK, VOC),
+    "seed-000-feedback-cifar100-cifar10": merge(FEEDBACK, {"data": {"target_classes": "all"},
+                                                           "heads": {"lowshot": {"shots": []}}}),
+    "seed-001-densenet-cifar100": {
+        "model": {"densenet_bc": {"depth": 10, "growth": 4}},
+        "pretrain": {"milestones": [1], "binary_aux": {
+            "heads": 1, "compare": True, "seeds": [0], "subsample": 3}},
+        "transfer": {"milestones": [2], "copied_milestones": [2]},
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 3], "seeds": [0]},
+        "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
+        # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
+        "features": {"layers": ["final"]}},
+    "seed-001-densenet-fig2": {
+        # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, block3.layer1, final
+        "model": {"densenet_bc": {"depth": 10, "growth": 4}},
+        "pretrain": {"milestones": [1]},
+        "transfer": {"milestones": [1, 2], "copied_milestones": [2]},
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7]},
+        "report": {"subsample": 3, "layer": 3}, "freeze": "trans1",
+        "features": {"layers": ["final"]}, "heads": {"lowshot": {"layers": ["final"]}}},
+    "seed-001-wrn-cifar100": {
+        # depth 10: conv1, block1.unit1, block2.unit1, block3.unit1, final
+        "model": {"wrn": {"depth": 10, "widen": 1}},
+        "pretrain": {"milestones": [1], "binary_aux": {"seeds": [0], "subsample": 3}},
+        "transfer": {"milestones": [2], "copied_milestones": [2]}, "subsample": 3,
+        "sweep": {"subsample": [3], "layers": [5]}, "report": {"subsample": 3, "layer": 5},
+        "features": {"layers": ["final"]}},
+    "seed-002-twoconv-mnist": {
+        "model": {"twoconv": {"channels": [4, 4], "hidden": 8}}, "subsample": 3,
+        "sweep": {"subsample": [3], "layers": [1, 2]}, "report": {"subsample": 3, "layer": 2},
+        "heads": {"lowshot": {"layers": ["fc3"]}}},
+    "seed-003-alexnet-cifar100": merge(ALEXNET, {
+        "subsample": 3, "sweep": {"subsample": [1, 3], "layers": [7], "seeds": [0]},
+        "report": {"subsample": 3, "layer": 7}, "features": {"augment": {"copies": 1}}}),
+    "seed-004-alexnet-tinyimagenet": merge(ALEXNET, {
+        "subsample": 3, "sweep": {"subsample": [1, 3], "layers": [1, 7]},
+        "report": {"subsample": 3, "layer": 7}}),
 }
 FILES = {
-    "seed-000": {"cifar10": fx.write_cifar10_archive, "voc2012": fx.write_voc_archive},
-    "seed-001": {"cifar100": fx.write_cifar100_archive},
-    "seed-004": {"tinyimagenet": fx.write_tinyimagenet_zip},
+    "cifar10": fx.write_cifar10_archive, "cifar100": fx.write_cifar100_archive,
+    "voc2012": fx.write_voc_archive, "tinyimagenet": fx.write_tinyimagenet_zip,
+    "mnist": fx.write_mnist_files,
 }
 
 
-def test_the_three_papers_have_presets():
-    assert [p[:8] for p in PRESETS] == ["seed-000", "seed-001", "seed-004"]
+def test_every_study_has_a_preset_and_says_what_it_reproduces():
+    studies = {name.split("-")[0] + "-" + name.split("-")[1] for name in PRESETS}
+    assert studies == {"yosinski-2014", "seed-000", "seed-001", "seed-002", "seed-003",
+                       "seed-004"}
+    assert set(SHRINK) == set(PRESETS)
+    for name in PRESETS:
+        paper = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())["paper"]
+        assert paper["study"] and paper["reproduces"], name
+        # a figure without numbers says so; every printed number names where it is
+        assert paper["numbers"] or "figure" in paper["note"].lower(), name
+        assert all(n["source"] for n in paper["numbers"]), name
+
+
+def test_the_listing_names_each_preset_with_the_figure_it_reproduces(capsys, monkeypatch):
+    from transferlab.presets import main
+
+    monkeypatch.chdir(ROOT)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        reproduces = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())[
+            "paper"]["reproduces"]
+        assert f"{name}\n" in out and reproduces.split(":")[0] in out, name
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -67,19 +128,25 @@ def test_each_preset_validates_over_the_shipped_params(name):
     assert args[0] == "-S" and f"arch={json.dumps(preset['arch'])}" in args
 
 
+def _datasets(params) -> set[str]:
+    return {params.data.dataset_of(task, params.dataset) for task in ("source", "target")}
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
-    key = name[:8]
     files = tmp_path / "files"
+    (tmp_path / "manmade-natural.yaml").write_text("source: [0, 1, 8, 9]\n"
+                                                   "target: [2, 3, 4, 5, 6, 7]\n")
+    raw = apply_preset(name, ROOT / "params.yaml", ROOT / "presets")
     manifest = {}
-    for dataset, writer in FILES[key].items():
-        written = writer(files)
+    for dataset in sorted(_datasets(parse_params(raw))):
+        written = FILES[dataset](files)
         manifest[dataset] = written[0] if isinstance(written, tuple) else written
     path = fx.write_manifest(manifest, tmp_path / "manifest.json")
     project = make_project(tmp_path / "project", ROOT)
-    raw = apply_preset(name, ROOT / "params.yaml", ROOT / "presets")
+    shrink = json.loads(json.dumps(SHRINK[name]).replace("{tmp}", str(tmp_path)))
     with fx.serve_directory(files) as server:
-        raw = merge(merge(raw, TINY_RUN), SHRINK[key])
+        raw = merge(merge(raw, TINY_RUN), shrink)
         raw = merge(raw, {"data": {"root": str(tmp_path / "raw"), "mirror": str(server),
                                    "manifest": str(path)}})
         parse_params(raw)
@@ -87,16 +154,47 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         ran = run_pipeline(project)
     assert ran[:2] == ["validate", "prepare"] and ran[-1] == "report"
     summary = json.loads((project / "metrics/summary.json").read_text())
+    details = json.loads((project / "metrics/details.json").read_text())
     pretrain = json.loads((project / "results/pretrain/A.json").read_text())
-    if key == "seed-000":  # feedback net: an accuracy per iteration; VOC target: mAP
+    sweep = json.loads((project / "results/sweep/seed-0.json").read_text())
+    # the paper's numbers sit beside ours, one row each, ours found where it was run
+    paper = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())["paper"]
+    rows = details["paper"]["numbers"]
+    assert [r["what"] for r in rows] == [n["what"] for n in paper["numbers"]]
+    assert "The paper's numbers beside ours" in (project / "metrics/summary.md").read_text()
+    if name.startswith("seed-000"):  # feedback net: a score per iteration
         assert len(pretrain["test_iteration_accuracy"]) == 2
+        # the heads (Fig. 3's forest) also on the last iteration's 256-d readout
+        assert set(details["heads"]) == {"lstm12", "iter2"}
+        # Table 1's rows of the two iterations run here are filled, the rest "not run"
+        table = [r for r in rows if (r["ours_from"] or "").startswith("pretrain.")]
+        assert table and all((r["ours"] is not None) == r["ours_from"].endswith((".0", ".1"))
+                             for r in table)
+    if name.endswith("-voc"):  # VOC target: mAP per iteration, the sweep's gain (Fig. 2)
         assert summary["metric"] == "map"
-    if key == "seed-001":  # binary auxiliary head: the paired comparison is in the report
-        assert summary["binary_aux"]["seeds"] == 2
+        assert len(details["pretrain"]["B"]["iteration_map"]) == 2
+        assert len(details["sweep_iterations"]["k1"]["AnB"]["n13"]["gain_over_base"]) == 2
+    if name.endswith("cifar100-cifar10"):  # Fig. 4: per-iteration logistic regression
+        assert details["iteration_heads"]["rows"] == ["iter1", "iter2", "all"]
+    if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned
+        assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
+            ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7)}
+    if raw["pretrain"]["binary_aux"]["compare"]:  # seed 001: the paired comparison
+        assert summary["binary_aux"]["seeds"] == len(raw["pretrain"]["binary_aux"]["seeds"])
         assert "Binary auxiliary heads" in (project / "metrics/summary.md").read_text()
-    if key == "seed-004":  # swapped study: both directions trained
-        sweep = json.loads((project / "results/sweep/seed-0.json").read_text())
+        assert rows[0]["ours"] == pytest.approx(100 * (1 - details["binary_aux"]["plain"][
+            "mean"]))
+        assert rows[0]["difference"] == pytest.approx(rows[0]["ours"] - rows[0]["paper"]) \
+            if rows[0]["paper"] is not None else rows[0]["difference"] is None
+    if name.startswith("seed-002"):  # the probes per digit, beside the paper's tables
+        assert set(details["diagnostics"]) == {"conv1", "conv2", "fc3"}
+        assert all(r["ours"] is not None and r["difference"] is None for r in rows)
+    if name.startswith("seed-004"):  # swapped study; AnB+ only as FTall (n = 7)
         assert {v["direction"] for v in sweep["variants"]} == {"AB", "BA"}
+        assert {v["n"] for v in sweep["variants"] if v["treatment"] == "AnB+"} == {7}
+    if name.startswith("yosinski"):  # all five treatments at every n of the sweep
+        assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
+            ("base", 0), *((t, n) for t in ("AnB", "AnB+", "BnB", "BnB+") for n in (1, 7))}
 
 
 def test_wrn_trains_through_the_pipeline_on_the_digits(tmp_path):

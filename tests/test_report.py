@@ -281,3 +281,76 @@ def test_a_missing_dvclive_run_is_named(tmp_path):
     _dvclive_run(live, "pretrain-A", [0], {"train_loss": [1.0]})
     with pytest.raises(FileNotFoundError, match="pretrain-B"):
         copy_curves(live, tmp_path / "curves")
+
+
+def test_a_multilabel_model_b_reports_its_map_per_iteration_and_the_sweep_its_gain(
+        tmp_path, tiny_params, tiny_diagnostics):
+    """Seed 000: VOC model B's per-iteration mAP (not its final mAP at iteration 1) and,
+    per iteration, each sweep treatment's score and gain over base (Fig. 2)."""
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
+    (results / "pretrain" / "B.json").write_text(json.dumps(
+        {"metric": "map", "test_score": 0.38, "test_map": 0.38,
+         "test_iteration_map": [0.35, 0.36, 0.37, 0.38]}))
+    sweep = json.loads((results / "sweep/seed-0.json").read_text())
+    for v in sweep["variants"]:
+        v["test_iteration_map"] = [0.3, 0.4] if v["treatment"] == "base" else [0.35, 0.5]
+    (results / "sweep/seed-0.json").write_text(json.dumps(sweep))
+    summary = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                           plots_dir=tmp_path / "plots")
+    assert summary["pretrain"]["B"]["iteration_map"] == [0.35, 0.36, 0.37, 0.38]
+    rows = (tmp_path / "plots/iterations.csv").read_text().splitlines()
+    assert rows[1].split(",")[2] == "0.35" and rows[4].split(",")[2] == "0.38"
+    entry = summary["sweep_iterations"]["k3"]["AnB"]["n3"]
+    assert entry["score"] == [0.35, 0.5]
+    assert entry["gain_over_base"] == pytest.approx([0.05, 0.1])
+    assert "gain_over_base" not in summary["sweep_iterations"]["k3"]["base"]["n0"]
+    assert "| 3 | AnB | 3 | 0.350 (+0.050) | 0.500 (+0.100) |" in \
+        (tmp_path / "m/s.md").read_text()
+
+
+def test_the_papers_numbers_sit_beside_ours_in_the_papers_unit(tmp_path, tiny_diagnostics):
+    from transferlab.params import parse_params
+
+    from .conftest import TINY, complete
+
+    numbers = [
+        {"what": "AnB n=3, error", "value": 35.0, "unit": "error%", "source": "Table 1",
+         "ours": ["sweep", "k3", "AnB", "n3"]},
+        {"what": "model A", "value": 0.95, "unit": "accuracy", "source": "p. 2",
+         "ours": ["pretrain", "A", "test_accuracy"]},
+        {"what": "figure only", "value": None, "unit": "accuracy", "source": "Fig. 1",
+         "ours": ["sweep", "k3", "base"]},
+        {"what": "never run", "value": 50.0, "unit": "accuracy%", "source": "Fig. 2",
+         "ours": ["sweep", "k99", "AnB", "n3"]},
+    ]
+    params = parse_params(complete({**TINY, "paper": {
+        "study": "A study", "reproduces": "Fig. 9", "note": None, "numbers": numbers}}))
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
+    summary = build_report(params, results=results, summary_out=tmp_path / "m/s.json",
+                           plots_dir=tmp_path / "plots")
+    rows = summary["paper"]["numbers"]
+    # AnB n=3 scores 0.63: 37 % error, 2 points above the paper's 35.
+    assert rows[0]["ours"] == pytest.approx(37.0) and rows[0]["difference"] == pytest.approx(2.0)
+    assert rows[1]["ours"] == 0.9 and rows[1]["difference"] == pytest.approx(-0.05)
+    assert rows[2]["paper"] is None and rows[2]["ours"] == 0.5 and rows[2]["difference"] is None
+    assert rows[3]["ours"] is None
+    md = (tmp_path / "m/s.md").read_text()
+    assert "## The paper's numbers beside ours: A study" in md and "Reproduces: Fig. 9." in md
+    assert "| AnB n=3, error | Table 1 | error% | 35 | 37.00 | +2.00 |" in md
+    assert "| figure only | Fig. 1 | accuracy | figure only | 0.500 |  |" in md
+    assert "| never run | Fig. 2 | accuracy% | 50 | not run |  |" in md
+
+
+def test_paper_numbers_are_checked_key_by_key():
+    from transferlab.params import ParamsError, parse_params
+
+    from .conftest import TINY, complete
+
+    bad = {"what": "x", "value": 1.0, "unit": "percent", "source": "Table 1", "ours": None}
+    with pytest.raises(ParamsError, match=r"paper.numbers\[0\].unit = 'percent'"):
+        parse_params(complete({**TINY, "paper": {"numbers": [bad]}}))
+    with pytest.raises(ParamsError, match=r"unknown key 'paper.numbers\[0\].page'"):
+        parse_params(complete({**TINY, "paper": {"numbers": [{**bad, "unit": "error",
+                                                              "page": 3}]}}))

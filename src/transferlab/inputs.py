@@ -17,7 +17,8 @@ from pathlib import Path
 from transferlab.keys import file_digest
 
 # Which stage reads which external path params.
-EXTERNAL = {"prepare": ("data.path", "data.manifest", "data.classes_file"),
+EXTERNAL = {"prepare": ("data.path", "data.source_path", "data.target_path", "data.manifest",
+                        "data.classes_file"),
             "features": ("features.weights",)}
 
 

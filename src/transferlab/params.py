@@ -68,6 +68,9 @@ class DataParams(Section):
     mirror: str | None = spec(Text(nullable=True, what="a base URL"))
     manifest: str | None = spec(PATH)
     path: str | None = spec(PATH)  # imagefolder
+    source_path: str | None = spec(PATH)  # imagefolder on the source side (null = path)
+    target_path: str | None = spec(PATH)  # imagefolder on the target side (null = path)
+    voc_lists: str = spec(Choice(options=("main", "segmentation")))  # VOC's train/val lists
     image_size: int | None = spec(Int(lo=4, hi=1024, nullable=True))
     normalise: str = spec(Choice(options=NORMALISE))
     crop: int = spec(Int(lo=0, why="0 = no cropping"))
@@ -77,6 +80,18 @@ class DataParams(Section):
     def dataset_of(self, task: str, dataset: str) -> str:
         chosen = self.source_dataset if task == "source" else self.target_dataset
         return chosen or dataset
+
+    def path_of(self, task: str, dataset: str) -> str | None:
+        """The image folder of side `task` (source or target) when it is an imagefolder."""
+        if self.dataset_of(task, dataset) != "imagefolder":
+            return None
+        own = self.source_path if task == "source" else self.target_path
+        return own or self.path
+
+    def crosses(self, dataset: str) -> bool:
+        """Source and target come from different datasets (or different image folders)."""
+        return (self.dataset_of("source", dataset) != self.dataset_of("target", dataset)
+                or self.path_of("source", dataset) != self.path_of("target", dataset))
 
 
 def _model_section(arch: str):
@@ -153,14 +168,29 @@ def _layer_rates(key: str, raw: dict) -> dict[str, float]:
     return {str(name): rate.check(f"{key}.{name}", value) for name, value in raw.items()}
 
 
+def _treatment_layers(key: str, raw: dict) -> dict[str, tuple[int, ...]]:
+    copying = [name for name, t in TREATMENTS.items() if t.copies_layers]
+    for name in raw:
+        if name not in copying:
+            raise fail(f"{key}.{name}", raw[name], "a key naming a treatment that copies "
+                       "layers: " + ", ".join(copying))
+    return {name: List(item=Int(lo=1), increasing=True).check(f"{key}.{name}", value)
+            for name, value in raw.items()}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepParams(Section):
     treatments: tuple[str, ...] = spec(List(item=Choice(options=tuple(TREATMENTS))))
     layers: tuple[int, ...] = spec(List(item=Int(lo=1)))
     subsample: tuple[int, ...] = spec(List(item=Int(lo=0, why="0 = all")))
     seeds: tuple[int, ...] = spec(SEEDS)
+    # {treatment: [n, ...]}: that treatment runs at these n instead of sweep.layers
+    treatment_layers: dict = spec(Mapping(checker=_treatment_layers))
     reuse_variants: bool = spec(Bool())
     swap: bool = spec(Bool())
+
+    def layers_of(self, treatment: str) -> tuple[int, ...]:
+        return self.treatment_layers.get(treatment, self.layers)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -211,6 +241,8 @@ class HeadParams(Section):
     logreg: CostGrid
     random_forest: ForestParams
     iterations: bool = spec(Bool())
+    # feedback nets: iterations t whose head input (iter<t>, 256-d) gets the heads of a layer
+    on_iterations: tuple[int, ...] = spec(List(item=Int(lo=1), may_be_empty=True))
     lowshot: LowShotParams
     ap: str = spec(Choice(options=AP_DEFINITIONS))  # average precision wherever mAP is scored
 
@@ -257,6 +289,37 @@ class ReportParams(Section):
     tolerance: float = spec(Float(lo=0.0))  # sweep verdict: AnB this far below = retrain
 
 
+# raw: a measure whose scale differs from ours (shown side by side, no difference)
+PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%", "raw")
+PAPER_NUMBER_KEYS = ("what", "value", "unit", "source", "ours")
+
+
+def _paper_number(key: str, raw: dict) -> dict[str, Any]:
+    """One published number: what it is, its value as printed (null: figure only),
+    its unit, where it is printed, and where our number is in metrics/details.json."""
+    check_keys(raw, list(PAPER_NUMBER_KEYS), key + ".")
+    return {
+        "what": Text(what="a description").check(key + ".what", raw["what"]),
+        "value": Float(nullable=True).check(key + ".value", raw["value"]),
+        "unit": Choice(options=PAPER_UNITS).check(key + ".unit", raw["unit"]),
+        "source": Text(what="page, table or figure").check(key + ".source", raw["source"]),
+        "ours": List(item=Text(what="a key of metrics/details.json"), unique=False,
+                     nullable=True).check(key + ".ours", raw["ours"]),
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaperParams(Section):
+    """What a preset reproduces and the paper's own numbers; only the report reads it,
+    so no training or feature result depends on it."""
+
+    study: str | None = spec(Text(nullable=True, what="the paper"))
+    reproduces: str | None = spec(Text(nullable=True, what="the figure or table"))
+    note: str | None = spec(Text(nullable=True, what="a note for the report"))
+    numbers: tuple[dict, ...] = spec(List(item=Mapping(checker=_paper_number),
+                                          may_be_empty=True, unique=False))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Params(Section):
     dataset: str = spec(Choice(options=DATASETS))
@@ -276,6 +339,7 @@ class Params(Section):
     diagnostics: DiagnosticsParams
     transferability: TransferabilityParams
     report: ReportParams
+    paper: PaperParams
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
@@ -301,6 +365,14 @@ def _check_layer_bounds(p: Params, names: tuple[str, ...]) -> None:
     for i, layer in enumerate(p.sweep.layers):
         if layer > n:
             raise fail(f"sweep.layers[{i}]", layer, f"an integer from 1 to {n} ({why})")
+    for treatment, layers in p.sweep.treatment_layers.items():
+        key = f"sweep.treatment_layers.{treatment}"
+        if treatment not in p.sweep.treatments:
+            raise fail(key, list(layers), "a key that is one of sweep.treatments: "
+                       + ", ".join(p.sweep.treatments))
+        for i, layer in enumerate(layers):
+            if layer > n:
+                raise fail(f"{key}[{i}]", layer, f"an integer from 1 to {n} ({why})")
     if p.report.layer > n:
         raise fail("report.layer", p.report.layer, f"an integer from 1 to {n} ({why})")
     if p.features.source_model == "A":
@@ -357,7 +429,7 @@ def _check_data(p: Params) -> None:
     if d.split == "file" and d.classes_file is None:
         raise fail("data.classes_file", None, "a YAML file with `source:` and `target:` class "
                    "lists when data.split is file")
-    cross = d.dataset_of("source", p.dataset) != d.dataset_of("target", p.dataset)
+    cross = d.crosses(p.dataset)
     if cross and d.split == "random":
         raise fail("data.split", d.split, "fixed or file when source and target datasets "
                    "differ (random halves split one dataset)")
@@ -369,11 +441,32 @@ def _check_data(p: Params) -> None:
         if set(src) & set(tgt):
             raise fail("data.target_classes", list(tgt), "classes disjoint from "
                        f"data.source_classes (both contain {sorted(set(src) & set(tgt))})")
-    if "imagefolder" in (p.dataset, d.source_dataset, d.target_dataset) and d.path is None:
-        raise fail("data.path", None, "a directory with one sub-folder per class "
-                   "(dataset imagefolder)")
+    for task in ("source", "target"):
+        if d.dataset_of(task, p.dataset) == "imagefolder" and d.path_of(task, p.dataset) is None:
+            if d.source_path is None and d.target_path is None:  # the one-folder case
+                raise fail("data.path", None, "a directory with one sub-folder per class "
+                           "(dataset imagefolder)")
+            raise fail(f"data.{task}_path", None, "a directory with one sub-folder per class "
+                       f"(the {task} is an imagefolder; or set data.path for both sides)")
+    for task in ("source", "target"):
+        own = d.source_path if task == "source" else d.target_path
+        if own is not None and d.dataset_of(task, p.dataset) != "imagefolder":
+            raise fail(f"data.{task}_path", own, f"null unless the {task} dataset is "
+                       "imagefolder")
     if d.pad and not d.crop:
         raise fail("data.pad", d.pad, "0 unless data.crop is set (padding feeds the random crop)")
+
+
+def _check_iteration_heads(p: Params) -> None:
+    count = p.model_kwargs.get("iterations", 1)
+    for i, t in enumerate(p.heads.on_iterations):
+        if count == 1 or not p.features.iterations or p.features.source_model != "A":
+            raise fail(f"heads.on_iterations[{i}]", t, "[] unless model A predicts after "
+                       "several iterations (arch feedback), features.iterations is true and "
+                       "features.source_model is A")
+        if t > count:
+            raise fail(f"heads.on_iterations[{i}]", t, f"an iteration from 1 to {count} "
+                       f"(model.{p.arch}.iterations)")
 
 
 def _check_features(p: Params) -> None:
@@ -396,6 +489,7 @@ def _check(p: Params) -> Params:
         raise ParamsError(f"params: {err}") from None
     _check_data(p)
     _check_features(p)
+    _check_iteration_heads(p)
     _check_layer_bounds(p, names)
     _check_milestones("pretrain.milestones", p.pretrain.milestones, p.pretrain.epochs, "epochs")
     if p.transfer.epochs is None:  # else the budget depends on the target size

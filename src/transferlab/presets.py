@@ -1,6 +1,6 @@
 """Paper presets: partial params files in presets/, laid over params.yaml.
 
-    python -m transferlab.presets                      # list them
+    python -m transferlab.presets                      # list them, with what each reproduces
     python -m transferlab.presets seed-004 --exp-args | xargs dvc exp run   # as an experiment
     python -m transferlab.presets seed-004 --write     # rewrite params.yaml with the preset
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +25,9 @@ PRESETS_DIR = Path("presets")
 
 
 def preset_path(name: str, directory: Path = PRESETS_DIR) -> Path:
+    """The preset named `name`, or the one preset whose name starts with it."""
+    if (directory / f"{name}.yaml").is_file():
+        return directory / f"{name}.yaml"
     matches = sorted(directory.glob(f"{name}*.yaml"))
     if len(matches) != 1:
         known = ", ".join(p.stem for p in sorted(directory.glob("*.yaml")))
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None:
         for path in found:
             print(path.stem)
+            paper = (yaml.safe_load(path.read_text()) or {}).get("paper") or {}
+            for key in ("study", "reproduces"):
+                if paper.get(key):
+                    print(f"    {key}: {' '.join(str(paper[key]).split())}")
         return 0
     if not Path("params.yaml").is_file():
         print(f"error: {Path('params.yaml').absolute()} does not exist; run this from the "
@@ -97,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"params.yaml now holds preset {preset_path(args.name).stem}")
     else:
         preset = yaml.safe_load(preset_path(args.name).read_text())
-        print(" ".join(f"'{a}'" if a != "-S" else a for a in exp_args(preset)))
+        # quoted for a shell (and for xargs, which splits like one)
+        print(" ".join(shlex.quote(a) if a != "-S" else a for a in exp_args(preset)))
     return 0
 
 

@@ -102,15 +102,12 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
     for s, r in pretrain.items():
         path = results / "pretrain" / f"{s}.json"
         finite(score(r), path, f"the test score of model {s}")
-        for i, acc in enumerate(r.get("test_iteration_accuracy", [])):
-            finite(acc, path, f"the test accuracy of model {s} at iteration {i + 1}")
+        for i, value in enumerate(iteration_scores(r) or []):
+            finite(value, path, f"the test score of model {s} at iteration {i + 1}")
     summary = {
         "metric": metric,
         **({"ap_definition": transfer.get("test_ap_definition")} if metric == "map" else {}),
-        "pretrain": {s: {f"test_{r.get('metric', 'accuracy')}": score(r),
-                         **({"iteration_accuracy": r["test_iteration_accuracy"]}
-                            if "test_iteration_accuracy" in r else {})}
-                     for s, r in pretrain.items()},
+        "pretrain": {s: _pretrain_entry(r) for s, r in pretrain.items()},
         "transfer": {f"test_{metric}": score(transfer), "freeze": transfer["n"],
                      "subsample": transfer["subsample"], "seed": transfer["seed"]},
         "sweep": {
@@ -121,6 +118,9 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
         "heads": {layer: {h: r.get("score", r.get("test_accuracy")) for h, r in per.items()}
                   for layer, per in heads.items()},
     }
+    iterations = sweep_iterations(variants)
+    if iterations:
+        summary["sweep_iterations"] = iterations
     low = _read_json(results / "heads_lowshot.json")
     for layer, per in (low.get("layers") or {}).items():
         for head, by_k in per.items():
@@ -155,7 +155,49 @@ def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
         summary["binary_aux"]["pairs"] = [
             {"seed": r["seed"], "plain": r["plain"]["target_score"],
              "binary": r["binary"]["target_score"]} for r in aux["pairs"]]
+        for arm in ("plain", "binary"):  # seed 001 Table 1 prints each arm's mean
+            summary["binary_aux"][arm] = mean_std([r[arm]["target_score"]
+                                                   for r in aux["pairs"]])
     return summary, sweep
+
+
+def iteration_scores(result: dict) -> list[float] | None:
+    """Each iteration's test score (accuracy, or mAP for a multi-label target) of a
+    feedback network's result; None for a network with one prediction."""
+    return result.get("test_iteration_accuracy") or result.get("test_iteration_map")
+
+
+def _pretrain_entry(r: dict) -> dict:
+    metric = r.get("metric", "accuracy")
+    entry = {f"test_{metric}": score(r)}
+    if iteration_scores(r):
+        entry[f"iteration_{'map' if 'test_iteration_map' in r else 'accuracy'}"] = \
+            iteration_scores(r)
+    return entry
+
+
+def sweep_iterations(variants: list[dict]) -> dict:
+    """Seed 000 Fig. 2: per iteration, each treatment's mean target score over seeds and
+    its gain over base at the same iteration.
+
+    {f"k{size}": {treatment: {f"n{n}": {"score": [...], "gain_over_base": [...]}}}}; base
+    sits at "n0" with no gain. Empty when the variants have a single prediction."""
+    per: dict[tuple, list[list[float]]] = defaultdict(list)
+    for v in variants:
+        scores = iteration_scores(v)
+        if scores:
+            per[(v["subsample"], v["treatment"], v["n"])].append(scores)
+    means = {key: [sum(col) / len(col) for col in zip(*runs, strict=True)]
+             for key, runs in per.items()}
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (k, treatment, n), scores in sorted(means.items()):
+        base = means.get((k, "base", 0))
+        entry = {"score": [round(x, 6) for x in scores]}
+        if treatment != "base" and base is not None:
+            entry["gain_over_base"] = [round(x - b, 6) for x, b in zip(scores, base,
+                                                                        strict=True)]
+        out[f"k{k}"][treatment][f"n{n}"] = entry
+    return {k: dict(v) for k, v in out.items()}
 
 
 def sweep_means_at(sweep: dict, k: int) -> dict:
@@ -178,6 +220,11 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
     for layer in diag["layers"]:
         for key, value in diag["summary"][layer].items():
             finite(value, results / "diagnostics.json", f"{key} of layer {layer}")
+    # Per-class errors, where seed 002's tables compare (Exp. 2 and 3).
+    summary["diagnostics_per_class"] = {
+        "decoder": {layer: diag["decoder"][layer] for layer in diag["layers"]},
+        "inversion_trained": diag["inversion"]["trained"],
+        "inversion_random": diag["inversion"]["random"]}
     summary["diagnostics"] = {
         layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
                 "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
@@ -412,6 +459,7 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
                                          ("svm", "logreg", "random_forest")]]) + " |"
               for lay, a in summary["heads"].items()]
     lines += _lowshot_markdown(summary) + _iterations_markdown(summary)
+    lines += _sweep_iterations_markdown(summary)
     return "\n".join(lines) + "\n"
 
 
@@ -441,6 +489,27 @@ def _iterations_markdown(summary: dict) -> list[str]:
              "|---|" + "---|" * len(table["columns"])]
     lines += [f"| {row} | " + " | ".join(f"{v:.3f}" for v in accs) + " |"
               for row, accs in zip(table["rows"], table["accuracy"], strict=True)]
+    return lines
+
+
+def _sweep_iterations_markdown(summary: dict) -> list[str]:
+    table = summary.get("sweep_iterations")
+    if not table:
+        return []
+    label = metric_label(summary)
+    count = max(len(e["score"]) for per_t in table.values() for by_n in per_t.values()
+                for e in by_n.values())
+    lines = ["", f"Sweep per iteration (target test {label}, mean over seeds; gain: minus "
+             "base at the same iteration; seed 000 Fig. 2):", "",
+             "| size | treatment | n | " + " | ".join(f"iter{i}" for i in range(1, count + 1))
+             + " |", "|---|---|---|" + "---|" * count]
+    for k, per_t in table.items():
+        for t, by_n in per_t.items():
+            for n, e in by_n.items():
+                cells = [f"{x:.3f}" + (f" ({g:+.3f})" if "gain_over_base" in e else "")
+                         for x, g in zip(e["score"], e.get("gain_over_base", e["score"]),
+                                         strict=True)]
+                lines.append(f"| {k[1:]} | {t} | {n[1:]} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -474,8 +543,8 @@ def draw_lowshot(summary: dict, plots: Path) -> None:
 
 def iteration_rows(summary: dict) -> list[list]:
     """Test score of each iteration's prediction of models A and B (1 row for ordinary nets)."""
-    per = {s: v.get("iteration_accuracy") or [next(iter(v.values()))]
-           for s, v in summary["pretrain"].items()}
+    per = {s: v.get("iteration_accuracy") or v.get("iteration_map")
+           or [next(iter(v.values()))] for s, v in summary["pretrain"].items()}
     count = max(len(v) for v in per.values())
     return [[i + 1, *[round(per[s][i], 6) if i < len(per[s]) else "" for s in ("A", "B")]]
             for i in range(count)]
@@ -489,13 +558,20 @@ def draw_iterations(summary: dict, plots: Path) -> None:
 
     rows = iteration_rows(summary)
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for col, name in ((1, "model A (source classes)"), (2, "model B (target classes)")):
+    for col, (s, name) in enumerate((("A", "model A (source classes)"),
+                                     ("B", "model B (target classes)")), start=1):
         points = [(r[0], r[col]) for r in rows if r[col] != ""]
-        ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        metric = next(iter(summary["pretrain"][s]))[len("test_"):]
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"{name}, {METRIC_LABEL[metric]}")
+    for k, per_t in summary.get("sweep_iterations", {}).items():
+        for t, by_n in per_t.items():
+            for n, entry in by_n.items():
+                ax.plot(range(1, len(entry["score"]) + 1), entry["score"], ls="--",
+                        marker=".", color=COLOURS.get(t), label=f"sweep {t} {n} {k}")
     ax.set_xticks([r[0] for r in rows])
     ax.set_xlabel("iteration (feedback networks predict after every one)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Early prediction: accuracy per iteration")
+    ax.set_ylabel("test score (metric in the legend)")
+    ax.set_title("Early prediction: test score per iteration")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, plots / "iterations.png")
@@ -513,6 +589,72 @@ def binary_aux_markdown(aux: dict) -> list[str]:
               f" (sd over seeds); binary better in {aux['binary_better']} of {aux['seeds']}.",
               ""]
     return lines
+
+
+def _ours_at(details: dict, path: tuple[str, ...] | None) -> float | None:
+    """The number at `path` in the details (a sweep cell's mean), or None when absent."""
+    if path is None:
+        return None
+    node = details
+    for part in path:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    if isinstance(node, dict):
+        node = node.get("mean")
+    return node if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def in_unit(score: float, unit: str) -> float:
+    """Our score (accuracy or mAP as a fraction) in the unit the paper prints; a raw
+    measure stays as it is."""
+    if unit == "raw":
+        return score
+    value = 1.0 - score if unit.startswith("error") else score
+    return 100.0 * value if unit.endswith("%") else value
+
+
+def paper_rows(paper, details: dict) -> list[dict]:
+    """Each published number beside ours (same unit) and the difference ours - paper."""
+    rows = []
+    for number in paper.numbers:
+        ours = _ours_at(details, number["ours"])
+        ours = None if ours is None else round(in_unit(ours, number["unit"]), 6)
+        value = number["value"]
+        rows.append({"what": number["what"], "source": number["source"],
+                     "unit": number["unit"], "paper": value, "ours": ours,
+                     "ours_from": None if number["ours"] is None else
+                     ".".join(number["ours"]),
+                     "difference": None if ours is None or value is None
+                     or number["unit"] == "raw" else round(ours - value, 6)})
+    return rows
+
+
+def paper_markdown(paper, rows: list[dict]) -> list[str]:
+    study, reproduces, note = paper.study, paper.reproduces, paper.note  # read every key
+    if study is None and not rows:
+        return []
+    lines = [f"## The paper's numbers beside ours: {study or 'unnamed study'}", "",
+             f"Reproduces: {reproduces or 'not stated'}.", ""]
+    if note:
+        lines += [note, ""]
+    if not rows:
+        return lines + ["The paper prints no number for this figure (figures only); "
+                        "compare the plots by eye.", ""]
+    lines += ["| what | source | unit | paper | ours | ours - paper |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        places = 2 if r["unit"].endswith("%") else 3
+        paper_cell = "figure only" if r["paper"] is None else f"{r['paper']:g}"
+        ours_cell = "not run" if r["ours"] is None else f"{r['ours']:.4g}" \
+            if r["unit"] == "raw" else f"{r['ours']:.{places}f}"
+        diff = "" if r["difference"] is None else f"{r['difference']:+.{places}f}"
+        lines.append(f"| {r['what']} | {r['source']} | {r['unit']} | {paper_cell} | "
+                     f"{ours_cell} | {diff} |")
+    return lines + ["", "\"not run\": this run has no result at that place "
+                    "(ours_from in metrics/details.json names it).", ""]
 
 
 def headline(params: Params, summary: dict, sweep: dict) -> dict:
@@ -607,7 +749,13 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     draw_lowshot(summary, plots_dir)
     diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
     estimators_md, estimators_headline = estimators_report(params, results, summary, plots_dir)
-    text = summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n" + estimators_md
+    rows = paper_rows(params.paper, summary)
+    if rows or params.paper.study is not None:
+        summary["paper"] = {"study": params.paper.study,
+                            "reproduces": params.paper.reproduces, "numbers": rows}
+    paper_md = paper_markdown(params.paper, rows)
+    text = (summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n"
+            + estimators_md + ("\n" + "\n".join(paper_md) if paper_md else ""))
     write_json(details_out or summary_out.with_name("details.json"), summary)
     write_json(summary_out, {**headline(params, summary, sweep),
                              "transferability": estimators_headline})

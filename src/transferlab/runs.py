@@ -64,9 +64,9 @@ def grid(params: Params, seed: int) -> list[Variant]:
             if not treatment.copies_layers:
                 layers = [0]
             elif treatment.only_deepest:
-                layers = [max(params.sweep.layers)]
+                layers = [max(params.sweep.layers_of(name))]
             else:
-                layers = params.sweep.layers
+                layers = params.sweep.layers_of(name)
             variants += [Variant(name, n, k, seed) for n in layers]
     return variants
 

@@ -338,11 +338,12 @@ def _verified_check(verified: set[Path]):
 def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
                  manifest: str | Path | None = None, image_size: int | None = None,
                  path: str | Path | None = None, download: bool = True,
-                 progress: bool = True) -> RawDataset:
+                 progress: bool = True, voc_lists: str = "main") -> RawDataset:
     """Decode dataset `name` from `root` (downloading and verifying it first when missing).
 
     `imagefolder` reads `path` instead and never downloads. `image_size` resizes to a square
-    (VOC defaults to 32; other sets keep their native size when it is None).
+    (VOC defaults to 32; other sets keep their native size when it is None). `voc_lists`
+    picks VOC's image lists: main (classification) or segmentation.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset = {name!r} is not known; allowed: {', '.join(DATASETS)}")
@@ -371,7 +372,7 @@ def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
                           b"fine_labels", b"fine_label_names", _verified_check(verified))
         return _resized(data, image_size)
     if name == "voc2012":
-        return read_voc(root / "VOCdevkit" / "VOC2012", image_size)
+        return read_voc(root / "VOCdevkit" / "VOC2012", image_size, voc_lists)
     return read_tinyimagenet(root / "tiny-imagenet-200", image_size)
 
 

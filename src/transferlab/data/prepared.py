@@ -136,7 +136,7 @@ class RawImages:
         return self.labels.ndim == 2
 
 
-def load_raw(dataset: str, data, progress: bool = True) -> RawImages:
+def load_raw(dataset: str, data, progress: bool = True, path: str | None = None) -> RawImages:
     """Decode `dataset` from `data.root` (downloading it if it is not there yet)."""
     if dataset == "digits":
         from transferlab.data.digits import load_digits_arrays
@@ -147,7 +147,8 @@ def load_raw(dataset: str, data, progress: bool = True) -> RawImages:
 
     raw = load_dataset(dataset, root=data.root, mirror=data.mirror, manifest=data.manifest,
                        image_size=data.image_size,
-                       path=data.path if dataset == "imagefolder" else None, progress=progress)
+                       path=path, progress=progress,
+                       voc_lists=data.voc_lists if dataset == "voc2012" else "main")
     return RawImages(raw.images, raw.labels, list(raw.class_names), raw.is_test,
                      getattr(raw, "difficult", None))
 
@@ -237,8 +238,10 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
     """Source task A, target task B and a description of the split, from params."""
     src_name = data.dataset_of("source", dataset)
     tgt_name = data.dataset_of("target", dataset)
-    raw_a = load_raw(src_name, data, progress)
-    raw_b = raw_a if tgt_name == src_name else load_raw(tgt_name, data, progress)
+    path_a, path_b = data.path_of("source", dataset), data.path_of("target", dataset)
+    raw_a = load_raw(src_name, data, progress, path_a)
+    # two image folders are two datasets: each its own classes and test part
+    raw_b = raw_a if not data.crosses(dataset) else load_raw(tgt_name, data, progress, path_b)
     pixel_max = 16 if src_name == "digits" else 255
     if raw_a is raw_b:
         labels = list(range(len(raw_a.class_names)))
@@ -346,7 +349,9 @@ def prepare_dataset(dataset: str, split: str, source_classes, target_classes,
     data = DataParams(split=split, source_classes=tuple(source_classes),
                       target_classes=tuple(target_classes), test_fraction=test_fraction,
                       classes_file=None, source_dataset=None, target_dataset=None,
-                      root="data/raw", mirror=None, manifest=None, path=None, image_size=None,
+                      root="data/raw", mirror=None, manifest=None, path=None, source_path=None,
+                      target_path=None, voc_lists="main",
+                      image_size=None,
                       normalise="half", crop=0, pad=0, flip=False)
     return prepare_tasks(dataset, data, seed, progress=False)
 

@@ -251,12 +251,19 @@ def voc_labels(xml_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return present, difficult
 
 
-def read_voc(base_dir: str | Path, image_size: int | None = None) -> RawDataset:
-    """VOC 2012 classification: train.txt is the train part, val.txt the official test part."""
+VOC_LISTS = {"main": "Main", "segmentation": "Segmentation"}
+
+
+def read_voc(base_dir: str | Path, image_size: int | None = None,
+             lists: str = "main") -> RawDataset:
+    """VOC 2012 classification: train.txt is the train part, val.txt the official test part,
+    from ImageSets/Main (5,717 + 5,823 images) or, with `lists="segmentation"`, from
+    ImageSets/Segmentation (1,464 + 1,449: seed 000's 1465-image VOC training set)."""
     base_dir = Path(base_dir)
     size = square_size(image_size or VOC_DEFAULT_SIZE)
-    train = _read_ids(base_dir / "ImageSets" / "Main" / "train.txt")
-    val = _read_ids(base_dir / "ImageSets" / "Main" / "val.txt")
+    folder = base_dir / "ImageSets" / VOC_LISTS[lists]
+    train = _read_ids(folder / "train.txt")
+    val = _read_ids(folder / "val.txt")
     ids = train + val
     images = np.empty((len(ids), 3, size[1], size[0]), dtype=np.uint8)
     labels = np.empty((len(ids), len(VOC_CLASSES)), dtype=np.uint8)

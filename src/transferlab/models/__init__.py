@@ -41,6 +41,10 @@ def _convnet_names(**_: Any) -> tuple[str, ...]:
     return ("conv1", "conv2", "conv3", "conv4", "fc5")
 
 
+def _twoconv_names(**_: Any) -> tuple[str, ...]:
+    return ("conv1", "conv2", "fc3")
+
+
 def _alexnet_names(**_: Any) -> tuple[str, ...]:
     return ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 
@@ -107,6 +111,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         layer_names=_feedback_names,
         options={"iterations": Int(lo=1), "width": Int(lo=1), "hidden": Int(lo=1),
                  "dropout": _DROPOUT},
+    ),
+    "twoconv": Architecture(  # seed 002's two-conv-layer MNIST network
+        builder="transferlab.models.twoconv:build_twoconv",
+        layer_names=_twoconv_names,
+        options={"channels": List(item=Int(lo=1), length=2, unique=False),
+                 "hidden": Int(lo=1)},
     ),
 }
 
