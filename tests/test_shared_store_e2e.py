@@ -5,7 +5,9 @@ store (TRANSFERLAB_STORE, a user cache by default) lives outside it, so a run
 trains only the sweep variants no earlier run of any workspace trained.
 """
 
+import os
 import re
+import signal
 import subprocess
 import time
 
@@ -25,8 +27,10 @@ PARAMS = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
 SUMMARY = re.compile(r"sweep seed 0: (\d+) variants, (\d+) trained, (\d+) reused")
 
 
-def run(repo, env, *args, check=True) -> str:
-    proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+def run(repo, env, *args, check=True, timeout=300) -> str:
+    # A hung DVC call fails the test instead of blocking the suite.
+    proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout + proc.stderr
@@ -54,14 +58,24 @@ def test_temp_and_queued_experiments_train_nothing_already_trained(tmp_path):
     for name, layers in (("grow-1", "[1,3]"), ("grow-2", "[2,3]")):
         run(repo, env, "dvc", "exp", "run", "--queue", "-n", name,
             "-S", f"sweep.layers={layers}", "sweep")
-    run(repo, env, "dvc", "queue", "start", "-j", "2")
+    # Not waited on: its celery workers inherit its pipes, and one that hangs on shutdown
+    # (seen here: "shutting down due to empty queue", then alive) would block a pipe read.
+    # The status poll below is what waits; the session group is killed at the end.
+    starter = subprocess.Popen(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
         deadline = time.time() + 600
         while re.search(r"\b(Queued|Running)\b", run(repo, env, "dvc", "queue", "status")):
             assert time.time() < deadline, run(repo, env, "dvc", "queue", "status")
             time.sleep(2)
     finally:
-        run(repo, env, "dvc", "queue", "stop", check=False)
+        run(repo, env, "dvc", "queue", "stop", "--kill", check=False)
+        try:
+            os.killpg(starter.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        starter.wait(timeout=30)
     status = run(repo, env, "dvc", "queue", "status")
     assert len(re.findall(r"\bSuccess\b", status)) == 2, status
     for name in ("grow-1", "grow-2"):
