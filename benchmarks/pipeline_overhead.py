@@ -86,7 +86,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     copy_checkout(work, args.params)
     timings = work / ".timings.jsonl"
-    env = {**tool_env(), "TRANSFERLAB_TIMINGS": str(timings)}
+    # A store of its own: the run is cold, not served by the user's store of trained results.
+    env = {**tool_env(), "TRANSFERLAB_TIMINGS": str(timings),
+           "TRANSFERLAB_STORE": str(work / "store")}
     try:
         total, walls, _ = timed_repro(work, env)
         records = {}
@@ -104,8 +106,8 @@ def main() -> None:
         overhead = total - compute_total
         print(f"{'total':<14}{total:>9.1f}{'':>11}{compute_total:>11.1f}{overhead:>12.1f}")
         print(f"share outside training, feature extraction and heads: "
-              f"{overhead / total:.1%} (target < 25%)")
-        print(f"default dvc repro wall time: {total:.1f} s (target <= 300 s)")
+              f"{overhead / total:.1%} (target < 15%)")
+        print(f"default dvc repro wall time: {total:.1f} s (target <= 120 s)")
         for stage in ("diagnostics", "transferability", "binary_aux"):
             if stage in walls:
                 print(f"{stage} stage: {walls[stage]:.1f} s wall, "
@@ -115,7 +117,7 @@ def main() -> None:
         _, ran, out = timed_repro(work, env)
         noop = time.perf_counter() - noop_start
         print(f"second dvc repro: {noop:.2f} s, stages run: {sorted(ran) or 'none'} "
-              "(target < 5 s, none)")
+              "(target < 5 s; only validate, which is always_changed)")
         if ran:
             print(out)
     finally:
