@@ -108,8 +108,26 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def json_text(data, *, allow_nan: bool = True) -> str:
+    """The project's JSON file format: indented, keys sorted, a final newline;
+    `allow_nan=False` refuses NaN and infinities (ValueError) instead of writing them."""
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=allow_nan) + "\n"
+
+
 def write_json_atomic(path: str | Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json_text(data))
+
+
+class NonFiniteJSON(ValueError):
+    """JSON text holding NaN or Infinity where only finite numbers may be."""
+
+
+def parse_json(text: str, *, allow_nan: bool = True):
+    """`json.loads`; with `allow_nan=False`, NaN and Infinity raise NonFiniteJSON."""
+    def refuse(constant: str):
+        raise NonFiniteJSON(f"holds {constant}, not a finite number")
+
+    return json.loads(text, **({} if allow_nan else {"parse_constant": refuse}))
 
 
 def write_npz_atomic(path: str | Path, **arrays: np.ndarray) -> None:
@@ -134,12 +152,10 @@ def read_json(path: str | Path, what: str | None = None, *, required: Iterable[s
         raise FileNotFoundError(f"{label} is missing; {hint}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{label} cannot be read ({e}); {hint}") from e
-
-    def refuse(constant: str):
-        raise ValueError(f"{label} holds {constant}, not a finite number; {hint}")
-
     try:
-        data = json.loads(text, **({} if allow_nan else {"parse_constant": refuse}))
+        data = parse_json(text, allow_nan=allow_nan)
+    except NonFiniteJSON as e:
+        raise ValueError(f"{label} {e}; {hint}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{label} is not valid JSON ({e}); {hint}") from e
     required = list(required)

@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from transferlab.io import atomic_path, write_text_atomic
+from transferlab.io import atomic_path, json_text, write_text_atomic
 from transferlab.metrics import AP_DEFINITIONS, mean_std
 from transferlab.params import Params
 from transferlab.treatments import TREATMENTS
@@ -731,7 +731,7 @@ def copy_curves(live: Path, out: Path) -> list[Path]:
 
 def write_json(path: Path, data) -> None:
     """Sorted, indented JSON; NaN or an infinity is an error, never a bare `NaN`."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_text_atomic(path, json_text(data, allow_nan=False))
 
 
 def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir: Path,

@@ -13,7 +13,7 @@ import torch
 from transferlab.batched import mode_of, problems, train_variants_batched
 from transferlab.data.prepared import TaskData
 from transferlab.experiment import Variant, load_model, run_variant
-from transferlab.io import write_json_atomic
+from transferlab.io import json_text, parse_json, write_json_atomic
 from transferlab.keys import code_digest, file_digest
 from transferlab.params import Params, check_subsample, check_sweep_subsamples
 from transferlab.progress import progress_bar
@@ -113,12 +113,13 @@ class VariantCache:
     def get(self, variant: Variant) -> dict | None:
         if self.store is None:
             return None
-        where = self.store.path(self.key(variant))
+        key = self.key(variant)
+        where = self.store.path(key)
         try:
-            data = self.store.read(self.key(variant))
+            data = self.store.read(key)
             if data is None:
                 return None
-            result = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+            result = parse_json(data.decode("utf-8"), allow_nan=False)
             if not isinstance(result, dict) or result.get("treatment") != variant.treatment:
                 raise ValueError(f"not a result of {variant.key}")
         except (OSError, ValueError) as err:
@@ -129,12 +130,7 @@ class VariantCache:
 
     def put(self, variant: Variant, result: dict) -> None:
         if self.store is not None:
-            text = json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n"
-            self.store.write(self.key(variant), text.encode("utf-8"))
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"holds {name}, not a finite number")
+            self.store.write(self.key(variant), json_text(result, allow_nan=False).encode("utf-8"))
 
 
 def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn.Module],
