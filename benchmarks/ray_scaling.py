@@ -67,11 +67,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pids_using(marker: str) -> list[int]:
+    """Processes whose command line contains `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
 class Head:
-    """`ray start --head --block` on 127.0.0.1 in its own process group."""
+    """`ray start --head --block` (or a node joining `join`) on 127.0.0.1 in its own
+    process group and temp dir; `stop()` ends it and anything left of it. Used by
+    this benchmark and by tests/test_ray.py."""
 
     def __init__(self, cpus: int, gpus: int | None = None, join: str | None = None):
-        self.temp = tempfile.mkdtemp(prefix="tl-rayb-", dir="/tmp")
+        self.temp = tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")  # short: Unix sockets
         self.address = join or f"127.0.0.1:{free_port()}"
         ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
         extra = [] if gpus is None else ["--num-gpus", str(gpus)]
@@ -79,26 +95,38 @@ class Head:
                 ["--head", "--port", self.address.split(":")[1], "--include-dashboard", "false"])
         # Ray renices its workers by +15 by default; on a shared machine that starves them
         # against everything else, so they keep this process's niceness here.
-        env = {**os.environ, "PYTHONPATH": str(SRC), "RAY_worker_niceness": "0"}
-        self.proc = subprocess.Popen(
-            [ray_bin, "start", *role, "--block", "--node-ip-address", "127.0.0.1",
-             "--num-cpus", str(cpus), "--temp-dir", self.temp, "--disable-usage-stats",
-             *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        env = {**os.environ, "RAY_worker_niceness": "0",
+               "PYTHONPATH": os.pathsep.join(
+                   p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+        self.log = Path(self.temp) / "ray-start.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [ray_bin, "start", *role, "--block", "--node-ip-address", "127.0.0.1",
+                 "--num-cpus", str(cpus), "--temp-dir", self.temp, "--disable-usage-stats",
+                 *extra],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 120
         while not list(Path(self.temp).glob("session_*/sockets/raylet*")):
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"ray head with {cpus} CPUs did not start")
+                why = self.log.read_text()
+                self.stop()
+                raise RuntimeError(f"ray node with {cpus} CPUs did not start:\n{why}")
             time.sleep(0.5)
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` stops its processes
             self.proc.wait(10)
+        except ProcessLookupError:
+            pass
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for pid in pids_using(self.temp):  # anything of this node still alive
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(self.temp, ignore_errors=True)
 
 

@@ -6,12 +6,9 @@ One cluster for the module (2 CPUs, its own temporary directory), stopped at the
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.ray_scaling import Head, free_port, pids_using
 from transferlab import executors, runs
 from transferlab.keys import stage_params
 from transferlab.params import parse_params
@@ -33,68 +31,18 @@ SLOW = deep_update(TINY, {"transfer": {"steps": 300},
                           "sweep": {"layers": [3], "subsample": [3]}})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pids_using(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
 @pytest.fixture(scope="module")
 def ray_address():
     """A local Ray head node: 2 CPUs on 127.0.0.1; its processes are ended at the end."""
-    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    temp = tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")  # short: Unix socket paths
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
-        "RAY_worker_niceness": "0"}  # Ray's default +15 starves workers on a busy machine
-    log = open(Path(temp) / "ray-start.log", "w")
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--port", str(port),
-         "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--temp-dir", temp,
-         "--include-dashboard", "false", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
+    head = Head(cpus=2)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert head.poll() is None, (Path(temp) / "ray-start.log").read_text()
-            if list(Path(temp).glob("session_*/sockets/raylet")):
-                break
-            assert time.time() < deadline, "the Ray head did not start"
-            time.sleep(0.5)
-        yield address
+        yield head.address
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its processes
-        try:
-            head.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        for pid in _pids_using(temp):  # anything of this cluster still alive
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
+        head.stop()
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +118,7 @@ def test_a_worker_killed_mid_variant_is_retried_and_the_sweep_completes(
     deadline = time.time() + 300
     while not killed and thread.is_alive() and time.time() < deadline:
         # A worker's process title names the task it is running.
-        busy = _pids_using("ray::_train_task")
+        busy = pids_using("ray::_train_task")
         if busy:
             time.sleep(0.3)  # inside the variant's training steps
             os.kill(busy[0], signal.SIGKILL)
@@ -227,7 +175,7 @@ def test_ray_chosen_but_missing_or_unreachable_is_a_clear_error(monkeypatch):
         patched.setitem(sys.modules, "ray", None)  # as if the extra were not installed
         with pytest.raises(executors.ExecutorError, match=r"pip install -e '\.\[ray\]'"):
             executors.connect()
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("RAY_ADDRESS", address)
     with pytest.raises(executors.ExecutorError, match=f"RAY_ADDRESS='{address}'"):
         executors.connect()
