@@ -1,6 +1,7 @@
-"""Stage validate: checks the whole params.yaml on every `dvc repro` (unknown or
-misspelt keys, bad values) and fingerprints the inputs outside the repository
-(image folder, class file, manifest, weights file) for the stages that read them.
+"""Stage validate: checks params.yaml and recipe.yaml whole on every `dvc repro`
+(unknown, misspelt or misplaced keys, bad values) and writes each other stage's
+data/inputs/<stage>.json: its code digests, its recipe values and the
+fingerprints of its inputs outside the repository (transferlab.inputs).
 Imports no torch, so it costs a fraction of a second."""
 
 import time
@@ -15,11 +16,15 @@ OUT = Path("data/inputs")
 
 
 def main(params) -> None:
-    from transferlab.inputs import EXTERNAL, external_inputs
+    from ruamel.yaml import YAML
+
+    from transferlab.inputs import stage_inputs
     from transferlab.io import write_json_atomic
 
-    for stage in EXTERNAL:
-        write_json_atomic(OUT / f"{stage}.json", external_inputs(params, stage))
+    stages = YAML(typ="safe").load(Path("dvc.yaml").read_text())["stages"]
+    for stage in stages:
+        if stage != "validate":
+            write_json_atomic(OUT / f"{stage}.json", stage_inputs(params, stage))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from transferlab.params import parse_params, read_params_file
+from transferlab.params import parse_params, read_params_file, write_params_files
 from transferlab.presets import merge as deep_update
 
 os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
@@ -73,7 +72,10 @@ def digits_tasks():
 
 
 def write_params(path, raw):
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    """A complete params tree as the project's two files: params.yaml at `path` and
+    recipe.yaml beside it."""
+    assert path.name == "params.yaml", path
+    write_params_files(raw, path.parent)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from transferlab.params import read_params_file
+
 
 def _expand(name: str, stage: dict, params: dict) -> list[tuple[str, str]]:
     if "foreach" in stage:
@@ -35,7 +37,7 @@ def stage_commands(repo: Path) -> list[tuple[str, list[str]]]:
     """(stage name, argv) for every stage of repo/dvc.yaml, in file order (which is a
     topological order of the graph; test_runner_order_is_the_dvc_order checks it)."""
     spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = read_params_file(repo / "params.yaml")
     out = []
     for name, stage in spec["stages"].items():
         for full, cmd in _expand(name, stage, params):

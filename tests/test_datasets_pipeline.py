@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from benchmarks.pipeline_overhead import copy_checkout, tool_env
 from tests import dataset_fixtures as fx
+from transferlab.params import read_params_file
 
 from .conftest import TINY, deep_update, write_params
 from .pipeline_runner import make_project, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
+SHIPPED = read_params_file(ROOT / "params.yaml")
 SMALL = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB", "AnB+"],
                                      "layers": [2]},
                            "features": {"layers": ["conv2", "fc5"]},

@@ -1,5 +1,6 @@
-"""dvc.yaml against what the code really does: each stage's code deps are the import
-closure of its script, and its params are exactly the keys it reads.
+"""dvc.yaml against what the code really does: each stage depends on the import closure
+of its script (through validate's data/inputs/<stage>.json), and its params are exactly
+the keys it reads.
 
 Fewer declared than read serves stale results; more declared than read reruns
 stages for nothing. The reads are recorded by the params tree itself
@@ -9,15 +10,21 @@ stages for nothing. The reads are recorded by the params tree itself
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
 from transferlab import stage as stage_module
-from transferlab.keys import PACKAGE_DIR, import_closure, stage_params
-from transferlab.params import parse_params
+from transferlab.inputs import stage_inputs
+from transferlab.keys import (
+    PACKAGE_DIR,
+    file_digest,
+    import_closure,
+    recipe_keys,
+    stage_params,
+    stage_script,
+)
+from transferlab.params import PARAMS_FILE, RECIPE_FILE, home_file, parse_params
 from transferlab.schema import Section
 
 from .conftest import ROOT, TINY, deep_update, write_params
@@ -25,7 +32,7 @@ from .pipeline_runner import make_project, run_pipeline
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
-SRC = PACKAGE_DIR.parent
+SRC = PACKAGE_DIR.parent  # the folder holding the package
 
 # Keys a stage reads only for some datasets or models, which the two tiny runs below
 # cannot reach (no download, no torchvision weights here); each says where it is read.
@@ -56,40 +63,32 @@ def _stage_spec(name: str) -> dict:
     return spec.get("do", spec)
 
 
-def code_deps(script: str) -> list[str]:
-    """The shortest dep list covering exactly the closure: a package directory where
-    all its modules are imported, single files elsewhere."""
-    closure = {p.relative_to(SRC.parent) for p in import_closure(ROOT / script)}
-    out: set[Path] = set(closure)
-    for directory in sorted({p.parent for p in closure}, key=lambda d: -len(d.parts)):
-        files = {p.relative_to(SRC.parent) for p in (ROOT / directory).rglob("*.py")}
-        if directory != Path("src/transferlab") and files <= out:
-            out = (out - files) | {directory}
-    return sorted(str(p) for p in out)
+@pytest.mark.parametrize("name", sorted(set(STAGES) - {"validate"}))
+def test_each_stage_depends_on_its_inputs_file_and_lists_no_source_file(name):
+    deps = [str(d) for d in _stage_spec(name)["deps"]]
+    assert f"data/inputs/{name}.json" in deps
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in STAGES["validate"]["outs"]]
+    assert f"data/inputs/{name}.json" in outs
+    # Code reaches the stage through the inputs file: one column in `dvc exp show`.
+    assert not [d for d in deps if d.startswith(("src/", "stages/"))]
 
 
-def _py_files(deps: list[str]) -> set[Path]:
-    files = set()
-    for dep in deps:
-        path = ROOT / dep
-        if dep.startswith("src/"):
-            files |= {p.relative_to(ROOT) for p in path.rglob("*.py")} if path.is_dir() \
-                else {Path(dep)}
-    return files
+@pytest.mark.parametrize("name", sorted(set(STAGES) - {"validate"}))
+def test_inputs_file_digests_the_script_and_its_import_closure(name):
+    script = stage_script(name, ROOT / "dvc.yaml")
+    code = stage_inputs(parse_params(TINY), name, ROOT)["code"]
+    closure = {p.relative_to(SRC).as_posix() for p in import_closure(ROOT / script)}
+    assert set(code) == {script} | closure
+    assert code[script] == file_digest(ROOT / script)
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_code_deps_are_the_import_closure_of_the_stage_script(name):
-    spec = _stage_spec(name)
-    script = spec["cmd"].split()[1]
-    declared = _py_files(spec.get("deps", []))
-    closure = {p.relative_to(ROOT) for p in import_closure(ROOT / script)}
-    assert script in spec.get("deps", []), f"{name}: its script {script} is not a dep"
-    assert declared == closure, (
-        f"stage {name}: code deps differ from the import closure of {script}.\n"
-        f"missing (stale results): {sorted(map(str, closure - declared))}\n"
-        f"extra (needless reruns): {sorted(map(str, declared - closure))}\n"
-        f"use:\n      - " + "\n      - ".join(code_deps(script)))
+def test_declared_keys_live_in_the_file_dvc_yaml_names():
+    for name in STAGES:
+        spec = _stage_spec(name)
+        for key in spec.get("params", []):
+            assert home_file(key.split(".$")[0]) == PARAMS_FILE, f"{name}: {key}"
+        for key in recipe_keys(name, ROOT / "dvc.yaml"):
+            assert home_file(key) == RECIPE_FILE, f"{name}: meta.recipe {key}"
 
 
 def _leaves(section, prefix: str = "") -> set[str]:
@@ -154,21 +153,13 @@ def test_declared_params_are_exactly_what_the_stage_reads(name, reads):
     assert sometimes <= declared
 
 
-def test_validate_runs_every_time_and_writes_the_external_inputs():
+def test_validate_runs_every_time_and_declares_nothing():
     spec = STAGES["validate"]
     assert spec.get("always_changed") is True
-    assert "params" not in spec
-    consumers = {name for name, s in STAGES.items()
-                 if any(str(d).startswith("data/inputs/") for d in _stage_spec(name)["deps"])}
-    assert consumers == {"prepare", "features"}
+    assert "params" not in spec and "deps" not in spec
 
 
 def test_model_params_follow_the_arch_by_templating():
     for name in STAGES:
         declared = _stage_spec(name).get("params", [])
         assert "model" not in declared, f"{name}: depends on every arch's section"
-
-
-if os.environ.get("TRANSFERLAB_PRINT_DEPS"):  # a developer's aid: the lists to paste
-    for _name in STAGES:
-        print(_name, code_deps(_stage_spec(_name)["cmd"].split()[1]))

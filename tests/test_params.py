@@ -17,7 +17,7 @@ from transferlab.params import (
 from transferlab.schema import recording
 from transferlab.stage import ParamsChanged, check_params_unchanged
 
-from .conftest import deep_update
+from .conftest import deep_update, write_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,7 +159,7 @@ def test_treatment_follows_the_top_level_keys(tiny_raw):
 def _stage_in(tmp_path: Path, raw: dict, stage: str):
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")  # stages derive keys from it
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    write_params(tmp_path / "params.yaml", raw)
     return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path,
                           capture_output=True, text=True)
 
@@ -188,16 +188,18 @@ def test_sweep_refuses_a_subsample_larger_than_a_class_and_writes_nothing(tmp_pa
 
 def test_params_are_read_with_the_yaml_rules_dvc_uses(tmp_path):
     # YAML 1.2 (DVC): 3e-4 is a number; PyYAML's YAML 1.1 would read the string '3e-4'.
-    text = (ROOT / "params.yaml").read_text().replace("  lr: 0.001\n", "  lr: 3e-4\n", 1)
-    (tmp_path / "params.yaml").write_text(text)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    text = (ROOT / "recipe.yaml").read_text().replace("  lr: 0.001\n", "  lr: 3e-4\n", 1)
+    (tmp_path / "recipe.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml").pretrain.lr == 3e-4
-    (tmp_path / "params.yaml").write_text(text + "seed: 1\n")
+    (tmp_path / "recipe.yaml").write_text(text + "report: {}\n")
     with pytest.raises(ParamsError, match="not valid YAML"):  # a duplicate key
         load_params(tmp_path / "params.yaml")
 
 
 @pytest.mark.parametrize("text", ["freez: 2\n", "foo: 1\n"])
 def test_unknown_top_level_keys_are_refused(tmp_path, text):
+    shutil.copy(ROOT / "recipe.yaml", tmp_path / "recipe.yaml")
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text() + text)
     with pytest.raises(ParamsError, match=f"unknown key '{text.split(':')[0]}'"):
         load_params(tmp_path / "params.yaml")
@@ -220,11 +222,11 @@ def test_reads_are_recorded_by_dotted_key_and_validation_is_not_a_read(tiny_raw)
 
 def test_a_stage_fails_when_a_key_it_read_changed_under_it(tmp_path, tiny_raw):
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(tiny_raw))
+    write_params(path, tiny_raw)
     used = load_params(path)
     check_params_unchanged(used, {"pretrain.lr"}, path)
-    path.write_text(yaml.safe_dump(deep_update(tiny_raw, {"pretrain": {"lr": 0.0013},
-                                                          "heads": {"cv_folds": 4}})))
+    write_params(path, deep_update(tiny_raw, {"pretrain": {"lr": 0.0013},
+                                              "heads": {"cv_folds": 4}}))
     check_params_unchanged(used, {"seed"}, path)  # a key it did not read may change
     with pytest.raises(ParamsChanged, match=r"pretrain.lr: 0.001 -> 0.0013"):
         check_params_unchanged(used, {"pretrain.lr", "seed"}, path)
@@ -241,3 +243,43 @@ def test_heads_on_iterations_need_a_feedback_net_with_iteration_features():
         parse_params(complete({**feedback, "heads": {"on_iterations": [5]}}))
     with pytest.raises(ParamsError, match=r"heads.on_iterations\[0\] = 1 .*\(arch feedback\)"):
         parse_params(complete({"heads": {"on_iterations": [1]}}))
+
+
+def test_the_two_files_hold_every_key_once_in_its_place(tmp_path, tiny_raw):
+    write_params(tmp_path / "params.yaml", tiny_raw)
+    assert read_params_file(tmp_path / "params.yaml") == tiny_raw
+    study = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    assert set(study["data"]) == {"split", "crop", "pad", "flip"}
+    assert "pretrain" in recipe and "pretrain" not in study
+    assert set(study["transfer"]) == {"steps", "lr", "lr_mult"}
+    assert set(recipe["transfer"]) & set(study["transfer"]) == set()
+    # The shipped files follow the same layout.
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert shipped.keys() == study.keys() and shipped["data"].keys() == study["data"].keys()
+
+
+def test_a_key_in_both_files_or_in_the_wrong_one_is_refused(tmp_path, tiny_raw):
+    path = tmp_path / "params.yaml"
+    write_params(path, tiny_raw)
+    recipe = (tmp_path / "recipe.yaml").read_text()
+    (tmp_path / "recipe.yaml").write_text(recipe + "seed: 1\n")
+    with pytest.raises(ParamsError, match="'seed' is set in both params.yaml and recipe.yaml"):
+        load_params(path)
+    # `dvc exp run -S +pretrain.epochs=3` would add the key to params.yaml.
+    (tmp_path / "recipe.yaml").write_text(recipe.replace("  epochs: 2\n", "", 1))
+    with open(path, "a") as fh:
+        fh.write("pretrain:\n  epochs: 3\n")
+    with pytest.raises(ParamsError, match=r"'pretrain.epochs' is in params.yaml, but its place is "
+                                          r"recipe.yaml.*-S recipe.yaml:pretrain.epochs=") as err:
+        load_params(path)
+    assert "recipe.yaml" in str(err.value)
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    write_params(path, tiny_raw)
+    assert load_params(path).pretrain.epochs == tiny_raw["pretrain"]["epochs"]
+
+
+def test_a_missing_recipe_file_is_named(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    with pytest.raises(ParamsError, match=r"recipe.yaml not found"):
+        load_params(tmp_path / "params.yaml")

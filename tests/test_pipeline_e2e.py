@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from benchmarks.pipeline_overhead import copy_checkout, tool_env
+from transferlab.params import read_params_file
 
 from .conftest import TINY, deep_update, write_params
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 # DVC needs every param a stage lists to be in the file: start from the shipped one.
-E2E_PARAMS = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
+E2E_PARAMS = deep_update(read_params_file(ROOT / "params.yaml"),
                          deep_update(TINY, {"sweep": {"seeds": [0]},
                                             "model": {"convnet": {"width": 8}},
                                             "transfer": {"steps": 40}}))
@@ -81,6 +81,17 @@ def test_plots_render(repo):
     assert (repo / "rendered" / "index.html").exists(), proc.stdout
 
 
+def test_exp_show_is_a_readable_table_and_metrics_show_works(repo):
+    # DVC shows every key of params.yaml and every dependency path as a column: the
+    # recipe's details and the code reach the stages through data/inputs/<stage>.json.
+    header = dvc(repo, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    assert len(header) <= 100, len(header)
+    assert not [c for c in header if c.startswith(("src/", "stages/", "pretrain.", "heads."))]
+    assert {"freeze", "transfer.lr", "data/inputs/sweep.json"} <= set(header)
+    shown = dvc(repo, "metrics", "show")
+    assert "metrics/summary.json" in shown.stdout and "ERROR" not in shown.stderr.upper()
+
+
 def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
     proc = dvc(repo, "exp", "run", "-S", "freeze=2")
     assert ran(proc) == {"validate", "transfer", "report"}
@@ -103,6 +114,16 @@ def test_adding_a_seed_to_the_grid_runs_only_the_new_variant(repo):
     assert ran(proc) == {"validate", "sweep@1", "transferability", "report"}
     summary = json.loads((repo / "metrics/details.json").read_text())
     assert summary["sweep"]["k3"]["base"]["seeds"] == 2
+
+
+def test_a_recipe_key_reruns_only_its_readers_and_params_diff_shows_it(repo):
+    proc = dvc(repo, "exp", "run", "-S", "recipe.yaml:heads.cv_folds=2")
+    # heads and the estimators' linear probe read it; the report follows their outputs
+    assert ran(proc) <= {"validate", "heads", "transferability", "report"}
+    assert {"validate", "heads"} <= ran(proc)
+    diff = json.loads(dvc(repo, "params", "diff", "--targets", "params.yaml", "recipe.yaml",
+                          "--json").stdout)
+    assert diff["recipe.yaml"]["heads.cv_folds"]["new"] == 2
 
 
 def test_bad_param_fails_the_run_naming_key_and_value(repo):

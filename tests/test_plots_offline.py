@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", "plots"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "recipe.yaml", ".dvc/config", ".dvc/plots", "plots"]
 
 pytestmark = pytest.mark.e2e
 

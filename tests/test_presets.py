@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests import dataset_fixtures as fx
-from transferlab.params import parse_params
+from transferlab.params import home_file, parse_params, read_params_file
 from transferlab.presets import apply_preset, exp_args, merge
 
 from .conftest import TINY, write_params
@@ -199,7 +199,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
 
 def test_wrn_trains_through_the_pipeline_on_the_digits(tmp_path):
     project = make_project(tmp_path / "project", ROOT)
-    raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY_RUN, {
+    raw = merge(read_params_file(ROOT / "params.yaml"), merge(TINY_RUN, {
         "arch": "wrn", "model": {"wrn": {"depth": 10, "widen": 1}}, "freeze": 2,
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 5]},
         "report": {"subsample": 3, "layer": 5}, "features": {"layers": ["conv1", "final"]}}))
@@ -221,10 +221,12 @@ def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkey
     monkeypatch.chdir(ROOT)
     assert main([name, "--exp-args"]) == 0
     words = shlex.split(capsys.readouterr().out)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = read_params_file(ROOT / "params.yaml")
     for flag, assignment in zip(words[::2], words[1::2], strict=True):
         assert flag == "-S"
         key, value = assignment.split("=", 1)
+        where, _, key = key.rpartition(":")
+        assert where == ("" if home_file(key) == "params.yaml" else "recipe.yaml"), key
         *parents, leaf = key.split(".")
         node = raw
         for part in parents:

@@ -12,15 +12,15 @@ import subprocess
 import time
 
 import pytest
-import yaml
 
 from benchmarks.pipeline_overhead import copy_checkout, tool_env
+from transferlab.params import read_params_file
 
 from .conftest import ROOT, TINY, deep_update, write_params
 
 pytestmark = pytest.mark.e2e
 
-PARAMS = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
+PARAMS = deep_update(read_params_file(ROOT / "params.yaml"),
                      deep_update(TINY, {"sweep": {"seeds": [0], "subsample": [1],
                                                   "layers": [3]},
                                         "report": {"subsample": 1, "layer": 3}}))

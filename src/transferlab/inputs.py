@@ -1,11 +1,17 @@
-"""Fingerprints of the inputs that live outside the repository.
+"""Each stage's inputs that DVC does not see directly, as one small file per stage.
 
-`data.path` (an image folder), `data.manifest`, `data.classes_file` and
-`features.weights` are paths in params: DVC cannot list them as deps because
-they may be null. The light `validate` stage, which runs on every `dvc repro`,
-writes their fingerprints to small files that `prepare` and `features` depend
-on, so adding an image to the folder or replacing a weights file reruns
-exactly the stages that read them.
+The light `validate` stage, which runs on every `dvc repro`, writes
+data/inputs/<stage>.json for every other stage, and the stage depends on it:
+- `code`: the sha256 of the stage script and of every module of its import
+  closure, so editing a module reruns exactly the stages that import it (one
+  dependency column in `dvc exp show` instead of one per source file);
+- `recipe`: the values of the recipe.yaml keys the stage declares under
+  `meta.recipe` in dvc.yaml;
+- `external`: fingerprints of the paths in params that live outside the
+  repository (`data.path`, an image folder; `data.manifest`,
+  `data.classes_file`, `features.weights`), which DVC cannot list as deps
+  because they may be null: adding an image to the folder or replacing a
+  weights file reruns exactly the stages that read them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from transferlab.keys import file_digest
+from transferlab.keys import (
+    PACKAGE_DIR,
+    file_digest,
+    import_closure,
+    recipe_keys,
+    stage_script,
+)
 
 # Which stage reads which external path params.
 EXTERNAL = {"prepare": ("data.path", "data.source_path", "data.target_path", "data.manifest",
@@ -54,7 +66,21 @@ def fingerprint(value: str | None) -> dict | None:
     return {"path": value, "kind": "missing"}
 
 
-def external_inputs(params, stage: str) -> dict:
+def code_digests(root: Path, script: str) -> dict[str, str]:
+    """sha256 of a stage script (by its path from the project root) and of each module it
+    imports (by its path in the package)."""
+    digests = {script: file_digest(root / script)}
+    for module in import_closure(root / script):
+        digests[module.relative_to(PACKAGE_DIR.parent).as_posix()] = file_digest(module)
+    return digests
+
+
+def stage_inputs(params, stage: str, root: Path = Path(".")) -> dict:
+    """What data/inputs/<stage>.json holds (see the module's docstring)."""
     from transferlab.schema import value_at
 
-    return {key: fingerprint(value_at(params, key)) for key in EXTERNAL[stage]}
+    dvc_yaml = root / "dvc.yaml"
+    return {"code": code_digests(root, stage_script(stage, dvc_yaml)),
+            "recipe": {key: value_at(params, key) for key in recipe_keys(stage, dvc_yaml)},
+            "external": {key: fingerprint(value_at(params, key))
+                         for key in EXTERNAL.get(stage, ())}}

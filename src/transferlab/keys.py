@@ -1,12 +1,13 @@
 """Cache keys derived from declarations, never listed by hand.
 
 A key covers what makes a result: the params its stage declares in dvc.yaml
-(the one declaration; a test holds it against the keys the stage really
-reads), the digests of its input files, the source code it imports (the
-import closure of its module inside the package, found by reading the
-imports, lazy ones included) and the torch version. The sweep's variant store
-and the pretraining checkpoint build their keys here; a test compares each
-stage's code deps in dvc.yaml with the same import closure.
+(`params:` from params.yaml and `meta.recipe` from recipe.yaml: the one
+declaration; a test holds it against the keys the stage really reads), the
+digests of its input files, the source code it imports (the import closure of
+its module inside the package, found by reading the imports, lazy ones
+included) and the torch version. The sweep's variant store and the pretraining
+checkpoint build their keys here, and the validate stage writes each stage's
+code digests and recipe values (transferlab.inputs) from the same functions.
 """
 
 from __future__ import annotations
@@ -126,18 +127,34 @@ def file_digest(path: Path | str) -> str:
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 
 
-def stage_params(stage: str, params: Any, dvc_yaml: Path | str = "dvc.yaml") -> list[str]:
-    """The params keys a stage declares in dvc.yaml, `${...}` filled in from `params`."""
+def stage_spec(stage: str, dvc_yaml: Path | str = "dvc.yaml") -> dict:
+    """A stage's definition in dvc.yaml (the `do:` part of a foreach stage)."""
     from ruamel.yaml import YAML
 
     spec = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"][stage.split("@")[0]]
-    declared = spec.get("do", spec).get("params", [])
+    return spec.get("do", spec)
+
+
+def stage_script(stage: str, dvc_yaml: Path | str = "dvc.yaml") -> str:
+    """The script a stage's command runs (`python stages/x.py ...`)."""
+    return next(w for w in stage_spec(stage, dvc_yaml)["cmd"].split() if w.endswith(".py"))
+
+
+def recipe_keys(stage: str, dvc_yaml: Path | str = "dvc.yaml") -> list[str]:
+    """The recipe.yaml keys a stage declares under `meta.recipe` in dvc.yaml."""
+    return list((stage_spec(stage, dvc_yaml).get("meta") or {}).get("recipe", []))
+
+
+def stage_params(stage: str, params: Any, dvc_yaml: Path | str = "dvc.yaml") -> list[str]:
+    """Every params key a stage declares in dvc.yaml, from both files, `${...}` filled in
+    from `params`."""
+    declared = stage_spec(stage, dvc_yaml).get("params", [])
     keys = []
     for entry in declared:
-        if isinstance(entry, dict):  # {file: [keys]} form: this project uses params.yaml only
+        if isinstance(entry, dict):  # {file: [keys]} form: recipe keys go in meta.recipe
             raise ValueError(f"dvc.yaml stage {stage}: params from another file: {entry}")
         keys.append(_TEMPLATE.sub(lambda m: str(value_at(params, m.group(1))), entry))
-    return keys
+    return keys + recipe_keys(stage, dvc_yaml)
 
 
 def derive_key(params: Any, keys: list[str], **parts: Any) -> str:

@@ -1,10 +1,14 @@
-"""Typed, validated params: the one schema of params.yaml.
+"""Typed, validated params: the one schema of params.yaml and recipe.yaml.
 
-Each section is a dataclass whose fields mirror params.yaml key for key; a
+Each section is a dataclass whose fields mirror the params files key for key; a
 field's type, bounds and choices are declared beside it (transferlab.schema).
-The values, defaults included, live in params.yaml only: a missing key is an
-error, so every value a run used is visible to `dvc params diff`.
-`load_params()` reads the file with the YAML rules DVC uses (YAML 1.2) and
+The values, defaults included, live in the two files only: a missing key is an
+error. params.yaml holds the study's headline keys (`STUDY_KEYS`: what
+`dvc exp show` lists and `dvc exp run -S key=value` changes); recipe.yaml holds
+every other key, the papers' training and probing details, which
+`dvc exp run -S recipe.yaml:key=value` changes and
+`dvc params diff --targets params.yaml recipe.yaml` shows.
+`load_params()` reads both with the YAML rules DVC uses (YAML 1.2) and
 returns a `Params` tree, or raises `ParamsError` naming the key, the value and
 what is allowed. Checks that relate several keys follow the per-field ones.
 """
@@ -522,12 +526,82 @@ def parse_params(raw: Any) -> Params:
         return _check(read_section(Params, raw))
 
 
-def read_params_file(path: str | Path = "params.yaml") -> Any:
-    """params.yaml as plain data, read with the YAML 1.2 rules DVC uses (`3e-4` is a number)."""
+PARAMS_FILE = "params.yaml"
+RECIPE_FILE = "recipe.yaml"
+
+# The study's headline, kept in params.yaml: the keys a researcher changes from one
+# experiment to the next. DVC shows every key of params.yaml and every declared param as
+# a column of `dvc exp show`; the recipe's details (about a hundred keys) live in
+# recipe.yaml, which the stages reach through validate's fingerprints (transferlab.inputs),
+# so the table stays readable.
+STUDY_KEYS = ("dataset", "arch", "source", "freeze", "finetune", "subsample", "seed",
+              "model", "data.split", "data.crop", "data.pad", "data.flip",
+              "transfer.steps", "transfer.lr", "transfer.lr_mult",
+              "sweep.treatments", "sweep.layers", "sweep.subsample", "sweep.seeds")
+
+
+def home_file(key: str) -> str:
+    """The file a dotted key lives in."""
+    study = any(key == k or key.startswith(k + ".") for k in STUDY_KEYS)
+    return PARAMS_FILE if study else RECIPE_FILE
+
+
+def _holds_study_keys(key: str) -> bool:
+    return any(k.startswith(key + ".") for k in STUDY_KEYS)
+
+
+def split_params(raw: dict, prefix: str = "") -> tuple[dict, dict]:
+    """A complete params tree cut into (params.yaml's part, recipe.yaml's part)."""
+    study, recipe = {}, {}
+    for name, value in raw.items():
+        key = prefix + str(name)
+        if isinstance(value, dict) and home_file(key) == RECIPE_FILE and _holds_study_keys(key):
+            inner_study, inner_recipe = split_params(value, key + ".")
+            if inner_study:
+                study[name] = inner_study
+            if inner_recipe:
+                recipe[name] = inner_recipe
+        elif home_file(key) == PARAMS_FILE:
+            study[name] = value
+        else:
+            recipe[name] = value
+    return study, recipe
+
+
+def _merge_files(study: Any, recipe: Any, prefix: str = "") -> Any:
+    """One tree from the two files' trees; a key set in both is refused."""
+    if not isinstance(study, dict) or not isinstance(recipe, dict):
+        raise ParamsError(f"params: {prefix.rstrip('.')!r} is set in both {PARAMS_FILE} and "
+                          f"{RECIPE_FILE}; it belongs in {home_file(prefix.rstrip('.'))}")
+    out = dict(study)
+    for name, value in recipe.items():
+        out[name] = (_merge_files(study[name], value, f"{prefix}{name}.") if name in study
+                     else value)
+    return out
+
+
+def _misplaced(tree: Any, in_file: str, prefix: str = "") -> str | None:
+    """The first key of `tree` (read from `in_file`) whose home is the other file."""
+    if not isinstance(tree, dict):
+        return None
+    for name, value in tree.items():
+        key = prefix + str(name)
+        if isinstance(value, dict) and home_file(key) == RECIPE_FILE and _holds_study_keys(key):
+            found = _misplaced(value, in_file, key + ".")
+            if found:
+                return found
+        elif home_file(key) != in_file:
+            while isinstance(value, dict) and value:  # name a whole key, not its section
+                name, value = next(iter(value.items()))
+                key += f".{name}"
+            return key
+    return None
+
+
+def _read_yaml(path: Path) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    path = Path(path)
     if not path.exists():
         raise ParamsError(f"params: {path.resolve()} not found (run from the project root)")
     try:
@@ -536,8 +610,41 @@ def read_params_file(path: str | Path = "params.yaml") -> Any:
         raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    return parse_params(read_params_file(path))
+def _read_both(path: str | Path) -> tuple[Any, Any]:
+    path = Path(path)
+    return _read_yaml(path), _read_yaml(path.with_name(RECIPE_FILE))
+
+
+def read_params_file(path: str | Path = PARAMS_FILE) -> Any:
+    """params.yaml and the recipe.yaml beside it as one plain tree, read with the YAML 1.2
+    rules DVC uses (`3e-4` is a number)."""
+    study, recipe = _read_both(path)
+    return _merge_files(study or {}, recipe or {})
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    study, recipe = _read_both(path)
+    params = parse_params(_merge_files(study or {}, recipe or {}))
+    # After the key and value checks, so a misspelt key is reported as unknown first.
+    for tree, in_file in ((study, PARAMS_FILE), (recipe, RECIPE_FILE)):
+        key = _misplaced(tree, in_file)
+        if key is not None:
+            where = (f"-S {RECIPE_FILE}:{key}=..." if in_file == PARAMS_FILE
+                     else f"-S {key}=...")
+            raise ParamsError(f"params: {key!r} is in {in_file}, but its place is "
+                              f"{home_file(key)} ({PARAMS_FILE} holds the study's headline "
+                              f"keys: {', '.join(STUDY_KEYS)}; {RECIPE_FILE} every other "
+                              f"key); with dvc exp run, change it with {where}")
+    return params
+
+
+def write_params_files(raw: dict, directory: str | Path) -> None:
+    """Write a complete params tree as params.yaml and recipe.yaml in `directory`."""
+    import yaml
+
+    study, recipe = split_params(raw)
+    for name, part in ((PARAMS_FILE, study), (RECIPE_FILE, recipe)):
+        Path(directory, name).write_text(yaml.safe_dump(part, sort_keys=False))
 
 
 def check_sweep_subsamples(params: Params, smallest_class: int) -> None:

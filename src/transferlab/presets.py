@@ -1,11 +1,13 @@
-"""Paper presets: partial params files in presets/, laid over params.yaml.
+"""Paper presets: partial params trees in presets/, laid over params.yaml and recipe.yaml.
 
     python -m transferlab.presets                      # list them, with what each reproduces
     python -m transferlab.presets seed-004 --exp-args | xargs dvc exp run   # as an experiment
-    python -m transferlab.presets seed-004 --write     # rewrite params.yaml with the preset
+    python -m transferlab.presets seed-004 --write     # rewrite both files with the preset
 
-A preset names only what its paper changes; every other key keeps its value
-from params.yaml. Both ways validate the result before printing or writing.
+A preset names only what its paper changes, in one tree; every other key keeps
+its value. `--exp-args` addresses each key in its file (`-S freeze=7`,
+`-S recipe.yaml:pretrain.epochs=90`). Both ways validate the result before
+printing or writing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from pathlib import Path
 
 import yaml
 
-from transferlab.params import ParamsError, parse_params
+from transferlab.params import (
+    PARAMS_FILE,
+    ParamsError,
+    home_file,
+    parse_params,
+    read_params_file,
+    write_params_files,
+)
 
 PRESETS_DIR = Path("presets")
 
@@ -48,8 +57,8 @@ def merge(base: dict, changes: dict) -> dict:
 
 def apply_preset(name: str, params_file: Path = Path("params.yaml"),
                  directory: Path = PRESETS_DIR) -> dict:
-    """params.yaml with the preset laid over it, validated."""
-    base = yaml.safe_load(params_file.read_text())
+    """The params (both files) with the preset laid over them, validated."""
+    base = read_params_file(params_file)
     preset = yaml.safe_load(preset_path(name, directory).read_text())
     merged = merge(base, preset)
     parse_params(merged)
@@ -64,7 +73,8 @@ def exp_args(preset: dict, prefix: str = "") -> list[str]:
         if isinstance(value, dict):
             args += exp_args(value, path + ".")
         else:
-            args += ["-S", f"{path}={json.dumps(value)}"]
+            where = "" if home_file(path) == PARAMS_FILE else f"{home_file(path)}:"
+            args += ["-S", f"{where}{path}={json.dumps(value)}"]
     return args
 
 
@@ -101,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     if args.write:
-        Path("params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
-        print(f"params.yaml now holds preset {preset_path(args.name).stem}")
+        write_params_files(merged, Path("."))
+        print(f"params.yaml and recipe.yaml now hold preset {preset_path(args.name).stem}")
     else:
         preset = yaml.safe_load(preset_path(args.name).read_text())
         # quoted for a shell (and for xargs, which splits like one)

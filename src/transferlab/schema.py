@@ -274,8 +274,9 @@ def check_keys(raw: dict, names: list[str], prefix: str) -> None:
                           f"{prefix.rstrip('.') or 'the top level'}: " + ", ".join(names))
     for name in names:
         if name not in raw:
-            raise ParamsError(f"params: missing key {prefix + name!r}; params.yaml must set "
-                              "every key (it is the one place where defaults live)")
+            raise ParamsError(f"params: missing key {prefix + name!r}; params.yaml and "
+                              "recipe.yaml must set every key (they are the one place where "
+                              "defaults live)")
 
 
 def read_section(cls: type, raw: Any, prefix: str = "") -> Any:

@@ -25,7 +25,7 @@ READS: dict[str, set[str]] = {}
 
 
 class ParamsChanged(RuntimeError):
-    """params.yaml changed, in a key the stage read, while the stage ran."""
+    """params.yaml or recipe.yaml changed, in a key the stage read, while it ran."""
 
 
 @contextmanager
@@ -51,7 +51,7 @@ def _record_timing(name: str, started: float) -> None:
 
 def check_params_unchanged(used: Params, reads: set[str], path: str | Path = "params.yaml"
                            ) -> None:
-    """Fail when a key the stage read has another value in params.yaml now.
+    """Fail when a key the stage read has another value in the params files now.
 
     DVC records the params it finds in params.yaml when a stage ends; a
     `dvc exp run -S` refused while this stage ran still rewrote the file, and
@@ -60,12 +60,14 @@ def check_params_unchanged(used: Params, reads: set[str], path: str | Path = "pa
     try:
         now = load_params(path)
     except ParamsError as err:
-        raise ParamsChanged(f"params.yaml changed while the stage ran and is no longer valid "
+        raise ParamsChanged(f"the params files changed while the stage ran and are no "
+                            f"longer valid "
                             f"({err})") from None
     changed = [f"{k}: {value_at(used, k)!r} -> {value_at(now, k)!r}" for k in sorted(reads)
                if value_at(used, k) != value_at(now, k)]
     if changed:
-        raise ParamsChanged("params.yaml changed while the stage ran (" + "; ".join(changed)
+        raise ParamsChanged("the params files changed while the stage ran ("
+                            + "; ".join(changed)
                             + "); the results would be recorded under values they were not "
                             "made with. Run again.")
 
