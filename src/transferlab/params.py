@@ -275,6 +275,7 @@ class TransferabilityParams(Section):
     knn_neighbours: int = spec(Int(lo=1))
     transrate_eps2: float = spec(POSITIVE)  # TransRate's distortion eps^2
     gbc_dims: int = spec(Int(lo=1))  # GBC's PCA components
+    sfda_shrinkage_rate: float = spec(POSITIVE)  # SFDA's a: lambda = exp(-a max eig S_W)
     linear_probe: bool = spec(Bool())  # also the logreg head's CV accuracy (seconds per layer)
     source_images_per_class: int = spec(Int(lo=0, why="0 = all"))
     cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))

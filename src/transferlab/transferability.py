@@ -29,6 +29,8 @@ MEASURES = {
     "hscore": "H-score, Bao et al. 2019, Ledoit-Wolf shrunk covariance (Ibrahim et al. 2022)",
     "transrate": "TransRate, Huang et al. 2022: coding rate minus class-conditional rate",
     "gbc": "GBC, Pandy et al. 2022: minus summed Bhattacharyya coefficients of class pairs",
+    "sfda": "SFDA, Shao et al. 2022: mean log-likelihood of the labels in a regularised "
+            "Fisher space after ConfMix (transferability.sfda_shrinkage_rate)",
     "linear_probe": "the logreg head's best cross-validated accuracy (heads.logreg.C)",
     SOURCE_ACCURACY: "nearest class mean accuracy of the layer on the source task's test "
                      "images (what the layer does for its own task)",
@@ -46,6 +48,7 @@ def layer_scores(x: torch.Tensor, y: torch.Tensor, params: Params, seed: int) ->
         "hscore": est.hscore(x, y),
         "transrate": est.transrate(x, y, cfg.transrate_eps2),
         "gbc": est.gbc(x, y, cfg.gbc_dims),
+        "sfda": est.sfda(x, y, cfg.sfda_shrinkage_rate),
     }
     if cfg.linear_probe:
         scores["linear_probe"] = est.linear_probe_cv_accuracy(x.cpu().numpy(), y.cpu().numpy(),

@@ -17,7 +17,7 @@ import numpy as np
 
 from transferlab import transferability_scoring as ts
 
-LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "linear_probe",
+LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe",
                     "source accuracy", "decoder gap", "spread ratio")
 BASELINES = ("always deepest", "always shallowest", "random ranking")
 HEADLINE = ("knn", "logme", "hscore", "transrate", "gbc")
