@@ -263,8 +263,6 @@ class DiagnosticsParams(Section):
     decoder_hidden: int = spec(Int(lo=0, why="0 = linear decoder"))
     decoder_batch_size: int = spec(Int(lo=1))
     decoder_train_per_class: int = spec(Int(lo=0, why="0 = all"))
-    max_decoder_gap: float = spec(Float(lo=0.0))
-    max_spread_ratio: float = spec(POSITIVE)
     cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))
 
 
