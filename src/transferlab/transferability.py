@@ -10,6 +10,7 @@ the draw `TaskData.subsampled` makes for training), augmented copies left out.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -142,8 +143,9 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
                         x = torch.as_tensor(train.x[rows], device=device)
                         y = torch.as_tensor(train.y[rows], device=device)
                         for name, value in layer_scores(x, y, params, seed).items():
+                            # undefined (SFDA with one image per class): null, not a bare NaN
                             scores.setdefault(name, {}).setdefault(str(k), {}).setdefault(
-                                str(seed), {})[layer] = value
+                                str(seed), {})[layer] = None if math.isnan(value) else value
             result["layer_scores"] = scores
             result["layer_seconds"] = time.perf_counter() - started
 

@@ -255,8 +255,9 @@ def mean_unit(units: list[dict], k: int) -> dict | None:
 
 
 def choice_text(option: str, n: int) -> str:
-    return ts.VERDICTS[option] if option == ts.NO_TRANSFER else \
-        f"{ts.VERDICTS[option]} layers 1-{n}"
+    if option == ts.NO_TRANSFER:
+        return ts.VERDICTS[option]
+    return f"{ts.VERDICTS[option]} " + ("layer 1" if n == 1 else f"layers 1-{n}")
 
 
 def probe_verdicts(rule: dict | None, units: list[dict], k: int,
