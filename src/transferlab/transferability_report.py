@@ -266,8 +266,8 @@ def probe_verdicts(rule: dict | None, units: list[dict], k: int,
     final rule (fitted on every unit of this run) applied to the seeds' mean unit at k."""
     unit = mean_unit(units, k)
     if rule is None or unit is None:
-        return {"k": k, "layers": {}, "note": "no fitted rule: the sweep and the estimators "
-                "have no curve in common at this size"}
+        return {"k": k, "layers": {}, "note": "no fitted rule: no curve at this size has "
+                "both estimator scores and measured accuracies"}
     final = rule["final_rule"]
     choice = final["per_size"].get(str(k))
     if choice is None:
