@@ -330,14 +330,14 @@ def fisher_bayes(z: torch.Tensor, y: torch.Tensor, classes: int, shrinkage: floa
         raise ValueError("no within-class spread (one image per class): S~_W is zero")
     eye = torch.eye(len(s_w), dtype=z.dtype, device=z.device)
     reg = (1.0 - shrinkage) * s_w + shrinkage * mu * eye
-    # generalised symmetric eigenproblem through the Cholesky factor of S~_W
-    chol = torch.linalg.cholesky(reg)
-    m = torch.linalg.solve_triangular(chol, s_b, upper=False)
-    m = torch.linalg.solve_triangular(chol, m.T, upper=False)
+    # generalised symmetric eigenproblem by whitening with S~_W^-1/2; its eigenvalues are at
+    # least lambda mu in exact arithmetic, so rounding below that is clamped back
+    w_evals, w_evecs = torch.linalg.eigh((reg + reg.T) / 2)
+    whiten = w_evecs / w_evals.clamp_min(shrinkage * mu).sqrt()
+    m = whiten.T @ s_b @ whiten
     evals, evecs = torch.linalg.eigh((m + m.T) / 2)
     d = min(classes - 1, len(evals))
-    top = evecs[:, torch.argsort(evals, descending=True)[:d]]
-    proj = torch.linalg.solve_triangular(chol.T, top, upper=True)
+    proj = whiten @ evecs[:, torch.argsort(evals, descending=True)[:d]]
     t, mt = z @ proj, means @ proj
     delta = t @ mt.T - 0.5 * (mt * mt).sum(1) + torch.log(priors)
     return torch.log_softmax(delta, dim=1), proj
