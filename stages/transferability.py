@@ -1,5 +1,5 @@
-"""Stage transferability: estimators (k-NN, LogME, H-score, TransRate, GBC, linear probe,
-NCE / LEEP) per layer of model A, at every target size and seed of the sweep."""
+"""Stage transferability: estimators (k-NN, LogME, H-score, TransRate, GBC, SFDA, linear
+probe, NCE / LEEP) per layer of model A, at every target size and seed of the sweep."""
 
 import time
 

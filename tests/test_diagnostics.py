@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from transferlab import transferability_scoring as ts
 from transferlab.diagnostics_probes import (
     cpu_threads,
     invert,
@@ -16,20 +17,17 @@ from transferlab.diagnostics_probes import (
     spread_ratios,
     train_decoder,
 )
-from transferlab.diagnostics_rule import (
-    FROZEN,
-    RETRAIN,
-    compare_with_sweep,
-    comparison_markdown,
-    diagnostics_tables_markdown,
-    draw_tsne_grid,
-    recommend,
-)
+from transferlab.diagnostics_rule import diagnostics_tables_markdown, draw_tsne_grid
 from transferlab.models import build_model
 from transferlab.models.base import TransferableNet
 from transferlab.params import parse_params, read_params_file
 from transferlab.presets import merge
 from transferlab.train import to_tensor
+from transferlab.transferability_report import (
+    held_out_markdown,
+    held_out_rows,
+    probe_verdicts,
+)
 
 SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
 
@@ -110,73 +108,80 @@ def test_spread_ratio_is_larger_for_a_scattered_class_and_scale_free():
     assert scaled == pytest.approx(ratios)
 
 
-def fake_results(gaps, spreads, verdicts=None):
-    layers = [f"l{i + 1}" for i in range(len(gaps))]
-    results = {
-        "layers": layers,
-        "layer_positions": {name: i + 1 for i, name in enumerate(layers)},
-        "unknown_classes": ["u"],
-        "spread": {name: {"u": s} for name, s in zip(layers, spreads, strict=True)},
-        "summary": {name: {"decoder_gap": g, "spread_unknown": s}
-                    for name, g, s in zip(layers, gaps, spreads, strict=True)},
-    }
-    if verdicts is not None:
-        results["recommendation"] = {"layers": {name: {"verdict": v} for name, v in
-                                                zip(layers, verdicts, strict=True)}}
-    return results
+def probe_units(best_by_seed, *, base=0.5, plus_gain=0.0, k=5, layers=(1, 2, 3, 4)):
+    """One split, a unit per seed: AnB peaks at the seed's best n, the decoder gap
+    (negated, as the report ranks it) crosses 0.05 right after it; `noise` scores at random."""
+    rng = np.random.default_rng(0)
+    units = []
+    for seed, best in enumerate(best_by_seed):
+        gaps = [0.01 * m if m <= best else 0.06 + 0.01 * m for m in layers]
+        anb = {m: 0.9 - 0.03 * abs(m - best) for m in layers}
+        units.append({"id": ("this run", k, seed), "base": base, "AnB": anb,
+                      "AnB+": {m: a + plus_gain for m, a in anb.items()},
+                      "scores": {"decoder gap": {m: -g for m, g in zip(layers, gaps, strict=True)},
+                                 "noise": {m: float(rng.normal()) for m in layers}}})
+    return units
 
 
-def test_recommendation_flips_at_the_thresholds_and_is_monotone():
-    results = fake_results(gaps=[0.01, 0.05, 0.0], spreads=[1.0, 1.1, 1.0])
-    cfg = replace(TINY, max_decoder_gap=0.03, max_spread_ratio=1.2)
-    rec = recommend(results, cfg)
-    verdicts = [rec["layers"][name]["verdict"] for name in results["layers"]]
-    assert verdicts == [FROZEN, RETRAIN, RETRAIN]
-    # l3 alone is fine, but it sits above a retrained layer.
-    assert rec["layers"]["l3"]["own_verdict"] == FROZEN
-    assert "after l2" in rec["layers"]["l3"]["reason"]
-    assert rec["frozen_layers"] == 1
-    assert "0.03" in rec["rule"] and "1.2" in rec["rule"]
-
-    looser = recommend(results, replace(cfg, max_decoder_gap=0.06))
-    assert looser["frozen_layers"] == 3
-    assert looser["layers"]["l2"]["verdict"] == FROZEN
-
-    spread_bound = recommend(results, replace(cfg, max_decoder_gap=0.06, max_spread_ratio=1.05))
-    assert [spread_bound["layers"][n]["verdict"] for n in results["layers"]] == [
-        FROZEN, RETRAIN, RETRAIN]
-    assert "spread ratio" in spread_bound["layers"]["l2"]["reason"]
-    assert spread_bound["layers"]["l2"]["spread_classes_over"] == ["u"]
+POSITIONS = {"conv1": 1, "conv2": 2, "conv3": 3, "conv4": 4}
 
 
-def test_compare_with_sweep_marks_agreement():
-    results = fake_results([0, 0, 0, 0], [1, 1, 1, 1], [FROZEN, FROZEN, RETRAIN, RETRAIN])
-    sweep = {("base", 0): 0.80,
-             ("AnB", 1): 0.85, ("AnB+", 1): 0.86,  # within tolerance: frozen is fine
-             ("AnB", 2): 0.70, ("AnB+", 2): 0.85,  # fine-tuning helps: retrain
-             ("AnB", 3): 0.60,                      # no AnB+, but below base: retrain
-             ("AnB+", 4): 0.9}                      # no AnB at n = 4
-    rows = {r["n"]: r for r in compare_with_sweep(results, sweep, tolerance=0.02)}
-    assert rows[1]["AnB_below_AnB+"] is False and rows[1]["AnB_below_base"] is False
-    assert rows[1]["sweep"] == FROZEN and rows[1]["agree"] is True
-    assert rows[2]["AnB_below_AnB+"] is True and rows[2]["AnB_below_base"] is True
-    assert rows[2]["sweep"] == RETRAIN and rows[2]["agree"] is False
-    assert rows[3]["AnB_below_AnB+"] is None and rows[3]["AnB_below_base"] is True
-    assert rows[3]["agree"] is True
-    assert rows[4]["sweep"] is None and rows[4]["agree"] is None
-    # A wider tolerance turns n = 2's drop into noise.
-    wide = compare_with_sweep(results, sweep, tolerance=0.2)
-    assert wide[1]["sweep"] == FROZEN and wide[1]["agree"] is True
-    assert "| 2 | l2 |" in comparison_markdown(list(rows.values()))
-    with pytest.raises(ValueError, match="tolerance"):
-        compare_with_sweep(results, sweep, tolerance=-1)
+def test_verdicts_per_layer_are_the_fitted_rules_choice():
+    """The verdicts follow the sweep the rule was fitted on, not a constant: a copied
+    prefix frozen (or fine-tuned when AnB+ pays), the layers above retrained, every layer
+    retrained when base beats every transfer."""
+    units = probe_units([2, 2, 3, 2])
+    rule = ts.held_out_rule(units, ["decoder gap", "noise"], tolerance=0.01)
+    verdicts = probe_verdicts(rule, units, 5, POSITIONS)
+    assert verdicts["option"] == ts.FREEZE and verdicts["choice_rule"]["estimator"] == \
+        "decoder gap"
+    # the mean unit's decoder gap crosses the fitted bar after layer 2
+    assert verdicts["layers"] == {"conv1": "freeze", "conv2": "freeze", "conv3": "retrain",
+                                  "conv4": "retrain"}
+    assert verdicts["fitted_on"] == [0, 1, 2, 3] and verdicts["held_out_by"].startswith("seed")
+
+    tuned = ts.held_out_rule(probe_units([2, 2, 3, 2], plus_gain=0.05), ["decoder gap"], 0.01)
+    assert set(probe_verdicts(tuned, units, 5, POSITIONS)["layers"].values()) == {
+        "fine-tune", "retrain"}
+    worse = probe_units([2, 2, 3, 2], base=0.99)
+    none = probe_verdicts(ts.held_out_rule(worse, ["decoder gap"], 0.01), worse, 5, POSITIONS)
+    assert none["option"] == ts.NO_TRANSFER
+    assert set(none["layers"].values()) == {"retrain"}
+    # no rule fitted at that size: no verdicts, and the reason
+    assert probe_verdicts(rule, units, 20, POSITIONS)["layers"] == {}
+    assert probe_verdicts(None, units, 5, POSITIONS)["layers"] == {}
+
+
+def test_held_out_rows_are_judged_by_rules_that_never_saw_them():
+    units = probe_units([1, 2, 3, 4])
+    rule = ts.held_out_rule(units, ["decoder gap"], tolerance=0.02)
+    rows = held_out_rows(rule)
+    assert sorted(r["id"][2] for r in rows) == [0, 1, 2, 3]  # each seed held out once
+    for r in rows:
+        assert r["id"][2] not in r["fitted_on"]
+        assert r["agree"] == (r["regret"] <= 0.02)
+        assert r["regret"] == pytest.approx(r["best_accuracy"] - r["accuracy"])
+    assert sum(r["agree"] for r in rows) == pytest.approx(
+        rule["held_out_agreement"] * len(rows))
+    assert "| 5 | 0 | [1, 2, 3] |" in held_out_markdown(rows)
+    by_seed = {r["id"][2]: r for r in rows}
+    # the decoder gap tells each seed's best n, and the bar fitted on the others holds ...
+    for seed in (0, 1, 2):
+        assert (by_seed[seed]["option"], by_seed[seed]["n"], by_seed[seed]["regret"]) == (
+            ts.FREEZE, seed + 1, 0.0)
+    # ... except where the held-out seed needs a bar no fitting seed showed (gap 0.04 at
+    # its best n = 4): held out, the rule copies 3 layers and says so
+    assert (by_seed[3]["n"], by_seed[3]["best_n"], by_seed[3]["agree"]) == (3, 4, False)
 
 
 def test_config_rejects_bad_values_by_name():
     with pytest.raises(ValueError, match="diagnostics.images_per_class = 1"):
         diagnostics_params(images_per_class=1)
-    with pytest.raises(ValueError, match="diagnostics.max_spread_ratio"):
-        diagnostics_params(max_spread_ratio=float("nan"))
+    with pytest.raises(ValueError, match="diagnostics.decoder_lr"):
+        diagnostics_params(decoder_lr=float("nan"))
+    # the hand-set thresholds are gone: the verdicts come from the fitted rule
+    with pytest.raises(ValueError, match="max_decoder_gap"):
+        diagnostics_params(max_decoder_gap=0.05)
 
 
 def test_cpu_threads_restores_the_thread_count():
@@ -201,6 +206,7 @@ def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
     results = run_diagnostics(model, random_model, source, target, layers, TINY, device,
                               seed=0, progress=False)
     text = json.dumps(results, allow_nan=False)
+    assert "recommendation" not in results  # verdicts are the report's fitted rule's
     classes = [str(c) for c in range(10)]
     assert results["known_classes"] + results["unknown_classes"] == classes
     assert results["inversion_images_per_class"] == 2
@@ -212,7 +218,6 @@ def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
         for net_name in ("trained", "random"):
             assert sorted(results["inversion"][net_name][layer]) == sorted(classes)
         assert np.asarray(results["tsne"]["coords"][layer]).shape == (60, 2)
-        assert results["recommendation"]["layers"][layer]["verdict"] in (FROZEN, RETRAIN)
     assert sorted(results["decoder"]["input"]) == sorted(classes)
     assert len(results["tsne"]["labels"]) == 60
 
@@ -224,9 +229,10 @@ def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
                             seed=1, progress=False)
     assert other["decoder"]["conv1"] != results["decoder"]["conv1"]
 
-    md = diagnostics_tables_markdown(results)
-    for heading in ("Gradient inversion", "Decoder", "Spread", "Recommendation"):
+    md = diagnostics_tables_markdown(results, {"conv1": "freeze"})
+    for heading in ("Gradient inversion", "Decoder", "Spread", "Per layer"):
         assert heading in md
+    assert "| 1 | conv1 |" in md and "**freeze**" in md
     assert "| 9 (unknown) |" in md and "conv4 (random)" in md
 
     png = tmp_path / "plots" / "tsne.png"

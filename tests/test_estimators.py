@@ -34,13 +34,17 @@ LAYER_FUNCTIONS = {
     "hscore": est.hscore,
     "transrate": lambda x, y: est.transrate(x, y, 1e-2),
     "gbc": lambda x, y: est.gbc(x, y, 8),
+    "sfda": lambda x, y: est.sfda(x, y, 5.0),
     "linear_probe": lambda x, y: est.linear_probe_cv_accuracy(
         x.numpy(), y.numpy(), parse_params(TINY).heads, 0),
 }
 
 
-@pytest.mark.parametrize("name", sorted(LAYER_FUNCTIONS))
-@pytest.mark.parametrize("dims", [20, 200])  # fewer and more features than images
+# fewer and more features than images; SFDA only with fewer (with more, every training
+# image is certain: test_sfda_saturates_when_features_outnumber_images)
+@pytest.mark.parametrize(("name", "dims"), [(name, dims) for name in sorted(LAYER_FUNCTIONS)
+                                            for dims in (20, 200)
+                                            if (name, dims) != ("sfda", 200)])
 def test_separated_classes_score_higher_than_shuffled_labels(name, dims):
     x, y = gaussian_classes(dims=dims)
     fn = LAYER_FUNCTIONS[name]
@@ -125,6 +129,81 @@ def test_estimators_run_on_one_image_per_class():
     for name, fn in LAYER_FUNCTIONS.items():
         value = fn(x, y)
         assert isinstance(value, float), name
+
+
+# ---------------------------------------------------------------------------- SFDA
+
+
+def _shrunk_within(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    classes = np.unique(y)
+    means = np.stack([x[y == c].mean(0) for c in classes])
+    dev = x - means[np.searchsorted(classes, y)]
+    s_w = dev.T @ dev / len(x)
+    return (1 - lam) * s_w + lam * np.trace(s_w) / x.shape[1] * np.eye(x.shape[1])
+
+
+def test_fisher_direction_of_two_classes_is_the_closed_form():
+    """Two classes: the one Fisher direction is S~_W^-1 (m_1 - m_0), scaled to
+    u^T S~_W u = 1 (sign aside)."""
+    x, y = gaussian_classes(classes=2, per_class=30, dims=6, separation=1.0, seed=3)
+    xn, yn = x.numpy(), y.numpy()
+    lam = 0.2
+    reg = _shrunk_within(xn, yn, lam)
+    w = np.linalg.solve(reg, xn[yn == 1].mean(0) - xn[yn == 0].mean(0))
+    w /= np.sqrt(w @ reg @ w)
+    _, proj = est.fisher_bayes(x - x.mean(0), y, 2, lam, 6)
+    u = proj[:, 0].numpy()
+    assert abs(float(u @ w)) == pytest.approx(float(w @ w), rel=1e-9)
+    assert float(u @ reg @ u) == pytest.approx(1.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("lam", [1e-3, 0.3])
+def test_fisher_bayes_classifier_equals_sklearn_shrunk_lda(lam):
+    """The Bayes classifier in the Fisher space gives sklearn's eigen-solver LDA
+    probabilities with the same shrinkage (its per-class shrinkage towards tr / D sums to
+    SFDA's S~_W)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x, y = gaussian_classes(classes=4, per_class=15, dims=8, separation=1.0, seed=4)
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=lam).fit(x.numpy(), y.numpy())
+    log_p, proj = est.fisher_bayes(x - x.mean(0), y, 4, lam, 8)
+    assert proj.shape == (8, 3)  # C - 1 directions
+    np.testing.assert_allclose(log_p.exp().numpy(), lda.predict_proba(x.numpy()), atol=1e-9)
+
+
+def test_sfda_in_the_span_of_the_images_equals_the_full_space():
+    """60 features, 24 images: the classifier worked out in the images' span is the one
+    of the full 60 x 60 scatter matrices."""
+    x, y = gaussian_classes(classes=3, per_class=8, dims=60, separation=1.0, seed=5)
+    lam = 0.25
+    full, _ = est.fisher_bayes(x - x.mean(0), y, 3, lam, 60)
+    span, _ = est.fisher_bayes(est._span_coordinates(x), y, 3, lam, 60)
+    np.testing.assert_allclose(span.numpy(), full.numpy(), atol=1e-9)
+
+
+def test_sfda_lambda_shrinks_a_tight_within_class_scatter_most():
+    tight = torch.diag(torch.tensor([0.01, 0.001], dtype=torch.float64))
+    wide = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+    assert est.sfda_shrinkage(tight, 5.0) == pytest.approx(math.exp(-0.05))
+    assert est.sfda_shrinkage(wide, 5.0) == pytest.approx(math.exp(-20.0))
+    assert est.sfda_shrinkage(wide * 100, 5.0) == 1e-10  # the floor
+
+
+def test_sfda_ranks_harder_classes_lower_and_is_undefined_with_one_image_per_class():
+    scores = [est.sfda(*gaussian_classes(dims=10, per_class=20, separation=s, seed=6), 5.0)
+              for s in (0.3, 0.6, 1.2)]
+    assert scores[0] < scores[1] < scores[2] <= 0.0
+    assert math.isnan(est.sfda(*gaussian_classes(per_class=1, dims=30), 5.0))
+
+
+def test_sfda_saturates_when_features_outnumber_images():
+    """The paper's lambda is tiny for any within-class spread of order 1, so with more
+    features than images S~_W is nearly singular on the images' span and every training
+    image, real labels or shuffled, is classified with certainty: SFDA is 0 for both (the
+    README says what this does to its tau on the digits)."""
+    x, y = gaussian_classes(dims=200)
+    assert est.sfda(x, y, 5.0) == pytest.approx(0.0, abs=1e-6)
+    assert est.sfda(x, shuffled(y), 5.0) == pytest.approx(0.0, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------- scoring

@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from transferlab.params import parse_params
 from transferlab.report import (
     CURVES,
     NonFiniteScore,
@@ -12,6 +13,8 @@ from transferlab.report import (
     mean_std,
     write_json,
 )
+
+from .conftest import TINY, complete
 
 
 def test_mean_and_sample_std_over_seeds():
@@ -96,9 +99,14 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagn
     assert json.loads((tmp_path / "m/details.json").read_text()) == summary
     assert (tmp_path / "m/s.md").read_text().startswith("| pretrained model | test accuracy")
     assert set(summary["diagnostics"]) == {"conv1", "conv2", "conv3", "conv4", "fc5"}
-    assert summary["diagnostics_vs_sweep"]["conv1"]["sweep"] in ("retrain", "transfer frozen")
+    # the verdicts are the fitted rule's (one seed here: fitted on it, nothing held out)
+    assert {v["verdict"] for v in summary["diagnostics"].values()} <= {
+        "freeze", "fine-tune", "retrain"}
+    assert summary["diagnostics_rule"]["fitted_on"] == [0]
+    assert summary["diagnostics_vs_sweep"] == {}
     md = (tmp_path / "m/s.md").read_text()
-    assert "## Layer diagnostics" in md and "agree at" in md
+    assert "## Layer diagnostics" in md and "agree at 0 of 0" in md
+    assert "no hand-set threshold" in md
     assert "| fc5 | svm | 0.400 ± 0.100 | 0.600 ± 0.000 |" in md
     assert summary["lowshot"]["layers"]["fc5"]["svm"]["2"] == {"mean": 0.6, "std": 0.0}
     assert "## Which layers to transfer" in md
@@ -166,6 +174,8 @@ def test_headline_is_short_and_the_details_hold_every_number(tmp_path, tiny_para
                                                              tiny_diagnostics):
     results = tmp_path / "results"
     _write_results(results, seeds=[0, 1], diagnostics=tiny_diagnostics)
+    # two seeds, so that the rule can be held out by seed
+    tiny_params = parse_params(complete({**TINY, "sweep": {**TINY["sweep"], "seeds": [0, 1]}}))
     details = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
                            plots_dir=tmp_path / "plots")
     head = dict(_leaves(json.loads((tmp_path / "m/s.json").read_text())))
@@ -178,10 +188,15 @@ def test_headline_is_short_and_the_details_hold_every_number(tmp_path, tiny_para
     assert head["pretrain.A.test_accuracy"] == 0.9
     assert head["transfer.test_accuracy"] == 0.8 and head["transfer.freeze"] == 3
     assert head["best_head.score"] == 0.5
-    compared = [r["agree"] for r in details["diagnostics_vs_sweep"].values()
-                if r["agree"] is not None]
+    # diagnostics.agree: the units (k, seed) where the rule fitted without that seed chose
+    # within report.tolerance of the best measured option
+    compared = [r["agree"] for r in details["diagnostics_vs_sweep"].values()]
     assert head["diagnostics.agree"] == sum(compared)
-    assert head["diagnostics.compared"] == len(compared)
+    assert head["diagnostics.compared"] == len(compared) == 4  # 2 sizes x 2 seeds
+    rule = details["transferability"]["rule"]
+    assert head["diagnostics.agree"] == pytest.approx(rule["held_out_agreement"] * 4)
+    for key, row in details["diagnostics_vs_sweep"].items():
+        assert key.split()[1] == "seed=" + str(1 - row["fitted_on"][0])  # the other seed
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -19,9 +19,10 @@ inversion, the slowest probe. `cpu_threads` (0 = leave the process's setting)
 bounds torch's and sklearn's CPU threads during the run: the probes' tensors
 are tiny, so extra threads mostly wait for each other (on a busy machine two
 threads ran 8x slower than one), and a fixed count keeps the numbers
-independent of the machine's core count. The verdict per layer comes from
-`transferlab.diagnostics_rule`. Only the `TransferableNet` contract
-(`layer_names`, `activations`) is used, so any architecture works.
+independent of the machine's core count. The verdict per layer is the rule fitted
+on the sweep, in the report (`transferlab.transferability_report.probe_verdicts`).
+Only the `TransferableNet` contract (`layer_names`, `activations`) is used, so any
+architecture works.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from transferlab.data.prepared import TaskData
-from transferlab.diagnostics_rule import class_mean, recommend
+from transferlab.diagnostics_rule import class_mean
 from transferlab.models.base import TransferableNet
 from transferlab.params import DiagnosticsParams, Params
 from transferlab.progress import progress_bar
@@ -356,7 +357,6 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
         bar.close()
         for name, m in models.items():
             m.train(modes[name])
-    results["recommendation"] = recommend(results, cfg)
     return results
 
 
@@ -430,6 +430,7 @@ def diagnose(params: Params, *, prepared: Path, model_path: Path, out: Path,
                                   params.diagnostics, device, seed=params.seed,
                                   progress=progress)
     write_json_atomic(out, results)
-    verdicts = {layer: v["verdict"] for layer, v in results["recommendation"]["layers"].items()}
-    print(f"diagnostics: {verdicts}")
+    print("diagnostics: " + ", ".join(
+        f"{layer} decoder gap {s['decoder_gap']:.3g} spread {s['spread_unknown']:.3g}"
+        for layer, s in results["summary"].items()))
     return results

@@ -25,6 +25,10 @@ Everything is computed in float64 from the papers' definitions:
   Classification Tasks" (ICCV) and Nguyen et al. 2020, "LEEP: A New Measure to Evaluate
   Transferability of Learned Representations" (ICML). They read the source network's
   predictions over its own classes, so they score the whole network, not a layer.
+- `sfda`: Shao et al. 2022, "Not All Models Are Equal: Predicting Model Transferability in
+  a Self-challenging Fisher Space" (ECCV): the mean log-likelihood of the labels under a
+  Bayes classifier in a regularised Fisher space, after ConfMix moves each image towards
+  the other classes by how unsure a first pass is about it (`sfda` says where it departs).
 
 The linear-probe accuracy is the heads' own cross-validated logistic regression
 (`transferlab.heads_fitting`), called in `linear_probe_cv_accuracy`.
@@ -37,7 +41,7 @@ import math
 import numpy as np
 import torch
 
-LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "linear_probe")
+LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe")
 NETWORK_ESTIMATORS = ("nce", "leep")
 
 
@@ -270,6 +274,110 @@ def gbc(x: torch.Tensor, y: torch.Tensor, dims: int) -> float:
             ).sum()
             total += float(torch.exp(-distance))
     return -total
+
+
+# ---------------------------------------------------------------------------- SFDA
+
+_SFDA_FLOOR = 1e-10  # smallest shrinkage (the authors' release keeps lambda above it)
+
+
+def _span_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """Coordinates (N, r) of the centred rows in an orthonormal basis of their span. The
+    scatter matrices, the Fisher directions with a nonzero eigenvalue and every image lie
+    in that span (shrinkage towards a multiple of I leaves the complement alone), so SFDA
+    is exact there and costs N x N, not D x D, when the features outnumber the images."""
+    xc = x - x.mean(0)
+    u, s, _ = torch.linalg.svd(xc, full_matrices=False)
+    keep = s > s.max().clamp_min(1e-300) * max(x.shape) * torch.finfo(x.dtype).eps
+    return u[:, keep] * s[keep]
+
+
+def fisher_scatter(z: torch.Tensor, y: torch.Tensor, classes: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S_W, S_B, class means, priors) of rows z with labels 0..classes-1, all present:
+    S_W = sum_c p_c cov_c (biased), S_B = sum_c p_c (m_c - m)(m_c - m)^T."""
+    onehot = _one_hot(y, classes)
+    counts = onehot.sum(0)
+    priors = counts / len(z)
+    means = (onehot.T @ z) / counts[:, None]
+    within = z - means[y]
+    s_w = within.T @ within / len(z)
+    centred = means - priors @ means
+    s_b = (centred * priors[:, None]).T @ centred
+    return s_w, s_b, means, priors
+
+
+def sfda_shrinkage(s_w: torch.Tensor, rate: float) -> float:
+    """SFDA's adaptive regularisation lambda = exp(-rate * largest eigenvalue of S_W): a
+    within-class scatter with little spread is shrunk most (floored at 1e-10 as in the
+    authors' release)."""
+    largest = float(torch.linalg.eigvalsh(s_w)[-1]) if len(s_w) else 0.0
+    return max(math.exp(-rate * largest), _SFDA_FLOOR)
+
+
+def fisher_bayes(z: torch.Tensor, y: torch.Tensor, classes: int, shrinkage: float,
+                 full_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(c | z_i) (N, C), projection U (r, d)) of the Bayes classifier in the Fisher
+    space of rows z (span coordinates of `full_dims`-dimensional features).
+
+    Regularised within-class scatter S~_W = (1 - lambda) S_W + lambda mu I, mu = tr(S_W) /
+    full_dims; U: the top d = min(C - 1, r) solutions of S_B u = e S~_W u, scaled so that
+    U^T S~_W U = I; in the projected space a class is a Gaussian with identity covariance:
+    delta_c(t) = t . m~_c - |m~_c|^2 / 2 + log p_c, and p(c | z) = softmax_c delta_c."""
+    s_w, s_b, means, priors = fisher_scatter(z, y, classes)
+    mu = float(s_w.diagonal().sum()) / full_dims
+    if mu <= 0:
+        raise ValueError("no within-class spread (one image per class): S~_W is zero")
+    eye = torch.eye(len(s_w), dtype=z.dtype, device=z.device)
+    reg = (1.0 - shrinkage) * s_w + shrinkage * mu * eye
+    # generalised symmetric eigenproblem by whitening with S~_W^-1/2; its eigenvalues are at
+    # least lambda mu in exact arithmetic, so rounding below that is clamped back
+    w_evals, w_evecs = torch.linalg.eigh((reg + reg.T) / 2)
+    whiten = w_evecs / w_evals.clamp_min(shrinkage * mu).sqrt()
+    m = whiten.T @ s_b @ whiten
+    evals, evecs = torch.linalg.eigh((m + m.T) / 2)
+    d = min(classes - 1, len(evals))
+    proj = whiten @ evecs[:, torch.argsort(evals, descending=True)[:d]]
+    t, mt = z @ proj, means @ proj
+    delta = t @ mt.T - 0.5 * (mt * mt).sum(1) + torch.log(priors)
+    return torch.log_softmax(delta, dim=1), proj
+
+
+def sfda(x: torch.Tensor, y: torch.Tensor, rate: float) -> float:
+    """SFDA: (1/N) sum_i log p(y_i | x'_i) in the Fisher space of the ConfMix'd features x'.
+
+    1. Fisher space of x with the adaptive lambda (`sfda_shrinkage`, its `rate` is the
+       paper's a) and the Bayes classifier there (`fisher_bayes`): p_i = p(y_i | x_i).
+    2. Self-challenging (ConfMix): x'_i = q_i x_i + (1 - q_i) mu_-y_i, with mu_-c the mean
+       of the other classes' means and q_i the softened confidence (a softmax over image i's
+       class probabilities, as the authors' release does): unsure images move furthest
+       towards the other classes, so the score rewards layers that keep hard images apart.
+    3. The Fisher space and classifier again on x', with the same lambda.
+
+    Departures: the largest eigenvalue of S_W is exact (the release estimates it with three
+    power iterations); the score is the mean log-likelihood as the paper writes it (the
+    release averages p(y_i | x'_i) without the log); everything runs in the span of the
+    centred images (`_span_coordinates`), which is exact. NaN when no class has two
+    distinct images (S_W = 0: nothing to regularise towards)."""
+    x, y, _ = _prepare(x, y)
+    present, y = torch.unique(y, return_inverse=True)
+    classes = len(present)
+    if classes < 2:
+        return float("nan")
+    z = _span_coordinates(x)
+    s_w, _, means, _ = fisher_scatter(z, y, classes)
+    if float(s_w.diagonal().sum()) <= 0:
+        return float("nan")
+    lam = sfda_shrinkage(s_w, rate)
+    log_p, _ = fisher_bayes(z, y, classes, lam, x.shape[1])
+    soft = torch.softmax(log_p.exp(), dim=1)
+    confidence = soft[torch.arange(len(y), device=y.device), y][:, None]
+    outer = (means.sum(0, keepdim=True) - means) / (classes - 1)
+    mixed = confidence * z + (1 - confidence) * outer[y]
+    if float(fisher_scatter(mixed, y, classes)[0].diagonal().sum()) <= 0:
+        return float("nan")
+    log_p, _ = fisher_bayes(mixed, y, classes, lam, x.shape[1])
+    return float(log_p[torch.arange(len(y), device=y.device), y].mean())
 
 
 # ---------------------------------------------------------------------------- NCE, LEEP

@@ -267,8 +267,6 @@ class DiagnosticsParams(Section):
     decoder_hidden: int = spec(Int(lo=0, why="0 = linear decoder"))
     decoder_batch_size: int = spec(Int(lo=1))
     decoder_train_per_class: int = spec(Int(lo=0, why="0 = all"))
-    max_decoder_gap: float = spec(Float(lo=0.0))
-    max_spread_ratio: float = spec(POSITIVE)
     cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))
 
 
@@ -279,6 +277,7 @@ class TransferabilityParams(Section):
     knn_neighbours: int = spec(Int(lo=1))
     transrate_eps2: float = spec(POSITIVE)  # TransRate's distortion eps^2
     gbc_dims: int = spec(Int(lo=1))  # GBC's PCA components
+    sfda_shrinkage_rate: float = spec(POSITIVE)  # SFDA's a: lambda = exp(-a max eig S_W)
     linear_probe: bool = spec(Bool())  # also the logreg head's CV accuracy (seconds per layer)
     source_images_per_class: int = spec(Int(lo=0, why="0 = all"))
     cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))

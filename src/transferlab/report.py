@@ -200,20 +200,16 @@ def sweep_iterations(variants: list[dict]) -> dict:
     return {k: dict(v) for k, v in out.items()}
 
 
-def sweep_means_at(sweep: dict, k: int) -> dict:
-    """{(treatment, n): mean} at target size k, base at ("base", 0)."""
-    return {(t, n): stats["mean"] for t, by_n in sweep.get(k, {}).items()
-            for n, stats in by_n.items()}
-
-
-def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict,
-                       plots: Path) -> str:
-    """Seed 002: per-layer figures into `summary`, tables, t-SNE grid, probe against sweep."""
-    from transferlab.diagnostics_rule import (
-        compare_with_sweep,
-        comparison_markdown,
-        diagnostics_tables_markdown,
-        draw_tsne_grid,
+def diagnostics_report(params: Params, results: Path, summary: dict, plots: Path,
+                       fitted: dict) -> str:
+    """Seed 002: per-layer figures into `summary`, tables, t-SNE grid; the verdict per layer
+    is the rule fitted on the sweep (`fitted`: the analysis and units of
+    `estimators_report`), checked on the units each fold of it never saw."""
+    from transferlab.diagnostics_rule import diagnostics_tables_markdown, draw_tsne_grid
+    from transferlab.transferability_report import (
+        held_out_markdown,
+        held_out_rows,
+        probe_verdicts,
     )
 
     diag = _read_json(results / "diagnostics.json")
@@ -225,15 +221,20 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
         "decoder": {layer: diag["decoder"][layer] for layer in diag["layers"]},
         "inversion_trained": diag["inversion"]["trained"],
         "inversion_random": diag["inversion"]["random"]}
+    rule = fitted["analysis"]["rule"]
+    k = params.report.subsample
+    verdicts = probe_verdicts(rule, fitted["units"], k, diag["layer_positions"])
     summary["diagnostics"] = {
-        layer: {**{k: round(v, 6) for k, v in diag["summary"][layer].items()},
-                "verdict": diag["recommendation"]["layers"][layer]["verdict"]}
+        layer: {**{key: round(v, 6) for key, v in diag["summary"][layer].items()},
+                "verdict": verdicts["layers"].get(layer)}
         for layer in diag["layers"]}
+    summary["diagnostics_rule"] = {key: v for key, v in verdicts.items() if key != "layers"}
     draw_tsne_grid(diag, plots / "diagnostics_tsne.png")
-    rows = compare_with_sweep(diag, sweep_means_at(sweep, params.report.subsample),
-                              _tolerance(params))
+    rows = held_out_rows(rule)
     summary["diagnostics_vs_sweep"] = {
-        r["layer"]: {"probe": r["probe"], "sweep": r["sweep"], "agree": r["agree"]}
+        f"k={r['id'][1]} seed={r['id'][2]}": {
+            "rule": r["option"], "n": r["n"], "best": r["best_option"], "best_n": r["best_n"],
+            "regret": round(r["regret"], 6), "fitted_on": r["fitted_on"], "agree": r["agree"]}
         for r in rows}
     _write_csv(plots / "diagnostics.csv", ["n", "layer", "decoder_gap", "spread_unknown",
                                            "inversion_trained_over_random"],
@@ -241,25 +242,36 @@ def diagnostics_report(params: Params, results: Path, sweep: dict, summary: dict
                  *[_fmt(summary["diagnostics"][layer][key]) for key in
                    ("decoder_gap", "spread_unknown", "inversion_trained_over_random")]]
                 for layer in diag["layers"]])
-    draw_diagnostics(diag, rows, plots / "diagnostics.png")
-    agree = [r["agree"] for r in rows if r["agree"] is not None]
+    draw_diagnostics(diag, verdicts, plots / "diagnostics.png")
+    agree = [r["agree"] for r in rows]
+    if "choice" in verdicts:
+        about = (f"The verdicts are those of the rule fitted on the sweep (section \"Which "
+                 f"layers to transfer\"; no hand-set threshold) at {_size_title(k)}: "
+                 f"{verdicts['choice']} ({verdicts['picked_by']}), fitted on "
+                 f"{verdicts['fitted_on']}. Copied layers are frozen or fine-tuned, the "
+                 "layers above them retrained.")
+    else:
+        about = f"No verdicts: {verdicts['note']}."
     return "\n".join([
         "## Layer diagnostics (seed 002)", "",
-        diagnostics_tables_markdown(diag), "",
-        f"Probe verdicts against the sweep at {_size_title(params.report.subsample)} "
-        f"(agree at {sum(agree)} of {len(agree)} layers):", "",
-        comparison_markdown(rows), ""])
+        diagnostics_tables_markdown(diag, verdicts["layers"]), "", about, "",
+        f"Held out by {rule['held_out_by'] if rule else '–'}: on each unit below the rule "
+        f"was fitted without it; its choice agrees with the sweep when it is within "
+        f"report.tolerance ({_tolerance(params):g}) of the best measured option (agree at "
+        f"{sum(agree)} of {len(agree)}):", "",
+        held_out_markdown(rows), ""])
 
 
 def estimators_report(params: Params, results: Path, summary: dict, plots: Path
-                      ) -> tuple[str, dict]:
+                      ) -> tuple[str, dict, dict]:
     """Issue 13: transferability estimators scored against the sweep and the fitted rule
-    (`transferlab.transferability_report`); details into `summary`, the headline back."""
+    (`transferlab.transferability_report`); details into `summary`, the headline and the
+    {analysis, units} (the diagnostics section's verdicts come from its rule) back."""
     from transferlab.transferability_report import pipeline_section
 
-    markdown, details, head = pipeline_section(params, results, plots)
+    markdown, details, head, fitted = pipeline_section(params, results, plots)
     summary["transferability"] = details
-    return markdown, head
+    return markdown, head, fitted
 
 
 def _tolerance(params: Params) -> float:
@@ -267,35 +279,37 @@ def _tolerance(params: Params) -> float:
     return params.report.tolerance
 
 
-def draw_diagnostics(diag: dict, rows: list[dict], path: Path) -> None:
-    """Decoder gap and spread ratio per layer against the rule's thresholds, with the
-    probe's and the sweep's verdicts."""
+def draw_diagnostics(diag: dict, verdicts: dict, path: Path) -> None:
+    """Decoder gap and spread ratio per layer, coloured by the fitted rule's verdict, with
+    the rule's bar where it uses one of them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layers = diag["layers"]
-    thresholds = diag["recommendation"]["thresholds"]
+    colour = {"freeze": "tab:green", "fine-tune": "tab:blue", "retrain": "tab:red"}
+    choice = verdicts.get("choice_rule") or {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, limit, label in (
-            (axes[0], "decoder_gap", thresholds["max_decoder_gap"],
+    for ax, key, name, label in (
+            (axes[0], "decoder_gap", "decoder gap",
              "decoder gap (unknown - known error, less the input's)"),
-            (axes[1], "spread_unknown", thresholds["max_spread_ratio"],
-             "spread ratio of unknown classes")):
+            (axes[1], "spread_unknown", "spread ratio", "spread ratio of unknown classes")):
         values = [diag["summary"][layer][key] for layer in layers]
-        colours = ["tab:green" if diag["recommendation"]["layers"][layer]["verdict"]
-                   == "transfer frozen" else "tab:red" for layer in layers]
-        ax.bar(range(len(layers)), values, color=colours)
-        ax.axhline(limit, color="black", ls="--", lw=1, label="rule threshold")
+        ax.bar(range(len(layers)), values,
+               color=[colour.get(verdicts["layers"].get(layer), "tab:gray") for layer in layers])
+        if choice.get("estimator") == name and choice.get("min_score") is not None:
+            # the rule ranks by the negated figure: its bar is -min_score in the figure's units
+            ax.axhline(-choice["min_score"], color="black", ls="--", lw=1,
+                       label="fitted bar")
+            ax.legend(fontsize=8)
         ax.set_xticks(range(len(layers)), layers, rotation=45 if len(layers) > 6 else 0)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
-    sweep = {r["layer"]: r["sweep"] for r in rows}
-    axes[0].set_title("probe: green = transfer frozen, red = retrain", fontsize=9)
-    axes[1].set_title("sweep says retrain at: " + (", ".join(
-        layer for layer in layers if sweep.get(layer) == "retrain") or "none"), fontsize=9)
+    axes[0].set_title("fitted rule: green = freeze, blue = fine-tune, red = retrain",
+                      fontsize=9)
+    axes[1].set_title(f"at {verdicts['k']} images per class: "
+                      + verdicts.get("choice", "no fitted rule"), fontsize=9)
     fig.suptitle("Which layers to transfer (seed 002 probes of model A)", y=1.03)
     _save(fig, path)
     plt.close(fig)
@@ -747,8 +761,9 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     draw_plots(params, sweep, summary, plots_dir)
     draw_iterations(summary, plots_dir)
     draw_lowshot(summary, plots_dir)
-    diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
-    estimators_md, estimators_headline = estimators_report(params, results, summary, plots_dir)
+    estimators_md, estimators_headline, fitted = estimators_report(params, results, summary,
+                                                                    plots_dir)
+    diagnostics_md = diagnostics_report(params, results, summary, plots_dir, fitted)
     rows = paper_rows(params.paper, summary)
     if rows or params.paper.study is not None:
         summary["paper"] = {"study": params.paper.study,

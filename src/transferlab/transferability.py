@@ -10,6 +10,7 @@ the draw `TaskData.subsampled` makes for training), augmented copies left out.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ MEASURES = {
     "hscore": "H-score, Bao et al. 2019, Ledoit-Wolf shrunk covariance (Ibrahim et al. 2022)",
     "transrate": "TransRate, Huang et al. 2022: coding rate minus class-conditional rate",
     "gbc": "GBC, Pandy et al. 2022: minus summed Bhattacharyya coefficients of class pairs",
+    "sfda": "SFDA, Shao et al. 2022: mean log-likelihood of the labels in a regularised "
+            "Fisher space after ConfMix (transferability.sfda_shrinkage_rate)",
     "linear_probe": "the logreg head's best cross-validated accuracy (heads.logreg.C)",
     SOURCE_ACCURACY: "nearest class mean accuracy of the layer on the source task's test "
                      "images (what the layer does for its own task)",
@@ -46,6 +49,7 @@ def layer_scores(x: torch.Tensor, y: torch.Tensor, params: Params, seed: int) ->
         "hscore": est.hscore(x, y),
         "transrate": est.transrate(x, y, cfg.transrate_eps2),
         "gbc": est.gbc(x, y, cfg.gbc_dims),
+        "sfda": est.sfda(x, y, cfg.sfda_shrinkage_rate),
     }
     if cfg.linear_probe:
         scores["linear_probe"] = est.linear_probe_cv_accuracy(x.cpu().numpy(), y.cpu().numpy(),
@@ -139,8 +143,9 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
                         x = torch.as_tensor(train.x[rows], device=device)
                         y = torch.as_tensor(train.y[rows], device=device)
                         for name, value in layer_scores(x, y, params, seed).items():
+                            # undefined (SFDA with one image per class): null, not a bare NaN
                             scores.setdefault(name, {}).setdefault(str(k), {}).setdefault(
-                                str(seed), {})[layer] = value
+                                str(seed), {})[layer] = None if math.isnan(value) else value
             result["layer_scores"] = scores
             result["layer_seconds"] = time.perf_counter() - started
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from transferlab import transferability_scoring as ts
 
-LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "linear_probe",
+LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe",
                     "source accuracy", "decoder gap", "spread ratio")
 BASELINES = ("always deepest", "always shallowest", "random ranking")
 HEADLINE = ("knn", "logme", "hscore", "transrate", "gbc")
@@ -213,9 +213,9 @@ def rule_markdown(rule: dict | None, fixed: dict | None = None) -> str:
         "(AnB+), or not at all (base), with n the layer an estimator ranks first, or (seed "
         "002's form, for the decoder gap and the spread ratio) the last layer before the "
         "first one over a bar; option, estimator and bar are those of least mean regret on "
-        "the fitting splits, so the bar replaces the hand-set diagnostics.max_decoder_gap / "
-        "max_spread_ratio. Copied layers are frozen or fine-tuned, the layers above n "
-        "retrained.", "",
+        "the fitting splits: no threshold is hand-set, and the diagnostics section's verdict "
+        "per layer is this rule's. Copied layers are frozen or fine-tuned, the layers above "
+        "n retrained.", "",
         "\n".join(lines), "",
         f"Held out by {rule['held_out_by']}: mean regret {_f(rule['held_out_regret'])}, "
         f"agreement (choice within report.tolerance of the best option) "
@@ -228,6 +228,79 @@ def rule_markdown(rule: dict | None, fixed: dict | None = None) -> str:
                 f"k={k} {ts.VERDICTS[c['option']]}"
                 + (f" n={c['fixed_n']}" if c.get("fixed_n") else "")
                 for k, c in fixed["final_rule"]["per_size"].items()) + "."]))
+
+
+# ---------------------------------------------------------------------------- seed 002's
+# verdicts: the diagnostics section's freeze / fine-tune / retrain per layer is the fitted
+# rule's choice (no hand-set threshold), checked on the units it was not fitted on.
+
+
+def mean_unit(units: list[dict], k: int) -> dict | None:
+    """The units at target size k averaged over their seeds (every estimator's score and
+    every measured accuracy per layer): the task as a whole at that size."""
+    at_k = [u for u in units if u["id"][1] == k]
+    if not at_k:
+        return None
+
+    def average(dicts: list[dict]) -> dict:
+        keys = sorted(set.intersection(*[set(d) for d in dicts])) if dicts else []
+        return {n: float(np.mean([d[n] for d in dicts])) for n in keys}
+
+    names = set.intersection(*[set(u["scores"]) for u in at_k])
+    plus = [u["AnB+"] for u in at_k]
+    return {"id": ("mean over seeds", k, None), "base": float(np.mean([u["base"] for u in at_k])),
+            "AnB": average([u["AnB"] for u in at_k]),
+            "AnB+": average(plus) if all(plus) else {},
+            "scores": {name: average([u["scores"][name] for u in at_k]) for name in names}}
+
+
+def choice_text(option: str, n: int) -> str:
+    if option == ts.NO_TRANSFER:
+        return ts.VERDICTS[option]
+    return f"{ts.VERDICTS[option]} " + ("layer 1" if n == 1 else f"layers 1-{n}")
+
+
+def probe_verdicts(rule: dict | None, units: list[dict], k: int,
+                   positions: dict[str, int]) -> dict:
+    """Verdict per probed layer (freeze, fine-tune or retrain) at k images per class: the
+    final rule (fitted on every unit of this run) applied to the seeds' mean unit at k."""
+    unit = mean_unit(units, k)
+    if rule is None or unit is None:
+        return {"k": k, "layers": {}, "note": "no fitted rule: no curve at this size has "
+                "both estimator scores and measured accuracies"}
+    final = rule["final_rule"]
+    choice = final["per_size"].get(str(k))
+    if choice is None:
+        return {"k": k, "layers": {}, "note": f"the rule was not fitted at {k} images per class"}
+    option, n = ts.apply_rule(final, unit)
+    verdicts = ts.layer_verdicts(option, n, sorted(positions.values()))
+    return {"k": k, "option": option, "n": n, "choice": choice_text(option, n),
+            "picked_by": _picker(choice), "choice_rule": choice,
+            "fitted_on": final["fitted_on"], "held_out_by": rule["held_out_by"],
+            "held_out_regret": rule["held_out_regret"],
+            "held_out_agreement": rule["held_out_agreement"],
+            "layers": {layer: verdicts[pos] for layer, pos in positions.items()}}
+
+
+def held_out_rows(rule: dict | None) -> list[dict]:
+    """Every unit the rule was evaluated on without having been fitted on it: its choice
+    against the best measured option."""
+    if rule is None:
+        return []
+    return [{**row, "fitted_on": fold["fitted_on"]} for fold in rule["folds"]
+            for row in fold["per_unit"]]
+
+
+def held_out_markdown(rows: list[dict]) -> str:
+    lines = ["| k | seed | rule fitted on | rule's choice | its accuracy | best measured | "
+             "best accuracy | regret | agree |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['id'][1]} | {r['id'][2]} | {r['fitted_on']} | "
+                     f"{choice_text(r['option'], r['n'])} | {_f(r['accuracy'])} | "
+                     f"{choice_text(r['best_option'], r['best_n'])} | "
+                     f"{_f(r['best_accuracy'])} | {_f(r['regret'])} | "
+                     f"{'yes' if r['agree'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> None:
@@ -277,8 +350,9 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
     plt.close(fig)
 
 
-def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dict]:
-    """(markdown, details, headline) of one pipeline run's estimators against its sweep."""
+def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dict, dict]:
+    """(markdown, details, headline, {analysis, units}) of one pipeline run's estimators
+    against its sweep."""
     transfer = _read(results / "transferability.json")
     variants = []
     for seed in params.sweep.seeds:
@@ -314,7 +388,7 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
                "network_mean": analysis["network_mean"],
                "per_size": analysis["per_size"], "comparisons": analysis["comparisons"],
                "units": analysis["units"], "group": "seed"}
-    return md, plain(details), headline
+    return md, plain(details), headline, {"analysis": analysis, "units": units}
 
 
 def _read(path: Path) -> dict:

@@ -267,18 +267,35 @@ def fit_rule(units: list[dict], train_splits: Sequence, estimators: Sequence[str
     return {"per_size": per_size, "fitted_on": sorted(set(train_splits), key=str)}
 
 
+def best_option(unit: dict) -> tuple[str, int]:
+    """(option, n) of the best measured accuracy (ties: no transfer, then freeze, then the
+    shallower n)."""
+    options = [(NO_TRANSFER, 0)] + [(o, n) for o in (FREEZE, FINE_TUNE)
+                                    for n in sorted(unit.get(o) or {})]
+    preference = {NO_TRANSFER: 2, FREEZE: 1, FINE_TUNE: 0}
+    return max(options, key=lambda c: (option_accuracy(unit, *c), preference[c[0]], -c[1]))
+
+
 def evaluate_rule(rule: dict, units: list[dict], splits: Sequence, tolerance: float) -> dict:
     """Mean regret of the rule on the units of `splits`, and agreement: the share of units
-    where its choice is within `tolerance` of the best measured option."""
+    where its choice is within `tolerance` of the best measured option; `per_unit`: what
+    it chose on each unit against the best."""
     chosen = [u for u in units if u["id"][0] in set(splits)]
-    regrets = []
+    regrets, per_unit = [], []
     for u in chosen:
         opt, n = apply_rule(rule, u)
-        regrets.append(best_accuracy(u) - option_accuracy(u, opt, n))
+        best = best_option(u)
+        loss = best_accuracy(u) - option_accuracy(u, opt, n)
+        regrets.append(loss)
+        per_unit.append({"id": list(u["id"]), "option": opt, "n": n,
+                         "accuracy": option_accuracy(u, opt, n), "best_option": best[0],
+                         "best_n": best[1], "best_accuracy": best_accuracy(u),
+                         "regret": loss, "agree": bool(loss <= tolerance)})
     if not regrets:
-        return {"units": 0, "regret": None, "agreement": None}
+        return {"units": 0, "regret": None, "agreement": None, "per_unit": []}
     return {"units": len(regrets), "regret": float(np.mean(regrets)),
-            "agreement": float(np.mean([r <= tolerance for r in regrets]))}
+            "agreement": float(np.mean([r <= tolerance for r in regrets])),
+            "per_unit": per_unit}
 
 
 def layer_verdicts(option: str, n: int, layers: Sequence[int]) -> dict[int, str]:
