@@ -159,10 +159,19 @@ def _class_rows(results: dict, columns: list[dict[str, float]]) -> list[list]:
     return rows
 
 
+def _decoder_column(results: dict, key: str) -> str:
+    """A decoder table's column: the layer, with its decoder's kind when kinds differ."""
+    kinds = results.get("decoder_kinds", {})
+    name = "input" if key == "input_mlp" else key
+    return f"{name} ({kinds[key]})" if len(set(kinds.values())) > 1 else name
+
+
 def diagnostics_tables_markdown(results: dict) -> str:
     """Inversion, decoder and spread tables plus the recommendation, as markdown."""
     layers = results["layers"]
     inv = results["inversion"]
+    # the input decoded by each kind of decoder the layers use, then the layers
+    decoded = [key for key in ("input", "input_mlp") if key in results["decoder"]] + layers
     inv_cols, inv_head = [], []
     for layer in layers:
         inv_cols += [inv["trained"][layer], inv["random"][layer]]
@@ -179,10 +188,10 @@ def diagnostics_tables_markdown(results: dict) -> str:
         "",
         results["measures"]["decoder"] + ". " + results["measures"]["decoder_gap"] + ".",
         "",
-        _table(["class", "input", *layers],
-               _class_rows(results, [results["decoder"][la] for la in ["input", *layers]])
+        _table(["class", *[_decoder_column(results, la) for la in decoded]],
+               _class_rows(results, [results["decoder"][la] for la in decoded])
                + [["decoder train MSE",
-                   *[results["decoder_train_mse"][la] for la in ["input", *layers]]]]),
+                   *[results["decoder_train_mse"][la] for la in decoded]]]),
         "",
         "### Spread per class and layer",
         "",
