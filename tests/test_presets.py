@@ -13,7 +13,7 @@ from tests import dataset_fixtures as fx
 from transferlab.params import parse_params
 from transferlab.presets import apply_preset, exp_args, merge
 
-from .conftest import TINY, write_params
+from .conftest import SHIPPED, TINY, write_params
 from .pipeline_runner import make_project, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,9 @@ TINY_RUN = {
     "heads": {"cv_folds": 2, "svm": {"C": [1]}, "logreg": {"C": [1]},
               "random_forest": {"n_estimators": 4},
               "lowshot": {"shots": [1], "draws": 1, "layers": None}},
-    "diagnostics": TINY["diagnostics"],
+    # the tiny probe sizes only: a preset's own choices (seed 002's conv decoders) stay
+    "diagnostics": {key: value for key, value in TINY["diagnostics"].items()
+                    if value != SHIPPED["diagnostics"][key]},
     "sweep": {"seeds": [0]},
 }
 # The feedback net is the slowest on a CPU: 16 px images, one epoch.
@@ -189,6 +191,15 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     if name.startswith("seed-002"):  # the probes per digit, beside the paper's tables
         assert set(details["diagnostics"]) == {"conv1", "conv2", "fc3"}
         assert all(r["ours"] is not None and r["difference"] is None for r in rows)
+        # Exp. 3's decoders are convolutional for the conv layers; flat fc3 keeps the
+        # MLP, its gap taken against the MLP fed the image
+        diagnostics = json.loads((project / "results/diagnostics.json").read_text())
+        assert diagnostics["decoder_kinds"] == {"input": "conv", "input_mlp": "mlp",
+                                                "conv1": "conv", "conv2": "conv", "fc3": "mlp"}
+        assert diagnostics["decoder_baseline"] == {"conv1": "input", "conv2": "input",
+                                                   "fc3": "input_mlp"}
+        assert "| class | input (conv) | input (mlp) | conv1 (conv) | conv2 (conv) | fc3 (mlp) |" \
+            in (project / "metrics/summary.md").read_text()
     if name.startswith("seed-004"):  # swapped study; AnB+ only as FTall (n = 7)
         assert {v["direction"] for v in sweep["variants"]} == {"AB", "BA"}
         assert {v["n"] for v in sweep["variants"] if v["treatment"] == "AnB+"} == {7}
