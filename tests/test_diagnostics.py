@@ -10,6 +10,7 @@ from torch import nn
 
 from transferlab import transferability_scoring as ts
 from transferlab.diagnostics_probes import (
+    ConvDecoder,
     cpu_threads,
     invert,
     per_image_mse,
@@ -87,12 +88,82 @@ def test_decoder_reconstructs_worse_from_an_information_dropping_layer(digits_ta
     for name, layer in {"identity": nn.Identity(), "mask": Mask()}.items():
         with torch.no_grad():
             train_acts, test_acts = layer(x_train), layer(x_test)
-        decoder = train_decoder(train_acts, x_train, hidden=0, epochs=60, lr=0.01,
-                                batch_size=128, seed=0)
+        decoder = train_decoder(train_acts, x_train, kind="mlp", hidden=0, channels=1,
+                                epochs=60, lr=0.01, batch_size=128, seed=0)
         with torch.no_grad():
             errors[name] = per_image_mse(decoder(test_acts), x_test).mean()
     assert errors["identity"] < 0.02
     assert errors["mask"] > 3 * errors["identity"]
+
+
+@pytest.mark.parametrize(("map_shape", "image_shape", "doublings"), [
+    ((10, 12, 12), (1, 28, 28), 1),  # twoconv's conv1 on MNIST: 12 -> 24, resized to 28
+    ((20, 4, 4), (1, 28, 28), 2),    # twoconv's conv2: 4 -> 8 -> 16, resized to 28
+    ((1, 8, 8), (1, 8, 8), 0),       # the input itself
+    ((6, 3, 5), (3, 16, 20), 2),     # colour, not square: 3x5 -> 12x20, resized to 16x20
+])
+def test_conv_decoder_maps_a_layer_map_to_the_image_shape(map_shape, image_shape, doublings):
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.rand((5, *map_shape), generator=gen)
+    images = torch.rand((5, *image_shape), generator=gen) * 2 - 1
+    decoder = train_decoder(acts, images, kind="conv", hidden=0, channels=4, epochs=1,
+                            lr=0.01, batch_size=4, seed=0)
+    assert isinstance(decoder, ConvDecoder)
+    with torch.no_grad():
+        assert decoder(acts).shape == images.shape
+    transposed = [m for m in decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(transposed) == doublings
+
+
+def conv_layer_maps(task):
+    """A fixed random strided conv layer's (4, 4, 4) maps of the task's 8x8 training digits."""
+    x = to_tensor(task.x_train, task.pixel_max, torch.device("cpu"))
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU())
+    with torch.no_grad():
+        return layer(x), x
+
+
+def test_conv_decoder_learns_to_rebuild_digits_from_a_conv_layer(digits_tasks):
+    acts, x = conv_layer_maps(digits_tasks[0])
+    with cpu_threads(1):  # tiny convolutions: a second thread only waits
+        decoder = train_decoder(acts, x, kind="conv", hidden=0, channels=8, epochs=20,
+                                lr=0.01, batch_size=64, seed=0)
+    with torch.no_grad():
+        mse = per_image_mse(decoder(acts), x).mean()
+    # the error of always answering the mean image: what a decoder that learnt nothing gets
+    variance = (x - x.mean(0)).pow(2).mean().item()
+    assert mse < 0.15 * variance
+
+
+def test_conv_decoder_is_deterministic_for_a_seed(digits_tasks):
+    acts, x = conv_layer_maps(digits_tasks[0])
+    acts, x = acts[:96], x[:96]
+
+    def fit(seed):
+        decoder = train_decoder(acts, x, kind="conv", hidden=0, channels=4, epochs=2, lr=0.01,
+                                batch_size=32, seed=seed)
+        with torch.no_grad():
+            return decoder(acts)
+
+    state = torch.random.get_rng_state()
+    first = fit(0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
+    assert torch.equal(fit(0), first)
+    assert not torch.equal(fit(1), first)
+
+
+def test_conv_decoder_needs_maps_and_a_known_kind():
+    flat = torch.zeros(4, 12)
+    images = torch.zeros(4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"conv decoder maps \(N, C, h, w\).*\(4, 12\)"):
+        train_decoder(flat, images, kind="conv", hidden=0, channels=4, epochs=1, lr=0.01,
+                      batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="decoder kind 'deconv'; allowed: mlp, conv"):
+        train_decoder(flat, images, kind="deconv", hidden=0, channels=4, epochs=1, lr=0.01,
+                      batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="diagnostics.decoder"):
+        diagnostics_params(decoder="deconv")
 
 
 def test_spread_ratio_is_larger_for_a_scattered_class_and_scale_free():
@@ -220,6 +291,9 @@ def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
         assert np.asarray(results["tsne"]["coords"][layer]).shape == (60, 2)
     assert sorted(results["decoder"]["input"]) == sorted(classes)
     assert len(results["tsne"]["labels"]) == 60
+    # the default decoder: an MLP everywhere, one baseline
+    assert set(results["decoder_kinds"].values()) == {"mlp"}
+    assert set(results["decoder_baseline"].values()) == {"input"}
 
     # Same seed, same numbers; another seed, other probe images.
     again = run_diagnostics(model, random_model, source, target, layers, TINY, device,
@@ -239,6 +313,42 @@ def test_run_diagnostics_on_digits(digits_tasks, tmp_path):
     draw_tsne_grid(results, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in png.parent.iterdir()] == ["tsne.png"]
+
+
+def test_conv_decoders_decode_maps_and_each_gap_has_its_own_kind_of_baseline(digits_tasks):
+    source, target, _ = digits_tasks
+    model, random_model = tiny_nets(0)
+    layers = ["conv1", "conv4", "fc5"]
+    cfg = replace(TINY, decoder="conv", decoder_channels=4)
+    results = run_diagnostics(model, random_model, source, target, layers, cfg, "cpu",
+                              seed=0, progress=False)
+    assert results["decoder_kinds"] == {"input": "conv", "input_mlp": "mlp", "conv1": "conv",
+                                        "conv4": "conv", "fc5": "mlp"}
+    assert results["decoder_baseline"] == {"conv1": "input", "conv4": "input",
+                                           "fc5": "input_mlp"}
+    assert results["measures"]["decoder"].startswith("decoder: for a layer with a (C, h, w) map")
+    known, unknown = results["known_classes"], results["unknown_classes"]
+
+    def gap(key):
+        errors = results["decoder"][key]
+        return np.mean([errors[c] for c in unknown]) - np.mean([errors[c] for c in known])
+
+    for layer in layers:
+        baseline = results["decoder_baseline"][layer]
+        assert results["summary"][layer]["decoder_gap"] == pytest.approx(
+            gap(layer) - gap(baseline))
+    # the same seed, the same numbers; the MLP baseline is the default run's "input"
+    again = run_diagnostics(model, random_model, source, target, layers, cfg, "cpu",
+                            seed=0, progress=False)
+    assert json.dumps(again, allow_nan=False) == json.dumps(results, allow_nan=False)
+    mlp = run_diagnostics(model, random_model, source, target, ["fc5"], TINY, "cpu",
+                          seed=0, progress=False)
+    assert results["decoder"]["input_mlp"] == mlp["decoder"]["input"]
+    assert results["decoder"]["fc5"] == mlp["decoder"]["fc5"]
+    assert "input_mlp" not in mlp["decoder"]
+    md = diagnostics_tables_markdown(results)
+    assert "| class | input (conv) | input (mlp) | conv1 (conv) | conv4 (conv) | fc5 (mlp) |" in md
+    assert "| class | input | fc5 |" in diagnostics_tables_markdown(mlp)
 
 
 def test_run_diagnostics_rejects_bad_requests(digits_tasks):

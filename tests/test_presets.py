@@ -13,7 +13,7 @@ from tests import dataset_fixtures as fx
 from transferlab.params import home_file, parse_params, read_params_file
 from transferlab.presets import apply_preset, exp_args, merge
 
-from .conftest import TINY, write_params
+from .conftest import SHIPPED, TINY, write_params
 from .pipeline_runner import make_project, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,9 @@ TINY_RUN = {
     "heads": {"cv_folds": 2, "svm": {"C": [1]}, "logreg": {"C": [1]},
               "random_forest": {"n_estimators": 4},
               "lowshot": {"shots": [1], "draws": 1, "layers": None}},
-    "diagnostics": TINY["diagnostics"],
+    # the tiny probe sizes only: a preset's own choices (seed 002's conv decoders) stay
+    "diagnostics": {key: value for key, value in TINY["diagnostics"].items()
+                    if value != SHIPPED["diagnostics"][key]},
     "sweep": {"seeds": [0]},
 }
 # The feedback net is the slowest on a CPU: 16 px images, one epoch.
@@ -161,6 +163,10 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     paper = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())["paper"]
     rows = details["paper"]["numbers"]
     assert [r["what"] for r in rows] == [n["what"] for n in paper["numbers"]]
+    # each published number as transcribed, and where ours is read
+    assert [(r["paper"], r["unit"], r["source"], r["ours_from"]) for r in rows] == [
+        (n["value"], n["unit"], n["source"], None if n["ours"] is None else ".".join(n["ours"]))
+        for n in paper["numbers"]]
     assert "The paper's numbers beside ours" in (project / "metrics/summary.md").read_text()
     if name.startswith("seed-000"):  # feedback net: a score per iteration
         assert len(pretrain["test_iteration_accuracy"]) == 2
@@ -180,21 +186,101 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
             ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7)}
     if raw["pretrain"]["binary_aux"]["compare"]:  # seed 001: the paired comparison
-        assert summary["binary_aux"]["seeds"] == len(raw["pretrain"]["binary_aux"]["seeds"])
+        _check_binary_aux(raw, details["binary_aux"], rows)
+        assert summary["binary_aux"] == {key: details["binary_aux"][key] for key in (
+            "mean_difference", "binary_better", "seeds")}
         assert "Binary auxiliary heads" in (project / "metrics/summary.md").read_text()
-        assert rows[0]["ours"] == pytest.approx(100 * (1 - details["binary_aux"]["plain"][
-            "mean"]))
-        assert rows[0]["difference"] == pytest.approx(rows[0]["ours"] - rows[0]["paper"]) \
-            if rows[0]["paper"] is not None else rows[0]["difference"] is None
+    if name.startswith("seed-001"):  # the variants' treatments, copied layers and rates
+        _check_seed001_variants(project, raw, sweep)
     if name.startswith("seed-002"):  # the probes per digit, beside the paper's tables
         assert set(details["diagnostics"]) == {"conv1", "conv2", "fc3"}
         assert all(r["ours"] is not None and r["difference"] is None for r in rows)
+        # Exp. 3's decoders are convolutional for the conv layers; flat fc3 keeps the
+        # MLP, its gap taken against the MLP fed the image
+        diagnostics = json.loads((project / "results/diagnostics.json").read_text())
+        assert diagnostics["decoder_kinds"] == {"input": "conv", "input_mlp": "mlp",
+                                                "conv1": "conv", "conv2": "conv", "fc3": "mlp"}
+        assert diagnostics["decoder_baseline"] == {"conv1": "input", "conv2": "input",
+                                                   "fc3": "input_mlp"}
+        assert "| class | input (conv) | input (mlp) | conv1 (conv) | conv2 (conv) | fc3 (mlp) |" \
+            in (project / "metrics/summary.md").read_text()
     if name.startswith("seed-004"):  # swapped study; AnB+ only as FTall (n = 7)
         assert {v["direction"] for v in sweep["variants"]} == {"AB", "BA"}
         assert {v["n"] for v in sweep["variants"] if v["treatment"] == "AnB+"} == {7}
     if name.startswith("yosinski"):  # all five treatments at every n of the sweep
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
             ("base", 0), *((t, n) for t in ("AnB", "AnB+", "BnB", "BnB+") for n in (1, 7))}
+
+
+def _check_binary_aux(raw: dict, aux: dict, rows: list[dict]) -> None:
+    """Seed 001's paired comparison holds what its preset asks for, and the paper rows
+    (Table 1, Fig. 6) are its arms' mean test error."""
+    cfg = raw["pretrain"]["binary_aux"]
+    params = parse_params(raw)
+    # every layer copied and fine-tuned (AnB+ at all layers), on the preset's subsample
+    assert (aux["treatment"], aux["n"], aux["subsample"], aux["heads"], aux["weight"]) == (
+        "AnB+", len(params.layer_names), cfg["subsample"], cfg["heads"], cfg["weight"])
+    assert [p["seed"] for p in aux["pairs"]] == cfg["seeds"]
+    assert aux["seeds"] == len(cfg["seeds"])
+    for arm in ("plain", "binary"):
+        assert aux[arm]["mean"] == pytest.approx(
+            sum(p[arm] for p in aux["pairs"]) / len(aux["pairs"]))
+    differences = [p["binary"] - p["plain"] for p in aux["pairs"]]
+    assert aux["mean_difference"] == pytest.approx(sum(differences) / len(differences))
+    assert aux["binary_better"] == sum(d > 0 for d in differences)
+    for row in rows:
+        if row["ours_from"] is None:  # the second split: another top-level seed
+            assert row["ours"] is None and row["difference"] is None
+            continue
+        section, arm = row["ours_from"].split(".")
+        assert (section, arm in ("plain", "binary"), row["unit"]) == ("binary_aux", True,
+                                                                      "error%")
+        assert row["ours"] == pytest.approx(100 * (1 - aux[arm]["mean"]))
+        if row["paper"] is None:
+            assert row["difference"] is None
+        else:
+            assert row["difference"] == pytest.approx(row["ours"] - row["paper"])
+
+
+def _check_seed001_variants(project: Path, raw: dict, sweep: dict) -> None:
+    """Each sweep variant of a seed-001 preset is the (treatment, n) grid the preset
+    lists, copies the layers its treatment copies, and trains them at the paper's rates:
+    copied layers at 0.01, the new FC layer at 0.1 (secs. 4.1, 4.2.2)."""
+    import torch
+
+    from transferlab.data.prepared import TaskData
+    from transferlab.experiment import Variant, new_model, setup_variant
+
+    params = parse_params(raw)
+    names = list(params.layer_names)
+    sw = raw["sweep"]
+    expected = {("base", 0, k, s) for k in sw["subsample"] for s in sw["seeds"]} | {
+        (t, n, k, s) for t in sw["treatments"] if t != "base" for n in sw["layers"]
+        for k in sw["subsample"] for s in sw["seeds"]}
+    assert {(v["treatment"], v["n"], v["subsample"], v["seed"])
+            for v in sweep["variants"]} == expected
+    target = TaskData.load(project / "data/prepared/target.npz")
+    source = new_model(params, target, 0, torch.device("cpu"))  # its weights do not matter
+    for v in sweep["variants"]:
+        copies_all = v["treatment"] == "AnB-ft"
+        assert v["copied_layers"] == (names if copies_all else names[:v["n"]])
+        assert v["train_images"] == v["subsample"] * target.num_classes
+        assert v["steps"] == params.transfer.budget(v["train_images"])
+        setup = setup_variant(params, target, {"A": source},
+                              Variant(v["treatment"], v["n"], v["subsample"], v["seed"]),
+                              torch.device("cpu"))
+        model, groups = setup.model, setup.plan.param_groups
+        rates = {id(p): (g["lr"], g["copied"]) for g in groups for p in g["params"]}
+        frozen = names[:v["n"]] if v["treatment"] in ("AnB", "AnB-ft") else []
+        for name in names:
+            for p in model.layer(name).parameters():
+                if name in frozen:
+                    assert not p.requires_grad and id(p) not in rates, (v, name)
+                elif name in v["copied_layers"]:
+                    assert rates[id(p)] == (pytest.approx(0.01), True), (v, name)
+                else:  # re-initialised above n (AnB+), or base
+                    assert rates[id(p)] == (pytest.approx(0.1), False), (v, name)
+        assert all(rates[id(p)] == (pytest.approx(0.1), False) for p in model.head.parameters())
 
 
 def test_wrn_trains_through_the_pipeline_on_the_digits(tmp_path):

@@ -51,18 +51,35 @@ INVERSION_MEASURE = (
     "gradient inversion: input optimised from noise with Adam until its activation at the layer "
     "matches the real image's; MSE between the optimised and the real input in the normalised "
     "input space [-1, 1], mean over the class's images")
-DECODER_MEASURE = (
-    "decoder: an MLP (linear when decoder_hidden = 0) from the layer's flattened activation to "
-    "the flattened input, trained on "
-    "the known classes' training images with the network frozen; MSE of its reconstruction in "
-    "the normalised input space [-1, 1] on test images, mean over the class's images; column "
-    "`input`: the same decoder fed the input itself, the error that comes from the decoder "
-    "having seen only known classes")
+MLP_DECODER = (
+    "an MLP (linear when decoder_hidden = 0) from the layer's flattened activation to the "
+    "flattened input")
+CONV_DECODER = (
+    "for a layer with a (C, h, w) map, a convolutional decoder (its map centred per channel "
+    "and scaled by its RMS; a 3x3 convolution, stride-2 4x4 transposed convolutions while the "
+    "map can double without outgrowing the image, a bilinear resize to the image's size, a "
+    "3x3 convolution and a 3x3 convolution to the image's channels, ReLU between them, "
+    "decoder_channels channels); for a flat layer ") + MLP_DECODER
+DECODER_TEXT = {"mlp": MLP_DECODER, "conv": CONV_DECODER}
+DECODER_REST = (
+    ", trained on the known classes' training images with the network frozen; MSE of its "
+    "reconstruction in the normalised input space [-1, 1] on test images, mean over the "
+    "class's images; column `input`: the same decoder fed the input itself, the error that "
+    "comes from the decoder having seen only known classes")
+DECODER_INPUTS = {
+    "mlp": "",
+    "conv": (" (the convolutional decoder, fed the image; column `input (mlp)`, present when "
+             "a probed layer is flat: the MLP fed the flattened image, those layers' baseline)"),
+}
 DECODER_GAP_MEASURE = (
     "decoder gap: mean decoder error of the unknown classes minus that of the known classes, "
-    "less the same difference for the `input` decoder; 0 = the layer loses no more about "
-    "unknown classes than a decoder trained on known classes loses anyway")
+    "less the same difference for the `input` decoder of the same kind; 0 = the layer loses "
+    "no more about unknown classes than a decoder trained on known classes loses anyway")
 
+
+def decoder_measure(choice: str) -> str:
+    """The decoder measure's text for `diagnostics.decoder` = `choice`."""
+    return "decoder: " + DECODER_TEXT[choice] + DECODER_REST + DECODER_INPUTS[choice]
 
 
 # ---------------------------------------------------------------------------
@@ -162,23 +179,81 @@ class Decoder(nn.Module):
         return self.net((acts.flatten(1) - self.mean) / self.scale)
 
 
-def train_decoder(acts: torch.Tensor, images: torch.Tensor, *, hidden: int, epochs: int,
-                  lr: float, batch_size: int, seed: int) -> Decoder:
+class ConvDecoder(nn.Module):
+    """Centred, scaled (C, h, w) map -> (D, H, W) image, by convolutions (CONV_DECODER).
+
+    The transposed convolutions double the map while it stays within the image, so
+    an unpadded conv's map (MNIST 28 px: 12 or 4) grows to 24 or 16, and the bilinear
+    resize covers the rest; a map as large as the image (the input itself) gets no
+    transposed convolution. No activation after the last layer: the target is the
+    normalised image.
+    """
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, in_shape: tuple[int, ...],
+                 out_shape: tuple[int, ...], channels: int):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
+        in_ch, height, width = in_shape
+        out_ch, out_h, out_w = out_shape
+        self.out_size = (out_h, out_w)
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, channels, 3, padding=1), nn.ReLU()]
+        while 2 * height <= out_h and 2 * width <= out_w:
+            layers += [nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.ReLU()]
+            height, width = 2 * height, 2 * width
+        self.grow = nn.Sequential(*layers)
+        self.out = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(channels, out_ch, 3, padding=1))
+
+    def forward(self, acts: torch.Tensor) -> torch.Tensor:
+        maps = self.grow((acts - self.mean) / self.scale)
+        if tuple(maps.shape[-2:]) != self.out_size:
+            maps = nn.functional.interpolate(maps, size=self.out_size, mode="bilinear",
+                                             align_corners=False)
+        return self.out(maps)
+
+
+def decoder_kind(choice: str, acts: torch.Tensor) -> str:
+    """The decoder a layer gets under `diagnostics.decoder` = `choice`: conv for an
+    (N, C, h, w) map when the choice is conv, else the MLP (flat layers, and any
+    activation that is not a 2-D map)."""
+    return "conv" if choice == "conv" and acts.dim() == 4 else "mlp"
+
+
+def train_decoder(acts: torch.Tensor, images: torch.Tensor, *, kind: str, hidden: int,
+                  channels: int, epochs: int, lr: float, batch_size: int, seed: int
+                  ) -> nn.Module:
     """Fit a decoder from (N, ...) activations to (N, ...) normalised images (MSE, Adam).
 
-    Activations are centred with the training set's per-feature mean and divided
-    by its overall RMS, so one learning rate suits every layer.
+    kind "mlp": a `Decoder` (flattened activations to flattened images, `hidden`
+    units); kind "conv": a `ConvDecoder` from (N, C, h, w) maps to (N, D, H, W)
+    images (`channels` channels). Activations are centred with the training
+    set's mean (per feature for the MLP, per channel for the conv decoder) and
+    divided by its overall RMS, so one learning rate suits every layer.
     Initialisation and batch order come from `seed`; the global RNG is untouched.
     """
-    acts = acts.flatten(1).float()
-    targets = images.flatten(1).float()
-    mean = acts.mean(0)
+    if kind == "conv":
+        if acts.dim() != 4 or images.dim() != 4:
+            raise ValueError(f"a conv decoder maps (N, C, h, w) activations to (N, D, H, W) "
+                             f"images; got activations {tuple(acts.shape)} and images "
+                             f"{tuple(images.shape)}")
+        acts, targets = acts.float(), images.float()
+        mean = acts.mean((0, 2, 3), keepdim=True)
+    elif kind == "mlp":
+        acts = acts.flatten(1).float()
+        targets = images.flatten(1).float()
+        mean = acts.mean(0)
+    else:
+        raise ValueError(f"decoder kind {kind!r}; allowed: mlp, conv")
     # One scale per layer, not per feature: a feature that is almost constant on the
     # training images would otherwise blow up on a test image where it fires.
     scale = (acts - mean).pow(2).mean().sqrt().clamp_min(1e-6)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        decoder = Decoder(mean, scale, targets.shape[1], hidden).to(acts.device)
+        decoder: nn.Module = (
+            ConvDecoder(mean, scale, tuple(acts.shape[1:]), tuple(targets.shape[1:]), channels)
+            if kind == "conv" else Decoder(mean, scale, targets.shape[1], hidden))
+        decoder = decoder.to(acts.device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     size = min(batch_size, len(acts))
@@ -235,7 +310,7 @@ def _layer_acts(model: TransferableNet, x: torch.Tensor, layers: list[str],
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for start in range(0, len(x), batch_size):
         for name, act in model.activations(x[start:start + batch_size], layers).items():
-            parts[name].append(act.flatten(1).float())
+            parts[name].append(act.float())
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
@@ -306,7 +381,8 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
         m.eval()
     results: dict = {
         "measures": {"spread": SPREAD_MEASURE, "inversion": INVERSION_MEASURE,
-                     "decoder": DECODER_MEASURE, "decoder_gap": DECODER_GAP_MEASURE},
+                     "decoder": decoder_measure(cfg.decoder),
+                     "decoder_gap": DECODER_GAP_MEASURE},
         "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
                    "seed": seed},
         "layers": list(layers),
@@ -323,21 +399,33 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
     bar = progress_bar(total=4 * len(layers) + 1, desc="diagnostics", unit="probe",
                        leave=False, disable=not progress)
 
-    def decode(train_in: torch.Tensor, test_in: torch.Tensor, key: str) -> None:
-        decoder = train_decoder(train_in, x_train, hidden=cfg.decoder_hidden,
-                                epochs=cfg.decoder_epochs, lr=cfg.decoder_lr,
-                                batch_size=cfg.decoder_batch_size, seed=seed)
+    def decode(train_in: torch.Tensor, test_in: torch.Tensor, key: str, kind: str) -> None:
+        decoder = train_decoder(train_in, x_train, kind=kind, hidden=cfg.decoder_hidden,
+                                channels=cfg.decoder_channels, epochs=cfg.decoder_epochs,
+                                lr=cfg.decoder_lr, batch_size=cfg.decoder_batch_size, seed=seed)
         with torch.no_grad():
             results["decoder"][key] = _class_means(per_image_mse(decoder(test_in), x), labels)
             results["decoder_train_mse"][key] = float(
                 per_image_mse(decoder(train_in), x_train).mean())
+        results["decoder_kinds"][key] = kind
         bar.update(1)
 
     try:
         with cpu_threads(cfg.cpu_threads if device.type == "cpu" else 0):
-            decode(x_train.flatten(1), x.flatten(1), "input")
             acts = _layer_acts(model, x, layers)
             train_acts = _layer_acts(model, x_train, layers)
+            # Each layer's gap is taken against the input decoded by the same kind of
+            # decoder: "input" by the chosen kind (an image is always a map), and, when
+            # conv leaves some flat layers to the MLP, "input_mlp" for those.
+            kinds = {layer: decoder_kind(cfg.decoder, acts[layer]) for layer in layers}
+            results["decoder_kinds"] = {}
+            results["decoder_baseline"] = {
+                layer: "input" if kinds[layer] == cfg.decoder else "input_mlp"
+                for layer in layers}
+            decode(x_train, x, "input", cfg.decoder)
+            if "input_mlp" in results["decoder_baseline"].values():
+                bar.total += 1
+                decode(x_train, x, "input_mlp", "mlp")
             for layer in layers:
                 a = acts[layer].cpu().numpy()
                 results["spread"][layer] = spread_ratios(a, labels, known_cls)
@@ -351,7 +439,7 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
                     results["inversion"][name][layer] = _class_means(
                         per_image_mse(x_hat, x_inv), inv_labels)
                     bar.update(1)
-                decode(train_acts[layer], acts[layer], layer)
+                decode(train_acts[layer], acts[layer], layer, kinds[layer])
                 results["summary"][layer] = _layer_summary(results, layer)
     finally:
         bar.close()
@@ -363,7 +451,7 @@ def run_diagnostics(model: TransferableNet, random_model: TransferableNet, known
 def _layer_summary(results: dict, layer: str) -> dict:
     known, unknown = results["known_classes"], results["unknown_classes"]
     dec, inv = results["decoder"][layer], results["inversion"]["trained"][layer]
-    dec_input = results["decoder"]["input"]
+    dec_input = results["decoder"][results["decoder_baseline"][layer]]
     inv_random = results["inversion"]["random"][layer]
     spread = results["spread"][layer]
     every = known + unknown

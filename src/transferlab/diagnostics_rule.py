@@ -49,12 +49,21 @@ def _class_rows(results: dict, columns: list[dict[str, float]]) -> list[list]:
     return rows
 
 
+def _decoder_column(results: dict, key: str) -> str:
+    """A decoder table's column: the layer, with its decoder's kind when kinds differ."""
+    kinds = results.get("decoder_kinds", {})
+    name = "input" if key == "input_mlp" else key
+    return f"{name} ({kinds[key]})" if len(set(kinds.values())) > 1 else name
+
+
 def diagnostics_tables_markdown(results: dict, verdicts: dict[str, str] | None = None) -> str:
     """Inversion, decoder and spread tables, and per layer its decoder gap, spread ratio
     and `verdicts` (the fitted rule's, `transferability_report.probe_verdicts`), as
     markdown."""
     layers = results["layers"]
     inv = results["inversion"]
+    # the input decoded by each kind of decoder the layers use, then the layers
+    decoded = [key for key in ("input", "input_mlp") if key in results["decoder"]] + layers
     inv_cols, inv_head = [], []
     for layer in layers:
         inv_cols += [inv["trained"][layer], inv["random"][layer]]
@@ -71,10 +80,10 @@ def diagnostics_tables_markdown(results: dict, verdicts: dict[str, str] | None =
         "",
         results["measures"]["decoder"] + ". " + results["measures"]["decoder_gap"] + ".",
         "",
-        _table(["class", "input", *layers],
-               _class_rows(results, [results["decoder"][la] for la in ["input", *layers]])
+        _table(["class", *[_decoder_column(results, la) for la in decoded]],
+               _class_rows(results, [results["decoder"][la] for la in decoded])
                + [["decoder train MSE",
-                   *[results["decoder_train_mse"][la] for la in ["input", *layers]]]]),
+                   *[results["decoder_train_mse"][la] for la in decoded]]]),
         "",
         "### Spread per class and layer",
         "",

@@ -49,6 +49,7 @@ HEAD_NAMES = ("svm", "logreg", "random_forest")
 HEAD_TRANSFORMS = ("l2", "power")
 AP_DEFINITIONS = ("voc07", "voc12", "sklearn")  # transferlab.metrics.average_precision
 POOLS = ("flatten", "avg")
+DECODERS = ("mlp", "conv")  # diagnostics.decoder; transferlab.diagnostics_probes
 SEED = Int(lo=0, hi=2**31 - 1)
 SEEDS = List(item=SEED)
 POSITIVE = Float(lo=0.0, lo_open=True)
@@ -264,7 +265,11 @@ class DiagnosticsParams(Section):
     inversion_init_std: float = spec(Float(lo=0.0))
     decoder_epochs: int = spec(Int(lo=1))
     decoder_lr: float = spec(POSITIVE)
-    decoder_hidden: int = spec(Int(lo=0, why="0 = linear decoder"))
+    # mlp: every layer's decoder is an MLP on the flattened activation; conv: a layer with a
+    # (C, H, W) map gets a convolutional decoder, flat layers keep the MLP
+    decoder: str = spec(Choice(options=DECODERS))
+    decoder_hidden: int = spec(Int(lo=0, why="0 = linear decoder"))  # the MLP's hidden units
+    decoder_channels: int = spec(Int(lo=1))  # the conv decoder's channels per layer
     decoder_batch_size: int = spec(Int(lo=1))
     decoder_train_per_class: int = spec(Int(lo=0, why="0 = all"))
     cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))
