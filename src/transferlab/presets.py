@@ -1,8 +1,8 @@
 """Paper presets: partial params files in presets/, laid over params.yaml.
 
     python -m transferlab.presets                      # list them, with what each reproduces
-    python -m transferlab.presets seed-004 --exp-args | xargs dvc exp run   # as an experiment
-    python -m transferlab.presets seed-004 --write     # rewrite params.yaml with the preset
+    python -m transferlab.presets seed-004-alexnet-miniplaces --exp-args | xargs dvc exp run
+    python -m transferlab.presets seed-004-alexnet-tinyimagenet --write   # rewrite params.yaml
 
 A preset names only what its paper changes; every other key keeps its value
 from params.yaml. Both ways validate the result before printing or writing.
