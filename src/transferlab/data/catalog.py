@@ -99,9 +99,9 @@ _CIFAR100_FILES = {
 # MiniPlaces (https://github.com/CSAILVision/miniplaces, README sec. 1-2): the images come
 # as data.tar.gz (top level images/{train,val,test}/ and objects/); the labels come from
 # the development kit's data/ folder, fetched at the commit that added them (unchanged
-# since), whose bytes the MD5s below are of. The archive's MD5 is published nowhere by
-# MIT: it is the one a third-party loader checks (a MiniPlaces PyTorch loader on GitHub,
-# `data_md5`) and could not be confirmed here; a mismatch names both sums, and a
+# since), whose bytes the MD5s below are of. MIT publishes no checksum for the archive:
+# its MD5 is the `data_md5` of one public MiniPlaces PyTorch loader (course starter code;
+# a single source) and could not be confirmed here. A mismatch names both sums, and a
 # `manifest` with the right one takes over.
 _MINIPLACES_KIT = ("https://raw.githubusercontent.com/CSAILVision/miniplaces/"
                    "43f337898589dc70f4cf024587ead2aa1cff4e73/data/")
