@@ -349,6 +349,58 @@ def write_tinyimagenet_zip(dir: Path, n_classes: int = 6, n_train_per_class: int
     return {"files": [file_entry(path, extract=".")], "local": local}
 
 
+# ---------------------------------------------------------------------------- MiniPlaces
+
+# Real category paths of MiniPlaces' categories.txt, two of them nested one level deeper
+MINIPLACES_CATEGORIES = ["/a/abbey", "/a/airport_terminal", "/b/bakery/shop", "/c/canyon",
+                         "/c/church/outdoor", "/d/dam", "/k/kitchen", "/y/yard"]
+
+
+def write_miniplaces_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 12,
+                             n_val_per_class: int = 5, n_test: int = 3, seed: int = 0
+                             ) -> tuple[dict, dict]:
+    """MiniPlaces as released: data.tar.gz holding images/train/<letter>/<name>/NNNNNNNN.jpg,
+    images/val/NNNNNNNN.jpg, unlabelled images/test/ and a few objects/ annotations, and
+    the development kit's categories.txt, train.txt and val.txt beside it (all 128x128
+    JPEG). Returns the manifest and {"train": [(file, label)], "val": [...]} as listed."""
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    folders = MINIPLACES_CATEGORIES[:n_classes]
+    members: dict[str, bytes] = {}
+    train, val = [], []
+    for c, folder in enumerate(folders):
+        for i in range(1, n_train_per_class + 1):
+            name = f"train{folder}/{i:08d}.jpg"
+            members[f"images/{name}"] = _jpeg(class_image(c, 3, 128, 128, rng))
+            train.append((name, c))
+            if i == 1:  # object annotations exist for a few images; nothing reads them
+                members[f"objects/{name[:-4]}.xml"] = b"<annotation></annotation>"
+    order = np.repeat(np.arange(n_classes), n_val_per_class)
+    rng.shuffle(order)  # the real val.txt lists the categories mixed
+    for k, c in enumerate(order, start=1):
+        name = f"val/{k:08d}.jpg"
+        members[f"images/{name}"] = _jpeg(class_image(int(c), 3, 128, 128, rng))
+        val.append((name, int(c)))
+    for k in range(1, n_test + 1):
+        members[f"images/test/{k:08d}.jpg"] = _jpeg(class_image(k % n_classes, 3, 128, 128,
+                                                                rng))
+    dirs = sorted({str(p) for n in members for p in Path(n).parents if str(p) != "."})
+    archive = dir / "data.tar.gz"
+    _write_tar_gz(archive, members, dirs)
+    lists = {"categories.txt": "".join(f"{f} {c}\n" for c, f in enumerate(folders)),
+             "train.txt": "".join(f"{n} {c}\n" for n, c in train),
+             "val.txt": "".join(f"{n} {c}\n" for n, c in val)}
+    files = [file_entry(archive, dir="miniplaces", extract="miniplaces/data")]
+    local = {}
+    for name, text in lists.items():
+        (dir / name).write_text(text)
+        files.append(file_entry(dir / name, dir="miniplaces/data"))
+        local[f"miniplaces/data/{name}"] = {"md5": md5(dir / name)}
+    local.update({"miniplaces/data/images/train": None, "miniplaces/data/images/val": None})
+    return {"files": files, "local": local}, {"train": train, "val": val}
+
+
 # ---------------------------------------------------------------------------- image folders
 
 

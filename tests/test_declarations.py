@@ -38,7 +38,7 @@ SRC = PACKAGE_DIR.parent  # the folder holding the package
 # cannot reach (no download, no torchvision weights here); each says where it is read.
 READ_ONLY_SOMETIMES = {
     "prepare": {
-        "data.root": "torchvision-layout datasets (mnist, cifar, voc, tinyimagenet)",
+        "data.root": "downloaded datasets (mnist, cifar, voc, tinyimagenet, miniplaces)",
         "data.mirror": "when a dataset is downloaded",
         "data.manifest": "when a dataset is downloaded",
         "data.path": "dataset imagefolder",

@@ -23,6 +23,7 @@ from tests.dataset_fixtures import (
     write_cifar10_archive,
     write_cifar100_archive,
     write_manifest,
+    write_miniplaces_archive,
     write_mnist_files,
     write_tinyimagenet_zip,
     write_voc_archive,
@@ -37,6 +38,7 @@ from transferlab.data.catalog import (
     validate_manifest,
 )
 from transferlab.data.download import ChecksumError, download_file
+from transferlab.data.readers import read_miniplaces
 from transferlab.data.safe_pickle import UnsafePickleError, safe_loads
 
 
@@ -50,11 +52,13 @@ def served(tmp_path_factory):
     """All five formats written once, served for the whole module."""
     srv = tmp_path_factory.mktemp("srv")
     voc, voc_expected = write_voc_archive(srv)
+    miniplaces, miniplaces_lists = write_miniplaces_archive(srv)
     manifests = {"mnist": write_mnist_files(srv), "cifar10": write_cifar10_archive(srv),
                  "cifar100": write_cifar100_archive(srv), "voc2012": voc,
-                 "tinyimagenet": write_tinyimagenet_zip(srv)}
+                 "tinyimagenet": write_tinyimagenet_zip(srv), "miniplaces": miniplaces}
     with serve_directory(srv) as url:
-        yield {"dir": srv, "url": url, "manifests": manifests, "voc_expected": voc_expected}
+        yield {"dir": srv, "url": url, "manifests": manifests, "voc_expected": voc_expected,
+               "miniplaces_lists": miniplaces_lists}
 
 
 def _manifest_file(tmp_path, served, name, **changes) -> Path:
@@ -69,6 +73,7 @@ EXPECTED = {  # name: (N, C, H, W, number of classes, test part size)
     "cifar100": ((168, 3, 32, 32), 8, 48),
     "voc2012": ((90, 3, 32, 32), 20, 30),
     "tinyimagenet": ((102, 3, 64, 64), 6, 30),
+    "miniplaces": ((102, 3, 128, 128), 6, 30),
 }
 
 
@@ -136,9 +141,78 @@ def test_voc_segmentation_lists_pick_their_images(tmp_path, served):
     np.testing.assert_array_equal(seg.images[0], full.images[0])
 
 
+def _pixels(path: Path) -> bytes:
+    """An image file decoded on its own (RGB, native size), as bytes to look it up by."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).transpose(2, 0, 1).tobytes()
+
+
+def test_miniplaces_official_val_images_are_the_test_part(tmp_path, served):
+    """Seed 004's V_source / V_target: the validation images of each half's classes, not a
+    random fraction of the training images; train.txt's images are the training part."""
+    from tests.conftest import TINY, deep_update
+    from transferlab.data.prepared import prepare_tasks
+    from transferlab.params import parse_params
+
+    root = tmp_path / "root"
+    params = parse_params(deep_update(TINY, {"dataset": "miniplaces", "data": {
+        "split": "random", "root": str(root), "mirror": str(served["url"]),
+        "manifest": str(_manifest_file(tmp_path, served, "miniplaces"))}}))
+    source, target, meta = prepare_tasks("miniplaces", params.data, 0, progress=False)
+    images = root / "miniplaces" / "data" / "images"
+    lists = served["miniplaces_lists"]
+    file_of = {_pixels(images / name): (part, name, label)
+               for part in ("train", "val") for name, label in lists[part]}
+    assert len(file_of) == len(lists["train"]) + len(lists["val"])  # each image its own
+    for task, classes in ((source, meta["source_classes"]), (target, meta["target_classes"])):
+        for part, x, y in (("train", task.x_train, task.y_train),
+                           ("val", task.x_test, task.y_test)):
+            found = [file_of[img.tobytes()] for img in x]
+            # every listed image of the task's classes, each once, from the right list
+            assert sorted(name for _, name, _ in found) == sorted(
+                name for name, label in lists[part] if label in classes)
+            assert {p for p, _, _ in found} == {part}
+            assert [classes[k] for k in y] == [label for _, _, label in found]
+    assert len(source.classes) == len(target.classes) == 3
+    assert meta["target_test_per_class"] == [5, 5, 5]  # the fixture's val: 5 a class
+    assert "bakery/shop" in meta["source_class_names"] + meta["target_class_names"]
+    # the preset's size: 128 px read at 64, the same split
+    small = load_dataset("miniplaces", root=root, image_size=64, download=False,
+                         manifest=_manifest_file(tmp_path, served, "miniplaces"))
+    assert small.images.shape == (102, 3, 64, 64) and int(small.is_test.sum()) == 30
+
+
+def test_miniplaces_lists_that_do_not_fit_the_images_are_refused(tmp_path, served):
+    root = tmp_path / "root"
+    manifest = _manifest_file(tmp_path, served, "miniplaces")
+    load_dataset("miniplaces", root=root, mirror=served["url"], manifest=manifest,
+                 progress=False)
+    data = root / "miniplaces" / "data"
+    train = (data / "train.txt").read_text()
+    first = train.splitlines()[0]  # train/a/abbey/00000001.jpg 0
+    cases = [
+        (data / "train.txt", train.replace(first, first[:-1] + "1", 1),
+         "not in that category's folder"),
+        (data / "train.txt", train.replace(first, first[:-1] + "99", 1), "bad line"),
+        (data / "val.txt", "val/../../outside.jpg 0\n", "bad line"),
+        (data / "categories.txt", "/a/abbey 0\n/a/airport_terminal 2\n", "ids count up"),
+    ]
+    for path, text, words in cases:
+        original = path.read_text()
+        path.write_text(text)
+        # the reader itself (the catalog's checksums would stop these lists first; a
+        # manifest without them, or a copy placed by hand, reaches the reader)
+        with pytest.raises(ValueError, match=words) as err:
+            read_miniplaces(data)
+        assert str(path) in str(err.value)
+        path.write_text(original)
+
+
 def test_local_copy_present_means_no_request(tmp_path, served):
     url = served["url"]
-    for name in ("mnist", "cifar10", "tinyimagenet"):
+    for name in ("mnist", "cifar10", "tinyimagenet", "miniplaces"):
         manifest = _manifest_file(tmp_path, served, name)
         first = load_dataset(name, root=tmp_path, mirror=url, manifest=manifest, progress=False)
         count = len(url.requests)
@@ -260,6 +334,14 @@ def test_builtin_catalog_has_the_published_checksums():
     assert sums["cifar-100-python.tar.gz"] == "eb9058c3a382ffc7106e4002c42a8d85"
     assert sums["VOCtrainval_11-May-2012.tar"] == "6cd6e144f989b92b3379bac3b3de84fd"
     assert sums["tiny-imagenet-200.zip"] == "90528d7ca1a48142e341f4ef8d21d0de"
+    # MiniPlaces' label lists come from one commit of the development kit, so their
+    # checksums cannot drift with the repository; the archive has one checksum too
+    kit = [f for f in CATALOG["miniplaces"]["files"] if f["name"].endswith(".txt")]
+    assert sorted(f["name"] for f in kit) == ["categories.txt", "train.txt", "val.txt"]
+    assert all(f["urls"][0].startswith("https://raw.githubusercontent.com/CSAILVision/"
+                                       "miniplaces/43f337898589dc70f4cf024587ead2aa1cff4e73/")
+               for f in kit)
+    assert sums["data.tar.gz"] == "265825ec94f79390e4f1e38045a69059"
     for name, entry in CATALOG.items():
         validate_manifest(entry, name)
 

@@ -88,11 +88,15 @@ SHRINK = {
     "seed-004-alexnet-tinyimagenet": merge(ALEXNET, {
         "subsample": 3, "sweep": {"subsample": [1, 3], "layers": [1, 7]},
         "report": {"subsample": 3, "layer": 7}}),
+    # 128 px JPEGs read at the preset's 64 px, official val as the test part
+    "seed-004-alexnet-miniplaces": merge(ALEXNET, {
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7]},
+        "report": {"subsample": 3, "layer": 7}}),
 }
 FILES = {
     "cifar10": fx.write_cifar10_archive, "cifar100": fx.write_cifar100_archive,
     "voc2012": fx.write_voc_archive, "tinyimagenet": fx.write_tinyimagenet_zip,
-    "mnist": fx.write_mnist_files,
+    "mnist": fx.write_mnist_files, "miniplaces": fx.write_miniplaces_archive,
 }
 
 
@@ -207,6 +211,11 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     if name.startswith("seed-004"):  # swapped study; AnB+ only as FTall (n = 7)
         assert {v["direction"] for v in sweep["variants"]} == {"AB", "BA"}
         assert {v["n"] for v in sweep["variants"] if v["treatment"] == "AnB+"} == {7}
+    if name.endswith("miniplaces"):  # 128 px read at 64; the official val is the test part
+        meta = json.loads((project / "data/prepared/meta.json").read_text())
+        assert meta["image_shape"] == [3, 64, 64]
+        assert meta["source_test_per_class"] == meta["target_test_per_class"] == [5] * 3
+        assert meta["source_train_per_class"] == meta["target_train_per_class"] == [12] * 3
     if name.startswith("yosinski"):  # all five treatments at every n of the sweep
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
             ("base", 0), *((t, n) for t in ("AnB", "AnB+", "BnB", "BnB+") for n in (1, 7))}

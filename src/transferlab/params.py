@@ -40,7 +40,8 @@ from transferlab.schema import (
 )
 from transferlab.treatments import TREATMENTS, treatment_name
 
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "imagefolder")
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "miniplaces",
+            "imagefolder")
 SOURCES = ("A", "B")
 SPLITS = ("fixed", "random", "file")
 OPTIMIZERS = ("adam", "sgd")

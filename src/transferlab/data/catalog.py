@@ -60,6 +60,7 @@ from transferlab.data.readers import (
     RawDataset,
     read_cifar,
     read_image_folder,
+    read_miniplaces,
     read_mnist,
     read_tinyimagenet,
     read_voc,
@@ -68,7 +69,8 @@ from transferlab.data.readers import (
 )
 from transferlab.progress import progress_enabled
 
-DATASETS = ("mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "imagefolder")
+DATASETS = ("mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "miniplaces",
+            "imagefolder")
 OFFLINE_HINT = "`dataset: digits` is bundled with scikit-learn and runs offline"
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -92,6 +94,21 @@ _CIFAR100_FILES = {
     "train": "16019d7e3df5f24257cddd939b257f8d",
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
     "meta": "7973b15100ade9c7d40fb424638fde48",
+}
+
+# MiniPlaces (https://github.com/CSAILVision/miniplaces, README sec. 1-2): the images come
+# as data.tar.gz (top level images/{train,val,test}/ and objects/); the labels come from
+# the development kit's data/ folder, fetched at the commit that added them (unchanged
+# since), whose bytes the MD5s below are of. MIT publishes no checksum for the archive:
+# its MD5 is the `data_md5` of one public MiniPlaces PyTorch loader (course starter code;
+# a single source) and could not be confirmed here. A mismatch names both sums, and a
+# `manifest` with the right one takes over.
+_MINIPLACES_KIT = ("https://raw.githubusercontent.com/CSAILVision/miniplaces/"
+                   "43f337898589dc70f4cf024587ead2aa1cff4e73/data/")
+_MINIPLACES_LISTS = {
+    "categories.txt": "eba942405da94c3010400c98edf2392c",
+    "train.txt": "9ef0d988e43f4a3734f7735a6d99d430",
+    "val.txt": "eaee4c0605235fb0042368aa6d921db2",
 }
 
 # The published MD5s are the ones torchvision's dataset classes list.
@@ -131,6 +148,18 @@ CATALOG: dict[str, dict] = {
         "local": {f"tiny-imagenet-200/{p}": None
                   for p in ("wnids.txt", "words.txt", "train", "val/val_annotations.txt",
                             "val/images")},
+    },
+    # laid out as the development kit expects: data/ holds the lists and images/
+    "miniplaces": {
+        "files": [{"name": "data.tar.gz",
+                   "urls": ["http://miniplaces.csail.mit.edu/data/data.tar.gz"],
+                   "md5": "265825ec94f79390e4f1e38045a69059", "dir": "miniplaces",
+                   "extract": "miniplaces/data"},
+                  *({"name": n, "urls": [_MINIPLACES_KIT + n], "md5": md5,
+                     "dir": "miniplaces/data"} for n, md5 in _MINIPLACES_LISTS.items())],
+        "local": {**{f"miniplaces/data/{n}": {"md5": md5}
+                     for n, md5 in _MINIPLACES_LISTS.items()},
+                  "miniplaces/data/images/train": None, "miniplaces/data/images/val": None},
     },
 }
 
@@ -373,6 +402,8 @@ def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
         return _resized(data, image_size)
     if name == "voc2012":
         return read_voc(root / "VOCdevkit" / "VOC2012", image_size, voc_lists)
+    if name == "miniplaces":
+        return read_miniplaces(root / "miniplaces" / "data", image_size)
     return read_tinyimagenet(root / "tiny-imagenet-200", image_size)
 
 

@@ -327,6 +327,78 @@ def read_tinyimagenet(base_dir: str | Path, image_size: int | None = None) -> Ra
                       is_test)
 
 
+# ---------------------------------------------------------------------------- MiniPlaces
+
+
+MINIPLACES_SIZE = 128  # the release's images are 128x128 JPEGs
+
+
+def _miniplaces_categories(path: Path) -> list[str]:
+    """categories.txt: "/a/abbey 0" lines, ids 0..k-1 in order; the name is the path
+    without its leading letter folder ("/b/bakery/shop 10" -> "bakery/shop")."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    folders = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        parts = fields[0].strip("/").split("/") if fields else []
+        if len(fields) != 2 or len(parts) < 2 or fields[1] != str(len(folders)):
+            raise ValueError(f"{path}:{number}: bad line {line!r} (expected '/<letter>/<name> "
+                             f"{len(folders)}': ids count up from 0 in file order)")
+        folders.append(fields[0].strip("/"))
+    if not folders:
+        raise ValueError(f"{path}: no categories")
+    return folders
+
+
+def _miniplaces_list(path: Path, part: str, folders: list[str]) -> tuple[list[str], list[int]]:
+    """train.txt / val.txt: "<part>/<file>.jpg <id>" lines. A training image must sit in
+    its category's folder (train/<letter>/<name>/...), so lists that do not belong to
+    these images are caught before anything is decoded."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    files, labels = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if (len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) >= len(folders)
+                or not fields[0].startswith(part + "/") or ".." in fields[0].split("/")):
+            raise ValueError(f"{path}:{number}: bad line {line!r} (expected '{part}/<file> "
+                             f"<id 0..{len(folders) - 1}>')")
+        label = int(fields[1])
+        if part == "train" and not fields[0].startswith(f"train/{folders[label]}/"):
+            raise ValueError(f"{path}:{number}: {fields[0]} is labelled {label} "
+                             f"({folders[label]}) but is not in that category's folder")
+        files.append(fields[0])
+        labels.append(label)
+    return files, labels
+
+
+def read_miniplaces(base_dir: str | Path, image_size: int | None = None) -> RawDataset:
+    """MiniPlaces (MIT's Places subset: 100 scene categories, 1,000 training and 100
+    validation images each) in the development kit's `data/` layout: categories.txt,
+    train.txt, val.txt, and images/{train,val}/ from data.tar.gz. The labelled
+    validation part is the test part; images/test (unlabelled) is not read.
+    128x128 RGB unless image_size asks otherwise."""
+    base_dir = Path(base_dir)
+    folders = _miniplaces_categories(base_dir / "categories.txt")
+    train, train_labels = _miniplaces_list(base_dir / "train.txt", "train", folders)
+    val, val_labels = _miniplaces_list(base_dir / "val.txt", "val", folders)
+    size = square_size(image_size) or (MINIPLACES_SIZE, MINIPLACES_SIZE)
+    paths = train + val
+    images = np.empty((len(paths), 3, size[1], size[0]), dtype=np.uint8)
+    for i, rel in enumerate(paths):
+        _decode(base_dir / "images" / rel, "RGB", size, images[i])
+    is_test = np.zeros(len(paths), dtype=bool)
+    is_test[len(train):] = True
+    names = [f.split("/", 1)[1] for f in folders]
+    return RawDataset(images, np.asarray(train_labels + val_labels, dtype=np.int64), names,
+                      is_test)
+
+
 # ---------------------------------------------------------------------------- image folders
 
 
