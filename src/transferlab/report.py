@@ -82,13 +82,19 @@ def transfer_layers(sweep: dict) -> list[int]:
                    for n in by_n})
 
 
-def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
+def sweep_variants(params: Params, results: Path) -> list[dict]:
+    """Every variant result of the seeds in params, each with a finite test score."""
     variants = []
     for seed in params.sweep.seeds:
         path = results / "sweep" / f"seed-{seed}.json"
         for v in _read_json(path)["variants"]:
             finite(score(v), path, f"the test score of {_variant_label(v)}")
             variants.append(v)
+    return variants
+
+
+def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
+    variants = sweep_variants(params, results)
     sweep = aggregate_sweep(variants)
     transfer = _read_json(results / "transfer.json")
     finite(score(transfer), results / "transfer.json", "the test score")
@@ -729,6 +735,80 @@ def copy_curves(live: Path, out: Path) -> list[Path]:
     return written
 
 
+# The sweep's per-epoch curves (sweep.curves): a test-score and a train-loss column per
+# treatment, against the epoch.
+SWEEP_CURVES = "sweep.tsv"
+
+
+def sweep_curves(variants: list[dict], k: int, layer: int) -> dict[str, dict[int, dict]]:
+    """{treatment: {epoch: {"test_score", "train_loss"}}}: the curves of the variants at
+    target size `k` and n = `layer` (base at n = 0), each point the mean over seeds (and
+    over both directions of a swapped study). Variants stored without a curve add none."""
+    points: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for v in variants:
+        wanted = 0 if v["treatment"] == "base" else layer
+        if v["subsample"] != k or v["n"] != wanted:
+            continue
+        for p in v.get("curve") or []:
+            points[(v["treatment"], p["epoch"])].append(p)
+    curves: dict[str, dict[int, dict]] = defaultdict(dict)
+    for (treatment, epoch), ps in sorted(points.items()):
+        curves[treatment][epoch] = {
+            key: sum(p[key] for p in ps) / len(ps) for key in ("test_score", "train_loss")}
+    return {t: curves[t] for t in TREATMENTS if t in curves}
+
+
+def write_sweep_curves(curves: dict, path: Path) -> None:
+    """One row per epoch: `<treatment>` test score and `<treatment>_loss` train loss
+    columns for every treatment (empty where it has no point); a header alone when the
+    sweep stored no curves."""
+    epochs = sorted({e for by_epoch in curves.values() for e in by_epoch})
+    columns = [c for t in TREATMENTS for c in (t, f"{t}_loss")]
+
+    def cells(epoch):
+        for t in TREATMENTS:
+            point = curves.get(t, {}).get(epoch)
+            yield from ("", "") if point is None else (
+                _fmt(point["test_score"]), _fmt(point["train_loss"]))
+
+    with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(["epoch", *columns])
+        writer.writerows([epoch, *cells(epoch)] for epoch in epochs)
+
+
+def draw_sweep_curves(params: Params, curves: dict, summary: dict, path: Path) -> None:
+    """Test score and train loss against the epoch, a line per treatment, at the
+    report's layer and target size (seed 001's full training curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, layer = params.report.subsample, params.report.layer
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for t, by_epoch in curves.items():
+        epochs = sorted(by_epoch)
+        label = "base" if t == "base" else f"{t} n={layer}"
+        for ax, key in zip(axes, ("test_score", "train_loss"), strict=True):
+            ax.plot(epochs, [by_epoch[e][key] for e in epochs], marker="." if
+                    len(epochs) < 40 else None, color=COLOURS.get(t), label=label)
+    if curves:
+        axes[0].legend(fontsize=8, loc="lower right")
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no per-epoch curves: the sweep ran with sweep.curves: false",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    axes[0].set_ylabel(f"target test {metric_label(summary)} (mean over seeds)")
+    axes[1].set_ylabel("training loss (mean over seeds)")
+    for ax in axes:
+        ax.set_xlabel("epoch of the target training data")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Sweep training curves at {_size_title(k)}, n = {layer}", y=1.03)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def write_json(path: Path, data) -> None:
     """Sorted, indented JSON; NaN or an infinity is an error, never a bare `NaN`."""
     write_text_atomic(path, json_text(data, allow_nan=False))
@@ -745,6 +825,10 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     if live is not None:
         copy_curves(live, plots_dir / "curves")
     draw_plots(params, sweep, summary, plots_dir)
+    curves = sweep_curves(sweep_variants(params, results), params.report.subsample,
+                          params.report.layer)
+    write_sweep_curves(curves, plots_dir / "curves" / SWEEP_CURVES)
+    draw_sweep_curves(params, curves, summary, plots_dir / "sweep_curves.png")
     draw_iterations(summary, plots_dir)
     draw_lowshot(summary, plots_dir)
     diagnostics_md = diagnostics_report(params, results, sweep, summary, plots_dir)
