@@ -52,6 +52,8 @@ def test_batched_variants_agree_with_one_at_a_time(digits_tasks, optimizer):
                             rel_tol=1e-4, abs_tol=1e-5), v.key
         assert math.isclose(got["test_loss"], alone["test_loss"], rel_tol=1e-4), v.key
         assert got["copied_layers"] == alone["copied_layers"]
+        # sweep.curves off (the shipped value): no curve is tested or stored in either mode.
+        assert not params.sweep.curves and "curve" not in got and "curve" not in alone
 
 
 def test_frozen_layers_stay_exactly_the_source_layers(digits_tasks):
@@ -203,7 +205,3 @@ def test_long_runs_get_about_30_points_and_the_last_epoch(digits_tasks):
     alone = run_variant(params, target, sources, v, device=CPU, curves=True)
     for result in (together, alone):
         assert [p["epoch"] for p in result["curve"]] == list(range(2, 63, 2))
-    # Off (the shipped value): no curve is tested or stored, in either mode.
-    assert not PARAMS.sweep.curves
-    assert "curve" not in _trained_batched(PARAMS, target, sources, [v])[v.key]
-    assert "curve" not in run_variant(PARAMS, target, sources, v, device=CPU)

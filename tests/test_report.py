@@ -11,6 +11,7 @@ from transferlab.report import (
     copy_curves,
     draw_sweep_curves,
     mean_std,
+    sweep_curves,
     write_json,
     write_sweep_curves,
 )
@@ -386,17 +387,21 @@ def test_sweep_curves_are_drawn_and_written_per_treatment_mean_over_seeds(
                 v["curve"] = _curve([0.7, 0.8 + seed / 10], [1.0, 0.5])
             elif v["n"] != layer:  # another layer: not drawn either
                 v["curve"] = _curve([0.0, 0.0], [9.0, 9.0])
-            # AnB+, BnB, BnB+ at the layer: stored without a curve (an old entry)
+            elif v["treatment"] == "AnB+":  # no curve: its final point (step 4) only
+                v.update(steps=4, final_train_loss=0.25 + seed / 10)
+            # BnB, BnB+ at the layer: an old-format result (no steps): no point at all
         path.write_text(json.dumps(data))
     build_report(params, results=results, summary_out=tmp_path / "m/s.json",
                  plots_dir=tmp_path / "plots")
     with open(tmp_path / "plots/curves/sweep.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert [int(r["epoch"]) for r in rows] == [2, 4]
+    assert [(int(r["step"]), int(r["epoch"])) for r in rows] == [(2, 2), (4, 4)]
     assert [float(r["base"]) for r in rows] == pytest.approx([0.5, 0.6])
     assert [float(r["base_loss"]) for r in rows] == pytest.approx([2.0, 1.5])
     assert [float(r["AnB"]) for r in rows] == pytest.approx([0.7, 0.85])
-    assert [r["AnB+"] for r in rows] == ["", ""] and rows[0]["AnB-ft_loss"] == ""
+    assert rows[0]["AnB+"] == "" and float(rows[1]["AnB+"]) == pytest.approx(0.6 + layer / 100)
+    assert float(rows[1]["AnB+_loss"]) == pytest.approx(0.3)
+    assert [r["BnB"] for r in rows] == ["", ""] and rows[0]["AnB-ft_loss"] == ""
     assert (tmp_path / "plots/sweep_curves.png").stat().st_size > 1000
     # Its columns are the ones dvc.yaml plots (x: epoch, y: a column per treatment).
     from ruamel.yaml import YAML
@@ -407,15 +412,19 @@ def test_sweep_curves_are_drawn_and_written_per_treatment_mean_over_seeds(
                 YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["plots"]
                 if isinstance(entry, dict) and "plots/curves/sweep.tsv" in
                 next(iter(entry.values()))["y"]]
-    assert len(declared) == 2 and all(d["x"] == "epoch" for d in declared)
+    assert len(declared) == 2 and all(d["x"] == "step" for d in declared)
     assert {c for d in declared for c in d["y"]["plots/curves/sweep.tsv"]} == set(rows[0]) - {
-        "epoch"}
+        "step", "epoch"}
 
 
-def test_without_sweep_curves_the_plot_says_so_and_the_table_is_a_header(
-        tmp_path, tiny_params):
-    write_sweep_curves({}, tmp_path / "sweep.tsv")
-    header = (tmp_path / "sweep.tsv").read_text().splitlines()
-    assert len(header) == 1 and header[0].startswith("epoch\tbase\tbase_loss\tAnB\t")
-    draw_sweep_curves(tiny_params, {}, {"metric": "accuracy"}, tmp_path / "curves.png")
+def test_without_sweep_curves_the_table_and_plot_hold_each_final_point(tmp_path, tiny_params):
+    variants = [{"treatment": t, "n": n, "subsample": 3, "seed": s, "steps": 100,
+                 "test_score": 0.5 + s / 10, "final_train_loss": 0.2}
+                for t, n in (("base", 0), ("AnB", 3)) for s in (0, 1)]
+    curves = sweep_curves(variants, 3, 3)
+    write_sweep_curves(curves, tmp_path / "sweep.tsv")
+    header, row = (tmp_path / "sweep.tsv").read_text().splitlines()
+    assert header.startswith("step\tepoch\tbase\tbase_loss\tAnB\tAnB_loss\t")
+    assert row.split("\t")[:6] == ["100", "", "0.55", "0.2", "0.55", "0.2"]
+    draw_sweep_curves(tiny_params, curves, {"metric": "accuracy"}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
