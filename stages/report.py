@@ -23,11 +23,12 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    from transferlab.report import CURVES
+    from transferlab.report import CURVES, SWEEP_CURVES
 
     outputs = [SUMMARY, DETAILS, SUMMARY.with_suffix(".md"), PLOTS / "diagnostics_tsne.png",
                PLOTS / "lowshot.png", PLOTS / "estimators.csv", PLOTS / "estimators.png"] + [
         PLOTS / f"{name}.{ext}"
         for name in ("transferability", "size_curve", "heads", "iterations", "diagnostics")
-        for ext in ("csv", "png")] + [PLOTS / "curves" / f"{name}.tsv" for name in CURVES]
+        for ext in ("csv", "png")] + [PLOTS / "curves" / f"{name}.tsv" for name in CURVES] + [
+        PLOTS / "curves" / SWEEP_CURVES, PLOTS / "sweep_curves.png"]
     run_stage("report", main, outputs, STARTED)

@@ -52,6 +52,8 @@ def test_batched_variants_agree_with_one_at_a_time(digits_tasks, optimizer):
                             rel_tol=1e-4, abs_tol=1e-5), v.key
         assert math.isclose(got["test_loss"], alone["test_loss"], rel_tol=1e-4), v.key
         assert got["copied_layers"] == alone["copied_layers"]
+        # sweep.curves off (the shipped value): no curve is tested or stored in either mode.
+        assert not params.sweep.curves and "curve" not in got and "curve" not in alone
 
 
 def test_frozen_layers_stay_exactly_the_source_layers(digits_tasks):
@@ -155,3 +157,51 @@ def test_batched_on_cuda_agrees_with_one_at_a_time_there(digits_tasks):
         alone = run_variant(PARAMS, target, sources, v, device=gpu)
         # bfloat16 autocast on both sides: a looser bound than on CPU.
         assert abs(together[v.key]["test_accuracy"] - alone["test_accuracy"]) <= 0.05
+
+
+def _curves_params(steps):
+    return parse_params(deep_update(TINY, {"transfer": {"steps": steps},
+                                           "sweep": {"curves": True}}))
+
+
+def test_curves_batched_and_one_at_a_time_have_the_same_points_and_close_values(
+        digits_tasks):
+    _, target, _ = digits_tasks
+    params = _curves_params(20)
+    sources = _sources(params, target)
+    variants = [Variant("base", 0, 1, 0), Variant("AnB", 3, 1, 0), Variant("AnB+", 1, 1, 0),
+                Variant("BnB+", 3, 3, 0)]
+    notes = []
+    together = _trained_batched(params, target, sources, variants, log=notes.append)
+    assert notes == []
+    for v in variants:
+        alone = run_variant(params, target, sources, v, device=CPU, curves=True)
+        got = together[v.key]
+        assert set(got) == set(alone)
+        mine, theirs = got["curve"], alone["curve"]
+        # 20 epochs of one step each: every epoch is a point, in both modes.
+        assert [p["epoch"] for p in mine] == [p["epoch"] for p in theirs] == list(range(1, 21))
+        assert [p["step"] for p in mine] == [p["step"] for p in theirs]
+        for a, b in zip(mine, theirs, strict=True):
+            assert set(a) == set(b)
+            assert abs(a["test_score"] - b["test_score"]) <= batched.ACCURACY_TOLERANCE, v.key
+            assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-4,
+                                abs_tol=1e-5), (v.key, a["epoch"])
+        # The last point is the stored final model's test score, exactly, in each mode.
+        for result in (got, alone):
+            assert result["curve"][-1]["test_score"] == result["test_score"]
+            assert result["curve"][-1]["test_loss"] == result["test_loss"]
+            assert result["curve"][-1]["train_loss"] == result["final_train_loss"]
+        # The curve moves: a trained network is not tested once and copied.
+        assert len({p["test_loss"] for p in mine}) > 1
+
+
+def test_long_runs_get_about_30_points_and_the_last_epoch(digits_tasks):
+    _, target, _ = digits_tasks
+    params = _curves_params(62)  # 62 epochs of one step: every 2nd epoch is a point
+    v = Variant("AnB", 3, 1, 0)
+    sources = _sources(params, target)
+    together = _trained_batched(params, target, sources, [v])[v.key]
+    alone = run_variant(params, target, sources, v, device=CPU, curves=True)
+    for result in (together, alone):
+        assert [p["epoch"] for p in result["curve"]] == list(range(2, 63, 2))

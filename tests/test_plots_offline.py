@@ -93,7 +93,7 @@ def test_every_plot_loads_once_with_x_y_and_a_template(plots):
             assert row.get(d["x"], "") != "" and columns <= set(row), (name, row)
     curves = {f for d in defined.values() for f in d["y"] if f.startswith("plots/curves/")}
     assert curves == {"plots/curves/pretrain-A.tsv", "plots/curves/pretrain-B.tsv",
-                      "plots/curves/transfer.tsv"}
+                      "plots/curves/transfer.tsv", "plots/curves/sweep.tsv"}
 
 
 def test_the_page_has_each_png_once_and_no_cdn_script(repo, plots):

@@ -10,8 +10,11 @@ from transferlab.report import (
     aggregate_sweep,
     build_report,
     copy_curves,
+    draw_sweep_curves,
     mean_std,
+    sweep_curves,
     write_json,
+    write_sweep_curves,
 )
 
 from .conftest import TINY, complete
@@ -369,3 +372,74 @@ def test_paper_numbers_are_checked_key_by_key():
     with pytest.raises(ParamsError, match=r"unknown key 'paper.numbers\[0\].page'"):
         parse_params(complete({**TINY, "paper": {"numbers": [{**bad, "unit": "error",
                                                               "page": 3}]}}))
+
+
+def _curve(scores, losses):
+    return [{"epoch": 2 * i + 2, "step": 2 * i + 2, "train_loss": loss, "train_accuracy": 0.5,
+             "test_score": score, "test_loss": 1.0}
+            for i, (score, loss) in enumerate(zip(scores, losses, strict=True))]
+
+
+def test_sweep_curves_are_drawn_and_written_per_treatment_mean_over_seeds(
+        tmp_path, tiny_params, tiny_diagnostics):
+    import csv
+    import dataclasses
+
+    params = dataclasses.replace(tiny_params, sweep=dataclasses.replace(
+        tiny_params.sweep, seeds=(0, 1)))
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0, 1], diagnostics=tiny_diagnostics)
+    k, layer = params.report.subsample, params.report.layer
+    for seed in (0, 1):
+        path = results / "sweep" / f"seed-{seed}.json"
+        data = json.loads(path.read_text())
+        for v in data["variants"]:
+            if v["subsample"] != k:  # another size: a curve the plot must not use
+                v["curve"] = _curve([0.0, 0.0], [9.0, 9.0])
+            elif v["treatment"] == "base":
+                v["curve"] = _curve([0.4 + seed / 5, 0.5 + seed / 5], [2.0, 1.0 + seed])
+            elif v["treatment"] == "AnB" and v["n"] == layer:
+                v["curve"] = _curve([0.7, 0.8 + seed / 10], [1.0, 0.5])
+            elif v["n"] != layer:  # another layer: not drawn either
+                v["curve"] = _curve([0.0, 0.0], [9.0, 9.0])
+            elif v["treatment"] == "AnB+":  # no curve: its final point (step 4) only
+                v.update(steps=4, final_train_loss=0.25 + seed / 10)
+            # BnB, BnB+ at the layer: an old-format result (no steps): no point at all
+        path.write_text(json.dumps(data))
+    build_report(params, results=results, summary_out=tmp_path / "m/s.json",
+                 plots_dir=tmp_path / "plots")
+    with open(tmp_path / "plots/curves/sweep.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert [(int(r["step"]), int(r["epoch"])) for r in rows] == [(2, 2), (4, 4)]
+    assert [float(r["base"]) for r in rows] == pytest.approx([0.5, 0.6])
+    assert [float(r["base_loss"]) for r in rows] == pytest.approx([2.0, 1.5])
+    assert [float(r["AnB"]) for r in rows] == pytest.approx([0.7, 0.85])
+    assert rows[0]["AnB+"] == "" and float(rows[1]["AnB+"]) == pytest.approx(0.6 + layer / 100)
+    assert float(rows[1]["AnB+_loss"]) == pytest.approx(0.3)
+    assert [r["BnB"] for r in rows] == ["", ""] and rows[0]["AnB-ft_loss"] == ""
+    assert (tmp_path / "plots/sweep_curves.png").stat().st_size > 1000
+    # Its columns are the ones dvc.yaml plots (x: epoch, y: a column per treatment).
+    from ruamel.yaml import YAML
+
+    from .conftest import ROOT
+
+    declared = [next(iter(entry.values())) for entry in
+                YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["plots"]
+                if isinstance(entry, dict) and "plots/curves/sweep.tsv" in
+                next(iter(entry.values()))["y"]]
+    assert len(declared) == 2 and all(d["x"] == "step" for d in declared)
+    assert {c for d in declared for c in d["y"]["plots/curves/sweep.tsv"]} == set(rows[0]) - {
+        "step", "epoch"}
+
+
+def test_without_sweep_curves_the_table_and_plot_hold_each_final_point(tmp_path, tiny_params):
+    variants = [{"treatment": t, "n": n, "subsample": 3, "seed": s, "steps": 100,
+                 "test_score": 0.5 + s / 10, "final_train_loss": 0.2}
+                for t, n in (("base", 0), ("AnB", 3)) for s in (0, 1)]
+    curves = sweep_curves(variants, 3, 3)
+    write_sweep_curves(curves, tmp_path / "sweep.tsv")
+    header, row = (tmp_path / "sweep.tsv").read_text().splitlines()
+    assert header.startswith("step\tepoch\tbase\tbase_loss\tAnB\tAnB_loss\t")
+    assert row.split("\t")[:6] == ["100", "", "0.55", "0.2", "0.55", "0.2"]
+    draw_sweep_curves(tiny_params, curves, {"metric": "accuracy"}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000

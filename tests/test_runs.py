@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import torch
@@ -120,6 +121,18 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
                    key_params=KEYS)
     assert len(trained) == len(runs.grid(changed, 0))
 
+    # Curves on: no stored curve-less entry is served; every variant trains and holds one.
+    curves = parse_params(deep_update(TINY, {"sweep": {"curves": True}}))
+    trained.clear()
+    with_curves = runs.run_sweep(curves, 0, prepared=prepared, model_paths=sources,
+                                 out=tmp_path / "s4.json", store=cache, progress=False,
+                                 key_params=KEYS)
+    assert len(trained) == len(runs.grid(curves, 0))
+    for r in with_curves["variants"]:
+        assert r["curve"][-1]["test_score"] == r["test_score"]
+        assert r == {**old[r["treatment"] + str(r["n"]) + str(r["subsample"])],
+                     "curve": r["curve"]}  # the same training: only the curve is added
+
 
 def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, tmp_path):
     """The red-team's C5: with data.crop set, data.pad was missing from the key."""
@@ -143,8 +156,14 @@ def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, t
     # The grid's keys choose variants, they do not change one; other arches do not matter.
     assert key(cropped) == key(deep_update(cropped, {"sweep": {"layers": [1, 2, 3]}}))
     assert key(cropped) == key(deep_update(cropped, {"model": {"wrn": {"widen": 2}}}))
-    declared = {k for k in KEYS if not k.startswith("sweep.")}
+    declared = {k for k in KEYS if k not in runs.GRID_KEYS}
     assert declared == set(json.loads(key(cropped))["params"])
+    # What a result holds is not the grid: curves on gives every variant a new key.
+    assert "sweep.curves" in declared
+    assert key(cropped) != key(deep_update(cropped, {"sweep": {"curves": True}}))
+    # The grid's keys are named one by one: each must be a sweep key that exists.
+    fields = {f"sweep.{f.name}" for f in dataclasses.fields(type(tiny_params.sweep))}
+    assert runs.GRID_KEYS < fields
     assert value_at(tiny_params, "data.pad") == 0
 
 

@@ -54,7 +54,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from transferlab.experiment import Variant, setup_variant, train_transform, variant_result
+from transferlab.experiment import (
+    Variant,
+    curve_every,
+    setup_variant,
+    train_transform,
+    variant_result,
+)
 from transferlab.models.base import TransferableNet
 from transferlab.params import Params
 from transferlab.train import evaluate
@@ -225,14 +231,15 @@ class _Member:
 
 
 def train_group(params: Params, target, sources: dict[str, TransferableNet],
-                variants: Sequence[Variant], *, device: torch.device, on_result=None
-                ) -> dict[str, dict]:
+                variants: Sequence[Variant], *, device: torch.device, on_result=None,
+                curves: bool = False) -> dict[str, dict]:
     """Train `variants` (all batchable: `problems` gives None for each) as stacked groups;
     their results by key, each also given to `on_result(variant, result)` as its group
     finishes. Variants go to one group when they train the same layers of the same
     shapes on data of the same size. Callable in any process with the same inputs (a
     worker of a distributed sweep, say); a variant's result does not depend on which
-    others it is sent with."""
+    others it is sent with. With `curves`, each result holds its curve as run_variant's
+    does (tested at the same epochs)."""
     members = [_Member(params, target, sources, v, device) for v in variants]
     for m in members:
         problem = model_problem(m.setup.model, m.setup.plan, m.setup.task.multilabel)
@@ -243,18 +250,22 @@ def train_group(params: Params, target, sources: dict[str, TransferableNet],
         groups.setdefault(m.group_key, []).append(m)
     results = {}
     for group in groups.values():
-        _train_stacked(params, group, device)
+        _train_stacked(params, group, device, curves=curves)
         for m in group:
             s = m.setup
-            result = variant_result(m.variant, s, evaluate(s.model, *s.test), m.history)
+            result = variant_result(m.variant, s, evaluate(s.model, *s.test), m.history,
+                                    curves=curves)
             if on_result is not None:
                 on_result(m.variant, result)
             results[m.variant.key] = result
     return results
 
 
-def _train_stacked(params: Params, group: list[_Member], device: torch.device) -> None:
-    """Train the members' trainable layers in place, as one vmapped computation."""
+def _train_stacked(params: Params, group: list[_Member], device: torch.device, *,
+                   curves: bool = False) -> None:
+    """Train the members' trainable layers in place, as one vmapped computation. With
+    `curves`, each member's model is tested at the epochs `curve_every` picks (one
+    device read per such epoch, none per step), as fit does for run_variant."""
     from torch.func import functional_call, grad_and_value, vmap
 
     cfg = params.transfer
@@ -262,7 +273,7 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
         # A stack of one runs other kernels (an ungrouped convolution) than a stack of
         # several, and rounds differently: a lone variant is stacked with a copy of
         # itself, so that its result does not depend on being alone.
-        _train_stacked(params, [group[0], group[0]], device)
+        _train_stacked(params, [group[0], group[0]], device, curves=curves)
         return
     template = group[0].suffix
     names = [name for name, _ in template.named_parameters()]
@@ -300,6 +311,8 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
     milestones = list(cfg.milestones)
     histories: list[list[dict]] = [[] for _ in group]
     unread = []
+    test_every = curve_every(cfg.steps, per_epoch)
+    tested: dict[int, list[dict]] = {}  # epoch -> each member's test result
     for epoch in range(n_epochs):
         loss_sum = torch.zeros(len(group), dtype=torch.float64, device=device)
         correct = torch.zeros(len(group), dtype=torch.float64, device=device)
@@ -325,6 +338,9 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
             correct += (logits.argmax(-1) == ys).sum(-1)
             seen += batch
         unread.append((epoch + 1, step, seen, torch.stack([loss_sum, correct], 1)))
+        if curves and ((epoch + 1) % test_every == 0 or epoch + 1 == n_epochs):
+            _write_back(group, weights)
+            tested[epoch + 1] = [evaluate(m.setup.model, *m.setup.test) for m in group]
     values = torch.stack([sums for *_, sums in unread]).tolist()  # the one read of the run
     for (epoch_no, last, seen, _), per_variant in zip(unread, values, strict=True):
         for i, (loss, right) in enumerate(per_variant):
@@ -333,11 +349,20 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
             histories[i].append({"epoch": epoch_no, "step": last,
                                  "train_loss": loss / max(seen, 1),
                                  "train_accuracy": right / max(seen, 1)})
-    with torch.no_grad():
-        for i, m in enumerate(group):
-            for name, p in m.suffix.named_parameters():
-                p.copy_(weights[name][i])
-            m.history = histories[i]
+            if epoch_no in tested:  # as fit records it: test_<float result>
+                histories[i][-1].update({f"test_{k}": v for k, v in tested[epoch_no][i].items()
+                                         if isinstance(v, float)})
+    _write_back(group, weights)
+    for i, m in enumerate(group):
+        m.history = histories[i]
+
+
+@torch.no_grad()
+def _write_back(group: list[_Member], weights: dict[str, torch.Tensor]) -> None:
+    """Each member's stacked weights into its own model (to test it, or at the end)."""
+    for i, m in enumerate(group):
+        for name, p in m.suffix.named_parameters():
+            p.copy_(weights[name][i])
 
 
 def _diverged(member, epoch, last, per_epoch, loss, cfg):
@@ -420,13 +445,14 @@ def train_variants_batched(params: Params, target, sources, variants: Sequence[V
         count = sum(why[v.key] == problem for v in alone)
         log(f"training {count} of {len(variants)} variants one at a time: {problem}")
     results = {}
+    curves = params.sweep.curves
     if together:
         with compute():
             results.update(train_group(params, target, sources, together, device=device,
-                                       on_result=on_result))
+                                       on_result=on_result, curves=curves))
     for v in alone:
         with compute():
-            result = run_variant(params, target, sources, v, device=device)
+            result = run_variant(params, target, sources, v, device=device, curves=curves)
         if on_result is not None:
             on_result(v, result)
         results[v.key] = result

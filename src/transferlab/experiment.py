@@ -138,25 +138,48 @@ def setup_variant(params: Params, target: TaskData, sources: dict[str, Transfera
                         ap=params.heads.ap if task.multilabel else None)
 
 
+def curve_every(steps: int, steps_per_epoch: int) -> int:
+    """Every how many epochs a variant's curve gets a point (and the last epoch always):
+    a tiny target makes every step an epoch, so about 30 points of the curve."""
+    return max(1, steps // steps_per_epoch // 30)
+
+
 def run_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
-                variant: Variant, *, device=None, live=None, progress: bool = False) -> dict:
-    """Train one variant on the target task and test it on the target test part."""
+                variant: Variant, *, device=None, live=None, progress: bool = False,
+                curves: bool = False) -> dict:
+    """Train one variant on the target task and test it on the target test part; with
+    `curves` (the sweep's `sweep.curves`), its result holds its curve (`curve_of`)."""
     device = device or pick_device()
     s = setup_variant(params, target, sources, variant, device)
     cfg = params.transfer
-    # A tiny target makes every step an epoch; log about 30 points of the curve.
-    log_every = max(1, s.steps // s.batches.steps_per_epoch // 30)
     history = fit(s.model, s.batches, cfg, param_groups=s.plan.param_groups,
                   frozen=s.plan.frozen, steps=s.steps,
-                  test=s.test if live is not None else None,
-                  live=live, progress=progress, desc=variant.key, log_every=log_every,
-                  objective=s.objective, transform=train_transform(params), ap=s.ap)
-    return variant_result(variant, s, evaluate(s.model, *s.test, ap=s.ap), history)
+                  test=s.test if live is not None or curves else None,
+                  live=live, progress=progress, desc=variant.key,
+                  log_every=curve_every(s.steps, s.batches.steps_per_epoch),
+                  objective=s.objective, transform=train_transform(params), ap=s.ap,
+                  test_every_log=curves)
+    return variant_result(variant, s, evaluate(s.model, *s.test, ap=s.ap), history,
+                          curves=curves)
 
 
-def variant_result(variant: Variant, s: VariantSetup, result: dict, history: list[dict]
-                   ) -> dict:
-    """The stored result of a trained variant: its test scores and last train loss."""
+def curve_of(history: list[dict]) -> list[dict]:
+    """The points of a training history that were tested (every `curve_every`-th epoch
+    and the last): epoch, step, train loss and accuracy, test score and loss."""
+    def score(record):
+        return record["test_map"] if "test_map" in record else record["test_accuracy"]
+
+    return [{"epoch": r["epoch"], "step": r["step"], "train_loss": r["train_loss"],
+             "train_accuracy": r["train_accuracy"], "test_score": score(r),
+             "test_loss": r["test_loss"]}
+            for r in history if "test_loss" in r]
+
+
+def variant_result(variant: Variant, s: VariantSetup, result: dict, history: list[dict],
+                   *, curves: bool = False) -> dict:
+    """The stored result of a trained variant: its test scores, last train loss and,
+    with `curves`, its curve (whose last point is the final model's test score)."""
+    extra = {"curve": curve_of(history)} if curves else {}
     return {
         "treatment": variant.treatment, "n": variant.n, "subsample": variant.subsample,
         "seed": variant.seed, "copied_layers": s.plan.copied,
@@ -165,6 +188,7 @@ def variant_result(variant: Variant, s: VariantSetup, result: dict, history: lis
         "test_score": score_of(result),
         **{f"test_{k}": v for k, v in result.items()},
         "final_train_loss": history[-1]["train_loss"],
+        **extra,
     }
 
 

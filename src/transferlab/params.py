@@ -194,6 +194,8 @@ class SweepParams(Section):
     treatment_layers: dict = spec(Mapping(checker=_treatment_layers))
     reuse_variants: bool = spec(Bool())
     swap: bool = spec(Bool())
+    # each variant also stores its curve (test score, train loss) at about 30 epochs
+    curves: bool = spec(Bool())
 
     def layers_of(self, treatment: str) -> tuple[int, ...]:
         return self.treatment_layers.get(treatment, self.layers)

@@ -82,13 +82,19 @@ def transfer_layers(sweep: dict) -> list[int]:
                    for n in by_n})
 
 
-def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
+def sweep_variants(params: Params, results: Path) -> list[dict]:
+    """Every variant result of the seeds in params, each with a finite test score."""
     variants = []
     for seed in params.sweep.seeds:
         path = results / "sweep" / f"seed-{seed}.json"
         for v in _read_json(path)["variants"]:
             finite(score(v), path, f"the test score of {_variant_label(v)}")
             variants.append(v)
+    return variants
+
+
+def build_summary(params: Params, results: Path) -> tuple[dict, dict]:
+    variants = sweep_variants(params, results)
     sweep = aggregate_sweep(variants)
     transfer = _read_json(results / "transfer.json")
     finite(score(transfer), results / "transfer.json", "the test score")
@@ -743,6 +749,100 @@ def copy_curves(live: Path, out: Path) -> list[Path]:
     return written
 
 
+# The sweep's per-epoch curves (sweep.curves): a test-score and a train-loss column per
+# treatment, against the optimiser step (and the epoch).
+SWEEP_CURVES = "sweep.tsv"
+
+
+def _curve_points(v: dict) -> list[dict]:
+    """A variant's curve or, stored without one (sweep.curves off), its final point."""
+    if v.get("curve"):
+        return v["curve"]
+    if "steps" not in v or "final_train_loss" not in v:
+        return []
+    return [{"step": v["steps"], "epoch": None, "test_score": score(v),
+             "train_loss": v["final_train_loss"]}]
+
+
+def sweep_curves(variants: list[dict], k: int, layer: int) -> dict[str, dict[int, dict]]:
+    """{treatment: {step: {"epoch", "test_score", "train_loss"}}}: the curves of the
+    variants at target size `k` and n = `layer` (base at n = 0), each point the mean over
+    seeds (and over both directions of a swapped study). A variant stored without a
+    curve gives its final point only (epoch None: its results do not say)."""
+    points: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for v in variants:
+        wanted = 0 if v["treatment"] == "base" else layer
+        if v["subsample"] != k or v["n"] != wanted:
+            continue
+        for p in _curve_points(v):
+            points[(v["treatment"], p["step"])].append(p)
+    curves: dict[str, dict[int, dict]] = defaultdict(dict)
+    for (treatment, step), ps in sorted(points.items()):
+        curves[treatment][step] = {
+            "epoch": next((p["epoch"] for p in ps if p["epoch"] is not None), None),
+            **{key: sum(p[key] for p in ps) / len(ps) for key in ("test_score", "train_loss")}}
+    return {t: curves[t] for t in TREATMENTS if t in curves}
+
+
+def write_sweep_curves(curves: dict, path: Path) -> None:
+    """One row per step: its epoch (empty for final points of curve-less variants), then
+    `<treatment>` test score and `<treatment>_loss` train loss columns for every
+    treatment (empty where it has no point)."""
+    steps = sorted({step for by_step in curves.values() for step in by_step})
+    columns = [c for t in TREATMENTS for c in (t, f"{t}_loss")]
+
+    def row(step):
+        found = [by_step[step] for by_step in curves.values() if step in by_step]
+        epoch = next((p["epoch"] for p in found if p["epoch"] is not None), None)
+        cells = [step, "" if epoch is None else epoch]
+        for t in TREATMENTS:
+            point = curves.get(t, {}).get(step)
+            cells += ["", ""] if point is None else [_fmt(point["test_score"]),
+                                                     _fmt(point["train_loss"])]
+        return cells
+
+    with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(["step", "epoch", *columns])
+        writer.writerows(row(step) for step in steps)
+
+
+def draw_sweep_curves(params: Params, curves: dict, summary: dict, path: Path) -> None:
+    """Test score and train loss against the epoch (the step where an epoch is not
+    known), a line per treatment, at the report's layer and target size (seed 001's
+    full training curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, layer = params.report.subsample, params.report.layer
+    by_epoch = all(p["epoch"] is not None for by_step in curves.values()
+                   for p in by_step.values())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig.subplots_adjust(wspace=0.3)
+    for t, by_step in curves.items():
+        steps = sorted(by_step)
+        xs = [by_step[s]["epoch"] if by_epoch else s for s in steps]
+        label = "base" if t == "base" else f"{t} n={layer}"
+        for ax, key in zip(axes, ("test_score", "train_loss"), strict=True):
+            ax.plot(xs, [by_step[s][key] for s in steps], marker="o" if len(steps) == 1
+                    else "." if len(steps) < 40 else None, color=COLOURS.get(t), label=label)
+    if curves:
+        axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel(f"target test {metric_label(summary)} (mean over seeds)")
+    axes[1].set_ylabel("training loss (mean over seeds)")
+    for ax in axes:
+        ax.set_xlabel("epoch of the target training data" if by_epoch else "optimiser step")
+        ax.grid(alpha=0.3)
+    only_final = not any(len(by_step) > 1 for by_step in curves.values())
+    fig.suptitle(f"Sweep training curves at {_size_title(k)}, n = {layer}" + (
+        "\n(final scores only: the sweep ran with sweep.curves: false)" if only_final
+        else ""), y=1.08 if only_final else 1.03)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def write_json(path: Path, data) -> None:
     """Sorted, indented JSON; NaN or an infinity is an error, never a bare `NaN`."""
     write_text_atomic(path, json_text(data, allow_nan=False))
@@ -759,6 +859,10 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     if live is not None:
         copy_curves(live, plots_dir / "curves")
     draw_plots(params, sweep, summary, plots_dir)
+    curves = sweep_curves(sweep_variants(params, results), params.report.subsample,
+                          params.report.layer)
+    write_sweep_curves(curves, plots_dir / "curves" / SWEEP_CURVES)
+    draw_sweep_curves(params, curves, summary, plots_dir / "sweep_curves.png")
     draw_iterations(summary, plots_dir)
     draw_lowshot(summary, plots_dir)
     estimators_md, estimators_headline, fitted = estimators_report(params, results, summary,

@@ -71,9 +71,13 @@ def grid(params: Params, seed: int) -> list[Variant]:
     return variants
 
 
-# The grid's own keys choose which variants run; they do not change how one trains,
-# so they stay out of its key (a grown grid reuses what it already trained).
-GRID_KEYS = "sweep."
+# The grid's own keys choose which variants run (or whether stored ones are reused, or
+# a second direction: part of the context already); they do not change a variant's
+# result, so they stay out of its key (a grown grid reuses what it already trained).
+# Named one by one: any other sweep key (sweep.curves: what a result holds) is in the key.
+GRID_KEYS = frozenset({"sweep.treatments", "sweep.layers", "sweep.treatment_layers",
+                       "sweep.subsample", "sweep.seeds", "sweep.reuse_variants",
+                       "sweep.swap"})
 
 
 def variant_context(params: Params, key_params: Sequence[str], *, direction: str,
@@ -82,7 +86,7 @@ def variant_context(params: Params, key_params: Sequence[str], *, direction: str
     sweep stage declares (less the grid's), the input files' digests, the code the
     training imports, the torch version and the device type."""
     return {"params": {k: value_at(params, k) for k in sorted(key_params)
-                       if not k.startswith(GRID_KEYS)},
+                       if k not in GRID_KEYS},
             "direction": direction, "target": file_digest(target_file),
             "sources": {k: file_digest(p) for k, p in sorted(source_files.items())},
             "code": code_digest(__name__), "torch": torch.__version__, "device": device.type}

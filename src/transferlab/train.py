@@ -276,7 +276,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         progress: bool = True, desc: str = "train",
         log_every: int = 1, objective: nn.Module | None = None,
         transform=None, ap: str | None = None, compile_model: bool = False,
-        timings: dict | None = None) -> list[dict]:
+        timings: dict | None = None, test_every_log: bool = False) -> list[dict]:
     """Train `model` for `epochs` passes or `steps` updates.
 
     `objective` (transferlab.losses.Objective) gives the loss: cross-entropy by
@@ -292,7 +292,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     and a checkpoint is resumed from only when its key is that key; any other
     one is discarded with a message. `live` (a dvclive.Live) gets the metrics of
     every `log_every`-th epoch and of the last, resumed epochs included, so a
-    resumed run's curve is the whole curve. Returns one dict per epoch.
+    resumed run's curve is the whole curve; `test` is evaluated at those epochs
+    (with `test_every_log`, also without `live`: a sweep variant's curve). Returns
+    one dict per epoch, with `test_*` at the epochs tested.
 
     No step waits for the device: each step's loss and correct count stay on
     it and are read at each epoch that is logged, checkpointed or last (one
@@ -346,11 +348,11 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         print(f"{desc}: resuming from {checkpoint} after epoch {first_epoch}", file=sys.stderr)
 
     def logged(epoch_index: int) -> bool:
-        return live is not None and ((epoch_index + 1) % log_every == 0
-                                     or epoch_index + 1 == n_epochs)
+        return (live is not None or test_every_log) and (
+            (epoch_index + 1) % log_every == 0 or epoch_index + 1 == n_epochs)
 
     for record in history:  # a resumed run logs its earlier epochs again, in order
-        if logged(record["epoch"] - 1):
+        if live is not None and logged(record["epoch"] - 1):
             _log(live, record)
 
     bar = None
@@ -452,7 +454,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
             result = evaluate(model, *test, ap=ap)
             record.update({f"test_{k}": v for k, v in result.items()
                            if isinstance(v, float)})
-        if log_now:
+        if log_now and live is not None:
             _log(live, record)
         if checkpoint is not None and is_main_process():  # under torchrun: rank 0 only
             save_state({"key": checkpoint_key, "model": model.state_dict(),
