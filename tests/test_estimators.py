@@ -355,3 +355,18 @@ def test_paired_difference_compares_on_the_same_units():
                                 seed=0, group="split")
     assert diff["difference"] == pytest.approx(2.0)
     assert diff["low"] == pytest.approx(2.0) and diff["units"] == 16
+
+
+def test_an_estimator_defined_on_few_units_is_not_ranked_best():
+    from transferlab.transferability_report import verdict_text
+
+    def row(name, tau, units):
+        return {"estimator": name, "target": "AnB", "tau": tau, "tau_low": tau - 0.05,
+                "tau_high": tau + 0.05, "regret": 0.0, "units": units}
+
+    analysis = {"rows": [row("sfda", 0.9, 8), row("knn", 0.5, 59), row("logme", 0.2, 90)],
+                "group": "split"}
+    text = verdict_text(analysis)
+    assert "**knn**" in text and "Not ranked: sfda, defined on 8 of 90 units" in text
+    analysis["rows"][0]["units"] = 60
+    assert "**sfda**" in verdict_text(analysis)

@@ -96,11 +96,11 @@ def analyse(units: list[dict], *, resamples: int, seed: int, tolerance: float,
                 for k in sorted({u["id"][1] for u in units})}
     comparisons = []
     for target in ts.TARGETS:
-        scored = [r for r in rows if r["target"] == target and not math.isnan(r["tau"])
-                  and r["estimator"] not in BASELINES]
-        if not scored:
+        best, _ = best_estimator(rows, target)
+        if best is None:
             continue
-        best = max(scored, key=lambda r: r["tau"])["estimator"]
+        scored = [r for r in rows if r["target"] == target and not math.isnan(r["tau"])]
+        best = best["estimator"]
         others = [*BASELINES, *(["knn"] if best != "knn" and any(
             r["estimator"] == "knn" for r in scored) else [])]
         comparisons += [ts.paired_difference(units, best, other, target=target,
@@ -156,16 +156,33 @@ def size_table_markdown(analysis: dict, target: str = "AnB") -> str:
     return "\n".join(lines)
 
 
+def best_estimator(rows: list[dict], target: str) -> tuple[dict | None, list[dict]]:
+    """The estimator row of highest mean weighted tau for `target`, and the rows left out
+    of that ranking: a mean over a few units where an estimator happens to be defined
+    (SFDA only where images outnumber features) is not comparable with one over all."""
+    estimators = [r for r in rows if r["target"] == target and not math.isnan(r["tau"])
+                  and r["estimator"] not in BASELINES]
+    if not estimators:
+        return None, []
+    most = max(r["units"] for r in estimators)
+    ranked = [r for r in estimators if 2 * r["units"] >= most]
+    return max(ranked, key=lambda r: r["tau"]), [r for r in estimators if r not in ranked]
+
+
 def verdict_text(analysis: dict, target: str = "AnB") -> str:
     """Which estimator predicts best and by how much it beats the baselines and k-NN."""
     rows = [r for r in analysis["rows"] if r["target"] == target and not math.isnan(r["tau"])]
     estimators = [r for r in rows if r["estimator"] not in BASELINES]
     baselines = [r for r in rows if r["estimator"] in BASELINES]
-    if not estimators:
+    best, unranked = best_estimator(analysis["rows"], target)
+    if best is None:
         return "No estimator could be scored."
-    best = max(estimators, key=lambda r: r["tau"])
     text = (f"Best estimator by mean weighted τ ({target}): **{best['estimator']}**, "
             f"τ = {best['tau']:.3f} ({best['tau_low']:.3f} to {best['tau_high']:.3f}).")
+    most = max(r["units"] for r in estimators)
+    for r in unranked:
+        text += (f" Not ranked: {r['estimator']}, defined on {r['units']} of {most} units "
+                 f"only (τ = {r['tau']:.3f} there).")
     if baselines:
         top = max(baselines, key=lambda r: r["tau"])
         text += (f" Best baseline: {top['estimator']}, τ = {top['tau']:.3f}; difference "
