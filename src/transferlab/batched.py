@@ -197,11 +197,12 @@ class _Member:
         self.lrs = {name: lr_of.get(id(p), 0.0) for name, p in s.model.named_parameters()}
         # The leading layers nothing trains (the frozen copied ones) give the same output
         # for an image all run long: computed once, and only the layers above are trained.
-        frozen = {id(m) for m in s.plan.frozen}
+        # Every module a batchable model may hold (MODULES) computes the same in train
+        # and eval mode, so a layer is frozen here when no param group holds its weights
+        # (plan.frozen lists only batch norms under transfer.frozen_dropout).
         self.start = 0
         for name in s.model.layer_names:
-            layer = s.model.layer(name)
-            if id(layer) not in frozen or any(id(p) in lr_of for p in layer.parameters()):
+            if any(id(p) in lr_of for p in s.model.layer(name).parameters()):
                 break
             self.start += 1
         self.suffix = _Suffix(s.model, self.start)
@@ -253,10 +254,83 @@ def train_group(params: Params, target, sources: dict[str, TransferableNet],
     return results
 
 
-def _train_stacked(params: Params, group: list[_Member], device: torch.device) -> None:
-    """Train the members' trainable layers in place, as one vmapped computation."""
-    from torch.func import functional_call, grad_and_value, vmap
+def _leaves(module: nn.Module):
+    """The modules `module` runs, in order (Sequential containers opened)."""
+    if type(module) is nn.Sequential:
+        for child in module:
+            yield from _leaves(child)
+    else:
+        yield module
 
+
+class _StackedNet:
+    """The suffix of `template` for a stack of G variants as one ordinary computation:
+    each convolution one grouped convolution (groups = G x its own) on activations
+    laid out (batch, G x channels, H, W), each linear layer one batched matrix
+    product on (G, batch, features). Weights are stacked along a leading G axis;
+    a variant's outputs depend only on its own weights and inputs."""
+
+    def __init__(self, template: _Suffix):
+        names = {id(m): name for name, m in template.named_modules()}
+        modules = [m for name in template.names
+                   for m in _leaves(template.net.layer(name))] + list(_leaves(template.net.head))
+        self.ops = []
+        for m in modules:
+            prefix = names[id(m)] + "." if names[id(m)] else ""
+            kind = type(m)
+            if kind is nn.Conv2d and m.padding_mode != "zeros":
+                raise RuntimeError(f"{m}: padding mode {m.padding_mode!r} cannot batch")
+            if kind is nn.Flatten and (m.start_dim, m.end_dim) != (1, -1):
+                raise RuntimeError(f"{m}: only Flatten() over all but the batch dimension "
+                                   "batches")
+            if kind not in (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.Flatten,
+                            nn.Identity):
+                raise RuntimeError(f"{type(m).__name__} cannot batch")
+            self.ops.append((m, prefix))
+
+    def __call__(self, w: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        """Logits (G, batch, classes) of inputs `h` (G, batch, *one input's shape)."""
+        F = nn.functional
+        g, batch = h.shape[:2]
+        layout = "stack"  # (G, batch, ...); "conv": (batch, G*C, H, W)
+        for m, prefix in self.ops:
+            kind = type(m)
+            if kind is nn.Conv2d or kind is nn.MaxPool2d:
+                if layout == "stack":
+                    h = h.transpose(0, 1).reshape(batch, g * h.shape[2], *h.shape[3:])
+                    layout = "conv"
+                if kind is nn.Conv2d:
+                    weight = w[prefix + "weight"]
+                    bias = w.get(prefix + "bias")
+                    h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]),
+                                 None if bias is None else bias.reshape(-1),
+                                 m.stride, m.padding, m.dilation, m.groups * g)
+                else:
+                    h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
+                                     ceil_mode=m.ceil_mode)
+            elif kind is nn.ReLU:
+                h = F.relu(h)
+            elif kind is nn.Flatten:
+                if layout == "conv":
+                    h = h.reshape(batch, g, -1).transpose(0, 1)
+                    layout = "stack"
+                else:
+                    h = h.reshape(g, batch, -1)
+            elif kind is nn.Linear:
+                if layout != "stack" or h.dim() != 3:
+                    raise RuntimeError(f"{m} on {tuple(h.shape)}: linear layers batch on "
+                                       "flat features only")
+                weight = w[prefix + "weight"].transpose(1, 2)
+                bias = w.get(prefix + "bias")
+                h = (torch.bmm(h, weight) if bias is None
+                     else torch.baddbmm(bias.unsqueeze(1), h, weight))
+        if layout != "stack" or h.dim() != 3:
+            raise RuntimeError(f"the head gives {tuple(h.shape)}, not (G, batch, classes)")
+        return h
+
+
+def _train_stacked(params: Params, group: list[_Member], device: torch.device) -> None:
+    """Train the members' trainable layers in place, as one stacked computation."""
     cfg = params.transfer
     if len(group) == 1:
         # A stack of one runs other kernels (an ungrouped convolution) than a stack of
@@ -265,34 +339,31 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
         _train_stacked(params, [group[0], group[0]], device)
         return
     template = group[0].suffix
+    net = _StackedNet(template)
     names = [name for name, _ in template.named_parameters()]
+    # Rates per (parameter, variant); plain floats, decayed as MultiStepLR does.
+    lrs = {k: [m.lrs[k.removeprefix("net.")] for m in group] for k in names}
     # Stacked by hand: stack_module_state refuses frozen and trainable copies of a layer.
+    # A parameter no variant of the group trains stays out of the gradient.
     weights = {name: torch.stack([dict(m.suffix.named_parameters())[name].detach()
-                                  for m in group]) for name in names}
-    task_loss = group[0].setup.objective.task_loss
-
-    def loss_of(w, h, y):
-        logits = functional_call(template, w, (h,))
-        return task_loss(logits, y), logits
+                                  for m in group]).requires_grad_(any(lrs[name]))
+               for name in names}
+    trained = [name for name in names if weights[name].requires_grad]
 
     # One batch order for all when the variants share their data (the same subsample
     # and seed); each variant's own layer inputs either way.
     shared = len({(m.variant.subsample, m.variant.seed) for m in group}) == 1
-    per_variant_grad = vmap(grad_and_value(loss_of, has_aux=True),
-                            in_dims=(0, 0, None) if shared else (0, 0, 0))
     inputs = torch.stack([m.inputs for m in group])
     labels = torch.stack([m.setup.batches.y for m in group])
     rows = torch.arange(len(group), device=device)[:, None]
-    # Rates per (parameter, variant); plain floats, decayed as MultiStepLR does.
-    lrs = {k: [m.lrs[k.removeprefix("net.")] for m in group] for k in names}
-    shape = {k: (len(group),) + (1,) * (w.dim() - 1) for k, w in weights.items()}
+    shape = {k: (len(group),) + (1,) * (weights[k].dim() - 1) for k in trained}
 
     def rate_tensors():
-        return {k: torch.tensor(v, dtype=torch.float64, device=device).view(shape[k])
-                for k, v in lrs.items()}
+        return [torch.tensor(lrs[k], dtype=torch.float64, device=device).view(shape[k])
+                for k in trained]
 
     rates = rate_tensors()
-    optimizer = _Stacked(cfg, weights)
+    optimizer = _Stacked(cfg, [weights[k] for k in trained])
     batches = [m.setup.batches for m in group]
     per_epoch = batches[0].steps_per_epoch
     n_epochs = math.ceil(cfg.steps / per_epoch)
@@ -309,11 +380,17 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
             if step >= cfg.steps:
                 break
             if shared:
-                hs, ys = inputs[:, idx[0]], labels[0, idx[0]]
+                hs, ys = inputs[:, idx[0]], labels[:, idx[0]]
             else:
                 idx = torch.stack(idx)
                 hs, ys = inputs[rows, idx], labels[rows, idx]
-            grads, (losses, logits) = per_variant_grad(weights, hs, ys)
+            logits = net(weights, hs)
+            # One ordinary loss: the sum of each variant's mean cross-entropy. No term
+            # mixes two variants, so each variant's weights get its own gradient.
+            losses = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), ys.reshape(-1),
+                reduction="none").view(ys.shape).mean(1)
+            grads = torch.autograd.grad(losses.sum(), [weights[k] for k in trained])
             optimizer.step(grads, rates)
             step += 1
             if step in milestones:  # MultiStepLR: lr * gamma per milestone passed
@@ -322,7 +399,7 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device) -
                 rates = rate_tensors()
             batch = ys.shape[-1]
             loss_sum += losses.detach().double() * batch
-            correct += (logits.argmax(-1) == ys).sum(-1)
+            correct += (logits.detach().argmax(-1) == ys).sum(-1)
             seen += batch
         unread.append((epoch + 1, step, seen, torch.stack([loss_sum, correct], 1)))
     values = torch.stack([sums for *_, sums in unread]).tolist()  # the one read of the run
@@ -350,59 +427,63 @@ def _diverged(member, epoch, last, per_epoch, loss, cfg):
 
 
 class _Stacked:
-    """torch's Adam / SGD (foreach, CPU operation for operation) over stacked weights,
-    with a rate tensor per parameter (one rate per variant) instead of one scalar."""
+    """torch's Adam / SGD (the foreach forms `train.make_optimizer` builds) over stacked
+    weights, with a rate tensor per parameter (one rate per variant) instead of one
+    scalar: every update is a handful of `torch._foreach_*` calls over all the
+    stacked tensors of the group."""
 
-    def __init__(self, cfg, weights: dict[str, torch.Tensor]):
+    def __init__(self, cfg, weights: list[torch.Tensor]):
         self.cfg = cfg
         self.weights = weights
         self.steps = 0
-        self.state = {k: {} for k in weights}
+        self.state: dict[str, list[torch.Tensor]] = {}
 
     @torch.no_grad()
-    def step(self, grads: dict[str, torch.Tensor], rates: dict[str, torch.Tensor]) -> None:
+    def step(self, grads: Sequence[torch.Tensor], rates: Sequence[torch.Tensor]) -> None:
         cfg = self.cfg
         self.steps += 1
-        for k, w in self.weights.items():
-            g = grads[k]
-            if cfg.weight_decay != 0:
-                g = torch.add(g, w, alpha=cfg.weight_decay)
-            state = self.state[k]
-            if cfg.optimizer == "adam":
-                self._adam(w, g, state, rates[k])
-            else:
-                self._sgd(w, g, state, rates[k])
+        grads = list(grads)
+        if cfg.weight_decay != 0:
+            grads = torch._foreach_add(grads, self.weights, alpha=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            self._adam(grads, rates)
+        else:
+            self._sgd(grads, rates)
 
-    def _adam(self, w, g, state, rate):
+    def _adam(self, grads, rates):
         beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as make_optimizer
-        if not state:
-            state["exp_avg"] = torch.zeros_like(w)
-            state["exp_avg_sq"] = torch.zeros_like(w)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2)
-        exp_avg_sq.addcmul_(g, g, value=1 - beta2)
+        if not self.state:
+            self.state["exp_avg"] = [torch.zeros_like(w) for w in self.weights]
+            self.state["exp_avg_sq"] = [torch.zeros_like(w) for w in self.weights]
+        exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
         step = float(self.steps)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-        denom = torch.sqrt(exp_avg_sq)
-        denom.div_(bias_correction2_sqrt)
-        denom.add_(eps)
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
         # addcdiv_(exp_avg, denom, value=-lr / bc1) computes w + (value * exp_avg) / denom;
         # the same with one value per variant (a rate of 0 leaves w exactly as it was).
-        step_size = rate.div(bias_correction1).mul(-1).float()
-        w.add_(step_size * exp_avg / denom)
+        step_sizes = [rate.div(bias_correction1).mul(-1).float() for rate in rates]
+        updates = torch._foreach_mul(exp_avg, step_sizes)
+        torch._foreach_div_(updates, denom)
+        torch._foreach_add_(self.weights, updates)
 
-    def _sgd(self, w, g, state, rate):
+    def _sgd(self, grads, rates):
         momentum = self.cfg.momentum
         if momentum != 0:
-            if "buf" not in state:
-                state["buf"] = g.detach().clone()
+            if "buf" not in self.state:
+                self.state["buf"] = [g.detach().clone() for g in grads]
             else:
-                state["buf"].mul_(momentum).add_(g, alpha=1)
-            g = state["buf"]
+                torch._foreach_mul_(self.state["buf"], momentum)
+                torch._foreach_add_(self.state["buf"], grads)
+            grads = self.state["buf"]
         # add_(g, alpha=-lr) computes w + (-lr) * g.
-        w.add_(rate.mul(-1).float() * g)
+        torch._foreach_add_(self.weights,
+                            torch._foreach_mul(grads, [rate.mul(-1).float() for rate in rates]))
 
 
 def train_variants_batched(params: Params, target, sources, variants: Sequence[Variant], *,
