@@ -193,3 +193,19 @@ def test_the_stacked_network_computes_each_variants_own_forward_and_gradient(
                                   [dict(suffix.named_parameters())[n] for n in names])
         for name, got, want in zip(names, grads, own, strict=True):
             torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_layer_order_the_stacked_network_cannot_lay_out_is_refused_before_training():
+    from torch import nn
+
+    from transferlab.models import build_model
+    from transferlab.models.base import TransferableNet
+
+    # A linear layer applied to convolution maps (no Flatten before it).
+    odd = TransferableNet({"conv1": nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()),
+                           "fc2": nn.Linear(8, 4)}, 4, 3)
+    assert "linear layers batch on flat features only" in batched._stacking_problem(
+        "odd", odd, (1, 8, 8))
+    assert batched._stacking_problem("twoconv", build_model("twoconv", (1, 16, 16), 3),
+                                     (1, 16, 16)) is None
+    assert batched.architecture_problem(PARAMS) is None

@@ -156,7 +156,21 @@ def architecture_problem(params: Params) -> str | None:
         return f"arch {params.arch!r} could not be built to check it"
     if type(model) is not TransferableNet:
         return f"arch {params.arch!r} ({type(model).__name__}) not supported batched"
-    return model_problem(model, _PlanOfAll(model), False)
+    return model_problem(model, _PlanOfAll(model), False) or _stacking_problem(
+        params.arch, model, (1, size, size))
+
+
+def _stacking_problem(arch: str, model: TransferableNet, in_shape) -> str | None:
+    """Why `_StackedNet` cannot run `model` (a layer order it does not lay out, say),
+    from one forward pass of a stack of two on zeros; or None."""
+    suffix = _Suffix(model, 0)
+    weights = {name: torch.stack([p.detach()] * 2) for name, p in suffix.named_parameters()}
+    try:
+        with torch.no_grad():
+            _StackedNet(suffix)(weights, torch.zeros(2, 1, *in_shape))
+    except RuntimeError as err:
+        return f"arch {arch!r} cannot be stacked: {err}"
+    return None
 
 
 @dataclasses.dataclass
