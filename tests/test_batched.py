@@ -205,3 +205,57 @@ def test_long_runs_get_about_30_points_and_the_last_epoch(digits_tasks):
     alone = run_variant(params, target, sources, v, device=CPU, curves=True)
     for result in (together, alone):
         assert [p["epoch"] for p in result["curve"]] == list(range(2, 63, 2))
+
+
+@pytest.mark.parametrize("arch, in_shape, kwargs", [
+    ("convnet", (1, 8, 8), {"width": 4, "hidden": 8}),
+    ("twoconv", (1, 16, 16), {"channels": (3, 5), "hidden": 6}),
+])
+@pytest.mark.parametrize("start", [0, 1])
+def test_the_stacked_network_computes_each_variants_own_forward_and_gradient(
+        arch, in_shape, kwargs, start):
+    from transferlab.models import build_model
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(arch, in_shape, 4, **kwargs))
+    suffixes = [batched._Suffix(m, start) for m in models]
+    # The suffix's own weights (the frozen prefix's stay out of the computation).
+    used = tuple(f"net.layers.{name}." for name in suffixes[0].names) + ("net.head.",)
+    names = [name for name, _ in suffixes[0].named_parameters() if name.startswith(used)]
+    weights = {name: torch.stack([dict(s.named_parameters())[name].detach()
+                                  for s in suffixes]).requires_grad_() for name in names}
+    torch.manual_seed(5)
+    x = torch.randn(3, 6, *in_shape)
+    with torch.no_grad():  # each variant's own layer inputs (its frozen prefix)
+        inputs = torch.stack([m.activations(x[i], m.layer_names[:start])[m.layer_names[start - 1]]
+                              if start else x[i] for i, m in enumerate(models)])
+    y = torch.randint(0, 4, (3, 6))
+    logits = batched._StackedNet(suffixes[0])(weights, inputs)
+    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), y.reshape(-1),
+                                               reduction="none").view(3, 6).mean(1)
+    grads = torch.autograd.grad(losses.sum(), [weights[n] for n in names])
+    for i, suffix in enumerate(suffixes):
+        alone = suffix(inputs[i])
+        torch.testing.assert_close(logits[i], alone, rtol=1e-5, atol=1e-6)
+        own = torch.autograd.grad(torch.nn.functional.cross_entropy(alone, y[i]),
+                                  [dict(suffix.named_parameters())[n] for n in names])
+        for name, got, want in zip(names, grads, own, strict=True):
+            torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_layer_order_the_stacked_network_cannot_lay_out_is_refused_before_training():
+    from torch import nn
+
+    from transferlab.models import build_model
+    from transferlab.models.base import TransferableNet
+
+    # A linear layer applied to convolution maps (no Flatten before it).
+    odd = TransferableNet({"conv1": nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()),
+                           "fc2": nn.Linear(8, 4)}, 4, 3)
+    assert "linear layers batch on flat features only" in batched._stacking_problem(
+        "odd", odd, (1, 8, 8))
+    assert batched._stacking_problem("twoconv", build_model("twoconv", (1, 16, 16), 3),
+                                     (1, 16, 16)) is None
+    assert batched.architecture_problem(PARAMS) is None

@@ -2,24 +2,29 @@
 
 How: each variant is set up exactly as `experiment.run_variant` sets it up
 (`experiment.setup_variant`: the same seeded initialisation, copied layers
-and `TransferPlan`), then the weights of a group are stacked along a new
-leading axis (as `torch.func.stack_module_state` does, but keeping frozen and
-trainable copies of a layer in one stack) and every step runs the
-network once for the whole group with `torch.func.vmap` over
-`functional_call`, each variant on its own batch of its own data (its own
-subsample and batch order), with `torch.func.grad` giving per-variant
-gradients. The optimiser is written out here over the stacked tensors with
-the very operations torch's Adam and SGD (foreach, as `train.make_optimizer`
-builds them) use on CPU, but with a learning rate per variant and per
-parameter taken from that variant's `TransferPlan`: the rate of its param
-group, or 0 for a parameter in no group (a frozen, copied layer), which
-leaves it bit-for-bit unchanged. Step-wise rate decay (`milestones`) is
-applied as `MultiStepLR` does.
+and `TransferPlan`). The leading layers no param group trains are run once
+over the variant's images (its frozen prefix); the weights of the layers
+above are stacked along a new leading axis, one row per variant, and every
+step runs the group's suffix once as ordinary tensor operations
+(`_StackedNet`): a convolution is one grouped convolution over activations
+laid out (batch, variants x channels, H, W), a linear layer one batched
+matrix product over (variants, batch, features). Each variant sees its own
+batch of its own data (its own subsample and batch order). The loss is the
+sum of the variants' mean cross-entropies, so one backward pass gives each
+variant exactly its own gradient. The optimiser is written out here over the
+stacked tensors with `torch._foreach_*` operations, as torch's foreach Adam
+and SGD (which `train.make_optimizer` builds) run on CPU, but with a learning
+rate per variant and per parameter taken from that variant's `TransferPlan`:
+the rate of its param group, or 0 for a parameter in no group, which leaves
+it bit-for-bit unchanged. Step-wise rate decay (`milestones`) is applied as
+`MultiStepLR` does.
 
-Why not grouped convolutions: vmap derives the batched (grouped) kernels
-for every layer type it knows, so one code path serves every architecture
-whose modules are plain functions of their weights, with no per-layer
-rewrite; and the same stacked state gives the per-variant optimiser.
+Why not `torch.func.vmap`: the first version stacked the variants with
+`vmap(grad(functional_call))`; on CPU it was no faster than one variant at a
+time (issue 10's note: its convolution backward under vmap cost 2.7 times
+the separate ones, and per-variant work grew with the group). With the
+grouped kernels, every variant of the default grid (seed 0) ended with the
+same test accuracy as its lone run.
 
 What batches (`batch_problem` says why not, in words): a variant whose whole
 recipe is in the explicit supported set below. The `transfer` section must
@@ -33,14 +38,14 @@ the target is single-label. Anything else, a new option or treatment
 included, trains one at a time through `run_variant`, and the sweep's log
 says so once per reason.
 
-What changes: the forward and backward passes of a stacked group sum in a
-different order than a lone run's, so batched results are not
-byte-identical to `run_variant`'s; the optimiser and the data are. The
-sweep's default is batched; `tests/test_batched.py` holds every variant's
-test accuracy within `ACCURACY_TOLERANCE` (and its weights close) of the
-one-at-a-time run, and the batched mode itself is deterministic on CPU. A
-variant's result must not depend on which others share its group, so a
-batchable variant always trains batched (alone, a group of one), and the
+What changes: the forward and backward passes of a stacked group may sum in a
+different order than a lone run's, so batched results are not guaranteed to
+be byte-identical to `run_variant`'s; the optimiser and the data are the
+same. The sweep's default is batched; `tests/test_batched.py` holds every
+variant's test accuracy within `ACCURACY_TOLERANCE` (and its losses close)
+of the one-at-a-time run, and the batched mode itself is deterministic on
+CPU. A variant's result must not depend on which others share its group, so
+a batchable variant always trains batched (alone, a group of one), and the
 mode (`mode_of`) is part of its key in the variant store.
 """
 
@@ -157,7 +162,21 @@ def architecture_problem(params: Params) -> str | None:
         return f"arch {params.arch!r} could not be built to check it"
     if type(model) is not TransferableNet:
         return f"arch {params.arch!r} ({type(model).__name__}) not supported batched"
-    return model_problem(model, _PlanOfAll(model), False)
+    return model_problem(model, _PlanOfAll(model), False) or _stacking_problem(
+        params.arch, model, (1, size, size))
+
+
+def _stacking_problem(arch: str, model: TransferableNet, in_shape) -> str | None:
+    """Why `_StackedNet` cannot run `model` (a layer order it does not lay out, say),
+    from one forward pass of a stack of two on zeros; or None."""
+    suffix = _Suffix(model, 0)
+    weights = {name: torch.stack([p.detach()] * 2) for name, p in suffix.named_parameters()}
+    try:
+        with torch.no_grad():
+            _StackedNet(suffix)(weights, torch.zeros(2, 1, *in_shape))
+    except RuntimeError as err:
+        return f"arch {arch!r} cannot be stacked: {err}"
+    return None
 
 
 @dataclasses.dataclass
@@ -203,11 +222,12 @@ class _Member:
         self.lrs = {name: lr_of.get(id(p), 0.0) for name, p in s.model.named_parameters()}
         # The leading layers nothing trains (the frozen copied ones) give the same output
         # for an image all run long: computed once, and only the layers above are trained.
-        frozen = {id(m) for m in s.plan.frozen}
+        # Every module a batchable model may hold (MODULES) computes the same in train
+        # and eval mode, so a layer is frozen here when no param group holds its weights
+        # (plan.frozen lists only batch norms under transfer.frozen_dropout).
         self.start = 0
         for name in s.model.layer_names:
-            layer = s.model.layer(name)
-            if id(layer) not in frozen or any(id(p) in lr_of for p in layer.parameters()):
+            if any(id(p) in lr_of for p in s.model.layer(name).parameters()):
                 break
             self.start += 1
         self.suffix = _Suffix(s.model, self.start)
@@ -261,13 +281,90 @@ def train_group(params: Params, target, sources: dict[str, TransferableNet],
     return results
 
 
+def _leaves(module: nn.Module):
+    """The modules `module` runs, in order (Sequential containers opened)."""
+    if type(module) is nn.Sequential:
+        for child in module:
+            yield from _leaves(child)
+    else:
+        yield module
+
+
+class _StackedNet:
+    """The suffix of `template` for a stack of G variants as one ordinary computation:
+    each convolution one grouped convolution (groups = G x its own) on activations
+    laid out (batch, G x channels, H, W), each linear layer one batched matrix
+    product on (G, batch, features). Weights are stacked along a leading G axis; a
+    variant's outputs depend only on its own weights and inputs. Kept in NCHW:
+    channels_last trained the default grid about 12 % faster on this CPU (its
+    max-pool is much faster) but rounds differently from the one-at-a-time loop;
+    one k=1 variant then ended 5 test images (0.0186) away from its lone run,
+    against 0 for every variant in NCHW (issue 10's note)."""
+
+    def __init__(self, template: _Suffix):
+        names = {id(m): name for name, m in template.named_modules()}
+        modules = [m for name in template.names
+                   for m in _leaves(template.net.layer(name))] + list(_leaves(template.net.head))
+        self.ops = []
+        for m in modules:
+            prefix = names[id(m)] + "." if names[id(m)] else ""
+            kind = type(m)
+            if kind is nn.Conv2d and m.padding_mode != "zeros":
+                raise RuntimeError(f"{m}: padding mode {m.padding_mode!r} cannot batch")
+            if kind is nn.Flatten and (m.start_dim, m.end_dim) != (1, -1):
+                raise RuntimeError(f"{m}: only Flatten() over all but the batch dimension "
+                                   "batches")
+            if kind not in (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.Flatten,
+                            nn.Identity):
+                raise RuntimeError(f"{type(m).__name__} cannot batch")
+            self.ops.append((m, prefix))
+
+    def __call__(self, w: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        """Logits (G, batch, classes) of inputs `h` (G, batch, *one input's shape)."""
+        F = nn.functional
+        g, batch = h.shape[:2]
+        layout = "stack"  # (G, batch, ...); "conv": (batch, G*C, H, W)
+        for m, prefix in self.ops:
+            kind = type(m)
+            if kind is nn.Conv2d or kind is nn.MaxPool2d:
+                if layout == "stack":
+                    h = h.transpose(0, 1).reshape(batch, g * h.shape[2], *h.shape[3:])
+                    layout = "conv"
+                if kind is nn.Conv2d:
+                    weight = w[prefix + "weight"]
+                    bias = w.get(prefix + "bias")
+                    h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]),
+                                 None if bias is None else bias.reshape(-1),
+                                 m.stride, m.padding, m.dilation, m.groups * g)
+                else:
+                    h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
+                                     ceil_mode=m.ceil_mode)
+            elif kind is nn.ReLU:
+                h = F.relu(h)
+            elif kind is nn.Flatten:
+                if layout == "conv":
+                    h = h.reshape(batch, g, -1).transpose(0, 1)
+                    layout = "stack"
+                else:
+                    h = h.reshape(g, batch, -1)
+            elif kind is nn.Linear:
+                if layout != "stack" or h.dim() != 3:
+                    raise RuntimeError(f"{m} on {tuple(h.shape)}: linear layers batch on "
+                                       "flat features only")
+                weight = w[prefix + "weight"].transpose(1, 2)
+                bias = w.get(prefix + "bias")
+                h = (torch.bmm(h, weight) if bias is None
+                     else torch.baddbmm(bias.unsqueeze(1), h, weight))
+        if layout != "stack" or h.dim() != 3:
+            raise RuntimeError(f"the head gives {tuple(h.shape)}, not (G, batch, classes)")
+        return h
+
+
 def _train_stacked(params: Params, group: list[_Member], device: torch.device, *,
                    curves: bool = False) -> None:
-    """Train the members' trainable layers in place, as one vmapped computation. With
+    """Train the members' trainable layers in place, as one stacked computation. With
     `curves`, each member's model is tested at the epochs `curve_every` picks (one
     device read per such epoch, none per step), as fit does for run_variant."""
-    from torch.func import functional_call, grad_and_value, vmap
-
     cfg = params.transfer
     if len(group) == 1:
         # A stack of one runs other kernels (an ungrouped convolution) than a stack of
@@ -276,34 +373,31 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device, *
         _train_stacked(params, [group[0], group[0]], device, curves=curves)
         return
     template = group[0].suffix
+    net = _StackedNet(template)
     names = [name for name, _ in template.named_parameters()]
+    # Rates per (parameter, variant); plain floats, decayed as MultiStepLR does.
+    lrs = {k: [m.lrs[k.removeprefix("net.")] for m in group] for k in names}
     # Stacked by hand: stack_module_state refuses frozen and trainable copies of a layer.
+    # A parameter no variant of the group trains stays out of the gradient.
     weights = {name: torch.stack([dict(m.suffix.named_parameters())[name].detach()
-                                  for m in group]) for name in names}
-    task_loss = group[0].setup.objective.task_loss
-
-    def loss_of(w, h, y):
-        logits = functional_call(template, w, (h,))
-        return task_loss(logits, y), logits
+                                  for m in group]).requires_grad_(any(lrs[name]))
+               for name in names}
+    trained = [name for name in names if weights[name].requires_grad]
 
     # One batch order for all when the variants share their data (the same subsample
     # and seed); each variant's own layer inputs either way.
     shared = len({(m.variant.subsample, m.variant.seed) for m in group}) == 1
-    per_variant_grad = vmap(grad_and_value(loss_of, has_aux=True),
-                            in_dims=(0, 0, None) if shared else (0, 0, 0))
     inputs = torch.stack([m.inputs for m in group])
     labels = torch.stack([m.setup.batches.y for m in group])
     rows = torch.arange(len(group), device=device)[:, None]
-    # Rates per (parameter, variant); plain floats, decayed as MultiStepLR does.
-    lrs = {k: [m.lrs[k.removeprefix("net.")] for m in group] for k in names}
-    shape = {k: (len(group),) + (1,) * (w.dim() - 1) for k, w in weights.items()}
+    shape = {k: (len(group),) + (1,) * (weights[k].dim() - 1) for k in trained}
 
     def rate_tensors():
-        return {k: torch.tensor(v, dtype=torch.float64, device=device).view(shape[k])
-                for k, v in lrs.items()}
+        return [torch.tensor(lrs[k], dtype=torch.float64, device=device).view(shape[k])
+                for k in trained]
 
     rates = rate_tensors()
-    optimizer = _Stacked(cfg, weights)
+    optimizer = _Stacked(cfg, [weights[k] for k in trained])
     batches = [m.setup.batches for m in group]
     per_epoch = batches[0].steps_per_epoch
     n_epochs = math.ceil(cfg.steps / per_epoch)
@@ -322,11 +416,17 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device, *
             if step >= cfg.steps:
                 break
             if shared:
-                hs, ys = inputs[:, idx[0]], labels[0, idx[0]]
+                hs, ys = inputs[:, idx[0]], labels[:, idx[0]]
             else:
                 idx = torch.stack(idx)
                 hs, ys = inputs[rows, idx], labels[rows, idx]
-            grads, (losses, logits) = per_variant_grad(weights, hs, ys)
+            logits = net(weights, hs)
+            # One ordinary loss: the sum of each variant's mean cross-entropy. No term
+            # mixes two variants, so each variant's weights get its own gradient.
+            losses = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), ys.reshape(-1),
+                reduction="none").view(ys.shape).mean(1)
+            grads = torch.autograd.grad(losses.sum(), [weights[k] for k in trained])
             optimizer.step(grads, rates)
             step += 1
             if step in milestones:  # MultiStepLR: lr * gamma per milestone passed
@@ -335,7 +435,7 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device, *
                 rates = rate_tensors()
             batch = ys.shape[-1]
             loss_sum += losses.detach().double() * batch
-            correct += (logits.argmax(-1) == ys).sum(-1)
+            correct += (logits.detach().argmax(-1) == ys).sum(-1)
             seen += batch
         unread.append((epoch + 1, step, seen, torch.stack([loss_sum, correct], 1)))
         if curves and ((epoch + 1) % test_every == 0 or epoch + 1 == n_epochs):
@@ -375,59 +475,63 @@ def _diverged(member, epoch, last, per_epoch, loss, cfg):
 
 
 class _Stacked:
-    """torch's Adam / SGD (foreach, CPU operation for operation) over stacked weights,
-    with a rate tensor per parameter (one rate per variant) instead of one scalar."""
+    """torch's Adam / SGD (the foreach forms `train.make_optimizer` builds) over stacked
+    weights, with a rate tensor per parameter (one rate per variant) instead of one
+    scalar: every update is a handful of `torch._foreach_*` calls over all the
+    stacked tensors of the group."""
 
-    def __init__(self, cfg, weights: dict[str, torch.Tensor]):
+    def __init__(self, cfg, weights: list[torch.Tensor]):
         self.cfg = cfg
         self.weights = weights
         self.steps = 0
-        self.state = {k: {} for k in weights}
+        self.state: dict[str, list[torch.Tensor]] = {}
 
     @torch.no_grad()
-    def step(self, grads: dict[str, torch.Tensor], rates: dict[str, torch.Tensor]) -> None:
+    def step(self, grads: Sequence[torch.Tensor], rates: Sequence[torch.Tensor]) -> None:
         cfg = self.cfg
         self.steps += 1
-        for k, w in self.weights.items():
-            g = grads[k]
-            if cfg.weight_decay != 0:
-                g = torch.add(g, w, alpha=cfg.weight_decay)
-            state = self.state[k]
-            if cfg.optimizer == "adam":
-                self._adam(w, g, state, rates[k])
-            else:
-                self._sgd(w, g, state, rates[k])
+        grads = list(grads)
+        if cfg.weight_decay != 0:
+            grads = torch._foreach_add(grads, self.weights, alpha=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            self._adam(grads, rates)
+        else:
+            self._sgd(grads, rates)
 
-    def _adam(self, w, g, state, rate):
+    def _adam(self, grads, rates):
         beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as make_optimizer
-        if not state:
-            state["exp_avg"] = torch.zeros_like(w)
-            state["exp_avg_sq"] = torch.zeros_like(w)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2)
-        exp_avg_sq.addcmul_(g, g, value=1 - beta2)
+        if not self.state:
+            self.state["exp_avg"] = [torch.zeros_like(w) for w in self.weights]
+            self.state["exp_avg_sq"] = [torch.zeros_like(w) for w in self.weights]
+        exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
         step = float(self.steps)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-        denom = torch.sqrt(exp_avg_sq)
-        denom.div_(bias_correction2_sqrt)
-        denom.add_(eps)
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
         # addcdiv_(exp_avg, denom, value=-lr / bc1) computes w + (value * exp_avg) / denom;
         # the same with one value per variant (a rate of 0 leaves w exactly as it was).
-        step_size = rate.div(bias_correction1).mul(-1).float()
-        w.add_(step_size * exp_avg / denom)
+        step_sizes = [rate.div(bias_correction1).mul(-1).float() for rate in rates]
+        updates = torch._foreach_mul(exp_avg, step_sizes)
+        torch._foreach_div_(updates, denom)
+        torch._foreach_add_(self.weights, updates)
 
-    def _sgd(self, w, g, state, rate):
+    def _sgd(self, grads, rates):
         momentum = self.cfg.momentum
         if momentum != 0:
-            if "buf" not in state:
-                state["buf"] = g.detach().clone()
+            if "buf" not in self.state:
+                self.state["buf"] = [g.detach().clone() for g in grads]
             else:
-                state["buf"].mul_(momentum).add_(g, alpha=1)
-            g = state["buf"]
+                torch._foreach_mul_(self.state["buf"], momentum)
+                torch._foreach_add_(self.state["buf"], grads)
+            grads = self.state["buf"]
         # add_(g, alpha=-lr) computes w + (-lr) * g.
-        w.add_(rate.mul(-1).float() * g)
+        torch._foreach_add_(self.weights,
+                            torch._foreach_mul(grads, [rate.mul(-1).float() for rate in rates]))
 
 
 def train_variants_batched(params: Params, target, sources, variants: Sequence[Variant], *,
