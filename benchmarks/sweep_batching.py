@@ -26,14 +26,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 
+def target_and_sources(params, device):
+    """The params' target task and its source networks A and B, pretrained as the
+    pretrain stage trains them (not timed by the benchmarks)."""
+    from transferlab.data.prepared import prepare_dataset
+    from transferlab.pretrain import train_network
+
+    d = params.data
+    source, target, _ = prepare_dataset(params.dataset, d.split, d.source_classes,
+                                        d.target_classes, d.test_fraction, params.seed)
+    sources = {}
+    for label, task in (("A", source), ("B", target)):
+        model, _ = train_network(params, task, seed=params.seed, aux_heads=0, progress=False,
+                                 desc=f"pretrain {label}")
+        sources[label] = model.to(device)
+    return target, sources
+
+
 def main() -> None:
     import torch
 
     from transferlab import batched, runs
-    from transferlab.data.prepared import prepare_dataset
     from transferlab.experiment import run_variant
     from transferlab.params import load_params
-    from transferlab.pretrain import train_network
     from transferlab.train import pick_device
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,15 +64,8 @@ def main() -> None:
     device = torch.device("cpu") if args.cpu else pick_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {device.type} ({name}), torch threads: {torch.get_num_threads()}")
-    d = params.data
-    source, target, _ = prepare_dataset(params.dataset, d.split, d.source_classes,
-                                        d.target_classes, d.test_fraction, params.seed)
     start = time.perf_counter()
-    sources = {}
-    for label, task in (("A", source), ("B", target)):
-        model, _ = train_network(params, task, seed=params.seed, aux_heads=0, progress=False,
-                                 desc=f"pretrain {label}")
-        sources[label] = model.to(device)
+    target, sources = target_and_sources(params, device)
     print(f"pretrained A and B in {time.perf_counter() - start:.1f} s (not counted)")
 
     variants = runs.grid(params, args.seed)

@@ -25,12 +25,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def main() -> None:
     import torch
+    from sweep_batching import target_and_sources
 
     from transferlab import batched, runs
-    from transferlab.data.prepared import prepare_dataset
     from transferlab.experiment import run_variant
     from transferlab.params import load_params
-    from transferlab.pretrain import train_network
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
@@ -47,14 +46,7 @@ def main() -> None:
     params = {flag: dataclasses.replace(loaded, sweep=dataclasses.replace(loaded.sweep,
                                                                           curves=flag))
               for flag in (False, True)}
-    d = loaded.data
-    source, target, _ = prepare_dataset(loaded.dataset, d.split, d.source_classes,
-                                        d.target_classes, d.test_fraction, loaded.seed)
-    sources = {}
-    for label, task in (("A", source), ("B", target)):
-        model, _ = train_network(loaded, task, seed=loaded.seed, aux_heads=0, progress=False,
-                                 desc=f"pretrain {label}")
-        sources[label] = model.to(device)
+    target, sources = target_and_sources(loaded, device)
 
     variants = runs.grid(loaded, args.seed)
     seconds = {(mode, flag): 0.0 for mode in ("batched", "single") for flag in (False, True)}
