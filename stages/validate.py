@@ -16,13 +16,11 @@ OUT = Path("data/inputs")
 
 
 def main(params) -> None:
-    from ruamel.yaml import YAML
-
     from transferlab.inputs import stage_inputs
     from transferlab.io import write_json_atomic
+    from transferlab.keys import dvc_stages
 
-    stages = YAML(typ="safe").load(Path("dvc.yaml").read_text())["stages"]
-    for stage in stages:
+    for stage in dvc_stages():
         if stage != "validate":
             write_json_atomic(OUT / f"{stage}.json", stage_inputs(params, stage))
 

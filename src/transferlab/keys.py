@@ -13,6 +13,7 @@ code digests and recipe values (transferlab.inputs) from the same functions.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -52,9 +53,22 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return skip
 
 
-def _imported_modules(path: Path) -> set[str]:
+def _stamp(path: Path | str) -> tuple[Path, int, int]:
+    """A file's identity for the parse caches below: a rewritten file is parsed again."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return path, st.st_mtime_ns, st.st_size
+
+
+def _imported_modules(path: Path) -> frozenset[str]:
     """Every transferlab module a file imports, at any depth of its code; a string
     naming one ("transferlab.models.convnet:build_convnet", for importlib) counts too."""
+    # validate walks the closure of every stage script: each module is parsed once.
+    return _parsed_imports(*_stamp(path))
+
+
+@functools.cache
+def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     skip = _type_checking_only(tree)
     here = _module_name(path) if path.resolve().is_relative_to(PACKAGE_DIR) else ""
@@ -84,7 +98,7 @@ def _imported_modules(path: Path) -> set[str]:
         parts = name.split(".")
         # Importing a.b.c runs the __init__ of a and of a.b as well.
         modules.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return {m for m in modules if _module_file(m) is not None}
+    return frozenset(m for m in modules if _module_file(m) is not None)
 
 
 def import_closure(start: Path | str) -> list[Path]:
@@ -127,11 +141,21 @@ def file_digest(path: Path | str) -> str:
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 
 
-def stage_spec(stage: str, dvc_yaml: Path | str = "dvc.yaml") -> dict:
-    """A stage's definition in dvc.yaml (the `do:` part of a foreach stage)."""
+def dvc_stages(dvc_yaml: Path | str = "dvc.yaml") -> dict:
+    """The `stages:` of dvc.yaml, parsed once per version of the file (do not modify)."""
+    return _parsed_stages(*_stamp(dvc_yaml))
+
+
+@functools.cache
+def _parsed_stages(path: Path, _mtime_ns: int, _size: int) -> dict:
     from ruamel.yaml import YAML
 
-    spec = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"][stage.split("@")[0]]
+    return YAML(typ="safe").load(path.read_text())["stages"]
+
+
+def stage_spec(stage: str, dvc_yaml: Path | str = "dvc.yaml") -> dict:
+    """A stage's definition in dvc.yaml (the `do:` part of a foreach stage)."""
+    spec = dvc_stages(dvc_yaml)[stage.split("@")[0]]
     return spec.get("do", spec)
 
 
