@@ -587,22 +587,14 @@ def _merge_files(study: Any, recipe: Any, prefix: str = "") -> Any:
     return out
 
 
-def _misplaced(tree: Any, in_file: str, prefix: str = "") -> str | None:
+def _misplaced(tree: Any, in_file: str) -> str | None:
     """The first key of `tree` (read from `in_file`) whose home is the other file."""
-    if not isinstance(tree, dict):
-        return None
-    for name, value in tree.items():
-        key = prefix + str(name)
-        if isinstance(value, dict) and home_file(key) == RECIPE_FILE and _holds_study_keys(key):
-            found = _misplaced(value, in_file, key + ".")
-            if found:
-                return found
-        elif home_file(key) != in_file:
-            while isinstance(value, dict) and value:  # name a whole key, not its section
-                name, value = next(iter(value.items()))
-                key += f".{name}"
-            return key
-    return None
+    study, recipe = split_params(tree if isinstance(tree, dict) else {})
+    key, value = "", recipe if in_file == PARAMS_FILE else study
+    while isinstance(value, dict) and value:  # name a whole key, not its section
+        name, value = next(iter(value.items()))
+        key += f".{name}" if key else str(name)
+    return key or None
 
 
 def _read_yaml(path: Path) -> Any:
