@@ -321,9 +321,13 @@ def draw_diagnostics(diag: dict, verdicts: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    """A table, atomically: comma-separated, or tab-separated with "\n" line ends for a
+    .tsv (the layout of dvclive's curves)."""
+    tsv = path.suffix == ".tsv"
+    with atomic_path(path, suffix=path.suffix) as tmp, open(tmp, "w", newline="") as fh:
+        writer = (csv.writer(fh, delimiter="\t", lineterminator="\n") if tsv
+                  else csv.writer(fh))
         writer.writerow(header)
         writer.writerows(rows)
 
@@ -740,11 +744,9 @@ def copy_curves(live: Path, out: Path) -> list[Path]:
                 by_step[int(row["step"])][column] = row[metric]
         columns.sort()
         path = out / f"{name}.tsv"
-        with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-            writer.writerow(["step", *columns])
-            writer.writerows([step, *[values.get(c, "") for c in columns]]
-                             for step, values in sorted(by_step.items()))
+        _write_csv(path, ["step", *columns],
+                   ([step, *[values.get(c, "") for c in columns]]
+                    for step, values in sorted(by_step.items())))
         written.append(path)
     return written
 
@@ -801,10 +803,7 @@ def write_sweep_curves(curves: dict, path: Path) -> None:
                                                      _fmt(point["train_loss"])]
         return cells
 
-    with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["step", "epoch", *columns])
-        writer.writerows(row(step) for step in steps)
+    _write_csv(path, ["step", "epoch", *columns], (row(step) for step in steps))
 
 
 def draw_sweep_curves(params: Params, curves: dict, summary: dict, path: Path) -> None:
