@@ -108,6 +108,10 @@ def main() -> None:
         print(f"share outside training, feature extraction and heads: "
               f"{overhead / total:.1%} (target < 15%)")
         print(f"default dvc repro wall time: {total:.1f} s (target <= 120 s)")
+        compiled = sum(rec.get("compile_seconds", 0.0) for rec in records.values())
+        if compiled:
+            print(f"of the compute, torch.compile's first steps (pretrain/transfer.compile): "
+                  f"{compiled:.1f} s")
         for stage in ("diagnostics", "transferability", "binary_aux"):
             if stage in walls:
                 print(f"{stage} stage: {walls[stage]:.1f} s wall, "

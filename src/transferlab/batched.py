@@ -80,7 +80,7 @@ ACCURACY_TOLERANCE = 0.02
 TRANSFER_FIELDS = frozenset({"batch_size", "optimizer", "lr", "momentum", "weight_decay",
                              "milestones", "lr_decay", "gamma", "steps", "lr_mult",
                              "layer_lr_mult", "frozen_dropout", "epochs",
-                             "copied_milestones"})
+                             "copied_milestones", "compile"})
 # ... of which these batch only at their neutral value (None): an epoch budget and a
 # second schedule for copied layers are not reproduced by the batched trainer.
 TRANSFER_ONLY_UNSET = ("epochs", "copied_milestones")
@@ -108,6 +108,8 @@ def recipe_problem(params: Params, variant: Variant) -> str | None:
         return f"transfer option(s) {', '.join(unsupported)} set: not supported batched"
     if cfg.optimizer not in OPTIMIZERS:
         return f"optimizer {cfg.optimizer!r} not supported batched"
+    if cfg.compile:  # the stacked kernel is not compiled: a compiled run trains alone
+        return "transfer.compile: true: compiled runs train one at a time"
     if train_transform(params) is not None:
         return "training-time augmentation (data.crop/data.flip) not supported batched"
     if variant.treatment not in TREATMENTS:

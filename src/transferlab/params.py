@@ -140,6 +140,7 @@ class TrainParams(Section):
     milestones: tuple[int, ...] = spec(List(item=Int(lo=1), may_be_empty=True, increasing=True))
     lr_decay: float = spec(FRACTION)
     gamma: float = spec(POSITIVE)  # weight gamma^i of iteration i's loss (feedback networks)
+    compile: bool = spec(Bool())  # torch.compile the loss (one-at-a-time loops only)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

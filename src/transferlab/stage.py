@@ -18,6 +18,8 @@ from transferlab.schema import recording, value_at
 # Seconds spent in training, feature extraction and head fitting in this process;
 # the benchmark compares it with the stage's wall time.
 _compute_seconds = 0.0
+# Of which torch.compile's first steps (pretrain/transfer.compile): reported apart.
+_compile_seconds = 0.0
 
 # Stage name -> the params keys its last run in this process read (tests compare
 # them with the stage's declared params in dvc.yaml).
@@ -39,12 +41,22 @@ def compute() -> Iterator[None]:
         _compute_seconds += time.perf_counter() - start
 
 
+def add_compile_seconds(seconds: float) -> None:
+    global _compile_seconds
+    _compile_seconds += seconds
+
+
+def compile_seconds() -> float:
+    """Seconds this process spent in torch.compile's first steps so far."""
+    return _compile_seconds
+
+
 def _record_timing(name: str, started: float) -> None:
     log = os.environ.get("TRANSFERLAB_TIMINGS")
     if not log:
         return
     entry = {"stage": name, "process_seconds": time.time() - started,
-             "compute_seconds": _compute_seconds}
+             "compute_seconds": _compute_seconds, "compile_seconds": _compile_seconds}
     with open(log, "a") as fh:
         fh.write(json.dumps(entry) + "\n")
 

@@ -275,8 +275,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         checkpoint: Path | None = None, checkpoint_key: str | None = None,
         progress: bool = True, desc: str = "train",
         log_every: int = 1, objective: nn.Module | None = None,
-        transform=None, ap: str | None = None, compile_model: bool = False,
-        timings: dict | None = None, test_every_log: bool = False) -> list[dict]:
+        transform=None, ap: str | None = None, test_every_log: bool = False) -> list[dict]:
     """Train `model` for `epochs` passes or `steps` updates.
 
     `objective` (transferlab.losses.Objective) gives the loss: cross-entropy by
@@ -304,10 +303,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     is written. On CUDA, a convolutional model and its data are put in
     channels_last and the steps run under bfloat16 autocast; on CPU everything
     stays float32 and a run is byte-identical for the same inputs.
-    `compile_model` wraps the loss in `torch.compile`; the first step (which
-    compiles) is timed on its own into `timings["compile_s"]`.
+    `cfg.compile` wraps the loss in `torch.compile`; the first step (which
+    compiles) is timed on its own, logged, and added to the stage's timing record
+    (`stage.compile_seconds`), apart from the training time.
     """
     from transferlab.losses import Objective
+    from transferlab.stage import add_compile_seconds
 
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of epochs or steps")
@@ -319,7 +320,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     if device.type == "cuda" and is_convolutional(model) and train.x.dim() == 4:
         model.to(memory_format=torch.channels_last)
         train.x = train.x.contiguous(memory_format=torch.channels_last)
-    loss_of = torch.compile(objective) if compile_model else objective
+    loss_of = torch.compile(objective) if cfg.compile else objective
     per_epoch = train.steps_per_epoch
     total_steps = steps if steps is not None else epochs * per_epoch
     n_epochs = math.ceil(total_steps / per_epoch)
@@ -416,7 +417,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
                 break
             if transform is not None:
                 xb = transform(xb, gen)
-            timed = compile_model and step == first_epoch * per_epoch and timings is not None
+            timed = cfg.compile and step == first_epoch * per_epoch
             if timed:
                 _sync(device)
                 start = time.perf_counter()
@@ -427,9 +428,9 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
             optimizer.step()
             if timed:
                 _sync(device)
-                timings["compile_s"] = time.perf_counter() - start
-                print(f"{desc}: first step (torch.compile) took {timings['compile_s']:.1f} s",
-                      file=sys.stderr)
+                took = time.perf_counter() - start
+                add_compile_seconds(took)
+                print(f"{desc}: first step (torch.compile) took {took:.1f} s", file=sys.stderr)
             if scheduler is not None:
                 scheduler.step()
             step_losses.append(loss.detach())
