@@ -38,7 +38,11 @@ def copy_checkout(dest: Path, params: Path | None) -> None:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     if params is not None:
-        shutil.copy(params, dest / "params.yaml")
+        # Both files: the given params.yaml and the recipe.yaml beside it, re-split.
+        sys.path.insert(0, str(ROOT / "src"))
+        from transferlab.params import read_params_file, write_params_files
+
+        write_params_files(read_params_file(params), dest)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
         subprocess.run(cmd, cwd=dest, check=True, env=tool_env())
 
@@ -78,7 +82,8 @@ def timed_repro(cwd: Path, env: dict) -> tuple[float, dict[str, float], str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", type=Path, help="params file to use instead of params.yaml")
+    ap.add_argument("--params", type=Path,
+                    help="a params.yaml to use, with the recipe.yaml beside it")
     ap.add_argument("--keep", type=Path, help="run in this (new) directory and keep it")
     args = ap.parse_args()
 
