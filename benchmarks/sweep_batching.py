@@ -7,11 +7,14 @@ params (not timed), then trains the seed's whole grid both ways, interleaved in
 this one process: per target size, the one-at-a-time run (`run_variant` per
 variant) and the batched run (`batched.train_variants_batched`) alternate,
 and which goes first alternates too, so load from other processes falls on
-both. Prints the device, both totals, the speed-up and the largest difference
-in test accuracy between the two runs of the same variant (the tolerance is
-`batched.ACCURACY_TOLERANCE`). Threads are pinned to one (`--threads`). Beside
-the wall-clock ratio it prints the ratio of this process's CPU time, which load
-from other processes on a shared machine disturbs much less.
+both. Each mode runs at every thread count of `--threads` (1 and 2: the
+one-at-a-time loop's tiny tensors hardly gain from a second thread, the
+batched groups' large ones do), and the verdict compares each mode at its
+faster count. Prints the device, the totals, the speed-ups and the largest
+difference in test accuracy between any two runs of the same variant (the
+tolerance is `batched.ACCURACY_TOLERANCE`). Beside the wall-clock figures it
+prints this process's CPU time, which load from other processes on a shared
+machine disturbs much less.
 On a GPU it runs the same on CUDA.
 """
 
@@ -55,24 +58,20 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="rounds of both runs per size")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="torch thread counts to run both modes at")
     ap.add_argument("--cpu", action="store_true", help="stay on the CPU even with CUDA")
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
     params = load_params(args.params)
     device = torch.device("cpu") if args.cpu else pick_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {device.type} ({name}), torch threads: {torch.get_num_threads()}")
+    print(f"device: {device.type} ({name}), torch threads: {args.threads}")
     start = time.perf_counter()
     target, sources = target_and_sources(params, device)
     print(f"pretrained A and B in {time.perf_counter() - start:.1f} s (not counted)")
 
     variants = runs.grid(params, args.seed)
-    seconds = {"single": 0.0, "batched": 0.0}
-    cpu_seconds = {"single": 0.0, "batched": 0.0}
-    by_size = {size: {"single": 0.0, "batched": 0.0} for size in params.sweep.subsample}
-    results = {"single": {}, "batched": {}}
     notes = []
 
     def single(chunk):
@@ -82,38 +81,55 @@ def main() -> None:
         return batched.train_variants_batched(params, target, sources, chunk, device=device,
                                               log=notes.append)
 
+    # Every (mode, threads) run of a size follows the others at once, in an order that
+    # rotates, so load from other processes falls on all of them alike.
+    runs = [(mode, threads) for threads in args.threads for mode in ("single", "batched")]
+    seconds = {run: 0.0 for run in runs}
+    cpu_seconds = {run: 0.0 for run in runs}
+    by_size = {size: {run: 0.0 for run in runs} for size in params.sweep.subsample}
+    results = {run: {} for run in runs}
+    modes = {"single": single, "batched": together}
     turn = 0
     for _ in range(args.repeats):
         for size in params.sweep.subsample:
             chunk = [v for v in variants if v.subsample == size]
-            order = [("single", single), ("batched", together)]
-            for mode, run in order if turn % 2 == 0 else order[::-1]:
+            for mode, threads in runs[turn % len(runs):] + runs[:turn % len(runs)]:
+                torch.set_num_threads(threads)
                 begin, begin_cpu = time.perf_counter(), time.process_time()
-                results[mode].update(run(chunk))
+                results[mode, threads].update(modes[mode](chunk))
                 took = time.perf_counter() - begin
-                cpu_seconds[mode] += time.process_time() - begin_cpu
-                seconds[mode] += took
-                by_size[size][mode] += took
+                cpu_seconds[mode, threads] += time.process_time() - begin_cpu
+                seconds[mode, threads] += took
+                by_size[size][mode, threads] += took
             turn += 1
     for note in dict.fromkeys(notes):
         print(f"note: {note}")
-    diff = max(abs(results["single"][k]["test_score"] - results["batched"][k]["test_score"])
-               for k in results["single"])
-    mean_single = sum(r["test_score"] for r in results["single"].values()) / len(variants)
-    mean_batched = sum(r["test_score"] for r in results["batched"].values()) / len(variants)
     per = args.repeats
-    for size, took in by_size.items():
-        print(f"size {size:>3}/class: one at a time {took['single'] / per:6.2f} s   batched "
-              f"{took['batched'] / per:6.2f} s   speed-up {took['single'] / took['batched']:.2f}x")
+    reference = results[runs[0]]
     print(f"grid: {len(variants)} variants (seed {args.seed}, sizes {params.sweep.subsample})")
-    print(f"one at a time: {seconds['single'] / per:.2f} s   batched: "
-          f"{seconds['batched'] / per:.2f} s   per grid")
-    print(f"speed-up batched / one at a time: {seconds['single'] / seconds['batched']:.2f}x "
-          "(target >= 4x on the 2-core CPU, >= 20x on a GPU)")
-    print(f"same in process CPU time: {cpu_seconds['single'] / cpu_seconds['batched']:.2f}x "
-          f"({cpu_seconds['single'] / per:.2f} s vs {cpu_seconds['batched'] / per:.2f} s)")
-    print(f"largest test-accuracy difference: {diff:.4f} (tolerance "
-          f"{batched.ACCURACY_TOLERANCE}); mean {mean_single:.4f} vs {mean_batched:.4f}")
+    for threads in args.threads:
+        one, both = ("single", threads), ("batched", threads)
+        for size, took in by_size.items():
+            print(f"threads {threads}, size {size:>3}/class: one at a time "
+                  f"{took[one] / per:6.2f} s   batched {took[both] / per:6.2f} s   "
+                  f"speed-up {took[one] / took[both]:.2f}x")
+        print(f"threads {threads}: one at a time {seconds[one] / per:.2f} s   batched "
+              f"{seconds[both] / per:.2f} s per grid, speed-up "
+              f"{seconds[one] / seconds[both]:.2f}x (process CPU time "
+              f"{cpu_seconds[one] / per:.2f} s vs {cpu_seconds[both] / per:.2f} s)")
+    best_single = min((seconds["single", t], t) for t in args.threads)
+    best_batched = min((seconds["batched", t], t) for t in args.threads)
+    print(f"speed-up batched / one at a time, each at its faster thread count "
+          f"({best_batched[1]} vs {best_single[1]}): "
+          f"{best_single[0] / best_batched[0]:.2f}x (target >= 4x on the 2-core CPU, "
+          ">= 20x on a GPU)")
+    diff = max(abs(r[k]["test_score"] - reference[k]["test_score"])
+               for r in results.values() for k in reference)
+    means = "  ".join(f"{mode}@{threads} "
+                      f"{sum(r['test_score'] for r in res.values()) / len(res):.4f}"
+                      for (mode, threads), res in results.items())
+    print(f"largest test-accuracy difference between any two runs of a variant: {diff:.4f} "
+          f"(tolerance {batched.ACCURACY_TOLERANCE}); means {means}")
 
 
 if __name__ == "__main__":
