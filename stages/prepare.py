@@ -4,6 +4,10 @@ import time
 
 STARTED = time.time()
 
+from transferlab.zygote import handoff  # noqa: E402
+
+handoff()  # the rest runs in a fork of the resident launcher (transferlab.zygote)
+
 from pathlib import Path  # noqa: E402
 
 from transferlab.data.prepared import prepare_tasks, write_prepared  # noqa: E402

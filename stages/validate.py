@@ -8,6 +8,10 @@ import time
 
 STARTED = time.time()
 
+from transferlab.zygote import handoff  # noqa: E402
+
+handoff()  # the rest runs in a fork of the resident launcher (transferlab.zygote)
+
 from pathlib import Path  # noqa: E402
 
 from transferlab.stage import run_stage  # noqa: E402
