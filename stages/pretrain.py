@@ -6,7 +6,7 @@ STARTED = time.time()
 
 from transferlab.zygote import handoff  # noqa: E402
 
-handoff()  # the rest runs in a fork of the resident launcher (transferlab.zygote)
+STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
 
 import argparse  # noqa: E402
 import sys  # noqa: E402

@@ -55,24 +55,30 @@ class _NotServed(Exception):
     """No server ran the script; this process runs it itself."""
 
 
-def handoff() -> None:
+def handoff(started: float) -> float:
     """Run the calling script (a stage's `__main__`) in a fork of the resident server and
-    exit with its status; return at once, to run it here, when disabled, already in
-    the server's child, under torchrun, not the interpreter's main script, or when no
-    server can take it."""
-    if os.environ.get(ENABLE_ENV, "1").strip() == "0" or SERVER_MODULE in sys.modules:
-        return
+    exit with its status; return at once, to run it here, when disabled, under
+    torchrun, not the interpreter's main script, or when no server can take it.
+
+    `started` is the script's start time; the return value is the start time of the
+    process the user started (in the server's child: the client's), for the stage's
+    timing record."""
+    server = sys.modules.get(SERVER_MODULE)
+    if server is not None:  # this is the server's child running the script
+        return getattr(server, "CLIENT_STARTED", None) or started
+    if os.environ.get(ENABLE_ENV, "1").strip() == "0":
+        return started
     if os.environ.get("TRANSFERLAB_TORCHRUN", "").strip() or (
             "WORLD_SIZE" in os.environ and "RANK" in os.environ):
-        return
+        return started
     caller = sys._getframe(1).f_globals
     script = caller.get("__file__")
     if caller.get("__name__") != "__main__" or not script or not _is_main_script(script):
-        return  # imported, or run by runpy inside another program (the tests' runner)
+        return started  # imported, or run by runpy inside another program (the tests)
     try:
-        reply = _run_in_server(script)
+        reply = _run_in_server(script, started)
     except _NotServed:
-        return
+        return started
     _exit_as(reply)
 
 
@@ -183,7 +189,7 @@ def _server_connection():
     raise _NotServed("no server came up")
 
 
-def _request(script: str) -> dict:
+def _request(script: str, started: float) -> dict:
     import signal
 
     umask = os.umask(0)
@@ -198,7 +204,7 @@ def _request(script: str) -> dict:
             dispositions[str(int(number))] = "ignore"
         elif handler is signal.default_int_handler:
             dispositions[str(int(number))] = "interrupt"
-    return {"file": script, "argv": sys.argv, "orig_argv": sys.orig_argv,
+    return {"file": script, "started": started, "argv": sys.argv, "orig_argv": sys.orig_argv,
             "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path, "umask": umask,
             "signals": dispositions,
             "sigmask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
@@ -213,7 +219,7 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _run_in_server(script: str) -> dict:
+def _run_in_server(script: str, started: float) -> dict:
     import json
     import signal
     import socket
@@ -223,7 +229,7 @@ def _run_in_server(script: str) -> dict:
         conn = _server_connection()
     except OSError as err:
         raise _NotServed(str(err)) from None
-    request = _request(script)
+    request = _request(script, started)
     payload = json.dumps(request).encode()
     replies = conn.makefile("rb")
     try:

@@ -349,6 +349,8 @@ def become_client(start: ChildStart) -> tuple[dict, object]:
         os.environ.setdefault(key, value)
     time.tzset()
     sys.argv = request["argv"]
+    global CLIENT_STARTED
+    CLIENT_STARTED = request["started"]
     sys.orig_argv = request["orig_argv"]
     sys.path[:] = request["path"]
     sys.path_importer_cache.clear()
@@ -448,6 +450,7 @@ def _flush_std(status: int) -> int:
 
 SERVER_PID = os.getpid()
 PRELOADED_MODULES: set[str] = set()
+CLIENT_STARTED = None  # in a child: when the client process started (time.time())
 
 if __name__ == "__main__":
     sys.modules[REGISTERED_AS] = sys.modules["__main__"]
