@@ -71,10 +71,12 @@ def handoff(started: float) -> float:
     if os.environ.get("TRANSFERLAB_TORCHRUN", "").strip() or (
             "WORLD_SIZE" in os.environ and "RANK" in os.environ):
         return started
+    if "importtime" in sys._xoptions:
+        return started  # whoever asked to see the imports wants them here
     caller = sys._getframe(1).f_globals
     script = caller.get("__file__")
-    if caller.get("__name__") != "__main__" or not script or not _is_main_script(script):
-        return started  # imported, or run by runpy inside another program (the tests)
+    if not script or not _is_main_script(script, caller):
+        return started  # imported, or run inside another program (runpy, cProfile)
     try:
         reply = _run_in_server(script, started)
     except _NotServed:
@@ -82,8 +84,12 @@ def handoff(started: float) -> float:
     _exit_as(reply)
 
 
-def _is_main_script(script: str) -> bool:
-    """True when the interpreter itself was started on `script` (`python script ...`)."""
+def _is_main_script(script: str, caller: dict) -> bool:
+    """True when the interpreter itself was started on `script` (`python script ...`) and
+    runs it as its `__main__` module."""
+    main = sys.modules.get("__main__")
+    if caller.get("__name__") != "__main__" or getattr(main, "__dict__", None) is not caller:
+        return False
     orig = getattr(sys, "orig_argv", [])
     n = len(sys.argv)
     return 0 < n < len(orig) and os.path.abspath(orig[-n]) == os.path.abspath(script)

@@ -173,6 +173,7 @@ class Server:
             raise ChildStart(request, fds, self.env_changes)
         for fd in fds:
             os.close(fd)
+        log(f"child {pid}: {' '.join(request['argv'])} in {request['cwd']}")
         pidfd = os.pidfd_open(pid)
         self.children[pid] = (conn, pidfd)
         self.selector.register(pidfd, selectors.EVENT_READ, ("exited", pid))
@@ -229,6 +230,7 @@ class Server:
         os.close(pidfd)
         reply = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
                  else {"exit": os.WEXITSTATUS(status)})
+        log(f"child {pid}: {reply}")
         try:
             send(conn, reply)
         except OSError:
