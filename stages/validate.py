@@ -10,7 +10,8 @@ STARTED = time.time()
 
 from transferlab.zygote import handoff  # noqa: E402
 
-STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
+# The first stage of every repro: starts the launcher for the next ones, runs here.
+STARTED = handoff(STARTED, wait=False)
 
 from pathlib import Path  # noqa: E402
 

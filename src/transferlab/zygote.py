@@ -55,14 +55,15 @@ class _NotServed(Exception):
     """No server ran the script; this process runs it itself."""
 
 
-def handoff(started: float) -> float:
+def handoff(started: float, wait: bool = True) -> float:
     """Run the calling script (a stage's `__main__`) in a fork of the resident server and
     exit with its status; return at once, to run it here, when disabled, under
     torchrun, not the interpreter's main script, or when no server can take it.
 
     `started` is the script's start time; the return value is the start time of the
     process the user started (in the server's child: the client's), for the stage's
-    timing record."""
+    timing record. `wait=False` (a light script that comes first, like validate): when
+    no server is up, start one for the scripts after this one and run here."""
     server = sys.modules.get(SERVER_MODULE)
     if server is not None:  # this is the server's child running the script
         return getattr(server, "CLIENT_STARTED", None) or started
@@ -78,7 +79,7 @@ def handoff(started: float) -> float:
     if not script or not _is_main_script(script, caller):
         return started  # imported, or run inside another program (runpy, cProfile)
     try:
-        reply = _run_in_server(script, started)
+        reply = _run_in_server(script, started, wait)
     except _NotServed:
         return started
     _exit_as(reply)
@@ -174,7 +175,7 @@ def start_server(directory: str, key: str) -> None:
             start_new_session=True)
 
 
-def _server_connection():
+def _server_connection(wait: bool):
     directory = socket_dir()
     key = server_key()
     path = os.path.join(directory, f"{key}.sock")
@@ -186,6 +187,8 @@ def _server_connection():
     # A new server listens at once and serves between its imports; waiting for its
     # socket costs a Python start-up, running here would cost every import.
     start_server(directory, key)
+    if not wait:
+        raise _NotServed("started a server for the next scripts")
     deadline = time.monotonic() + START_WAIT_SECONDS
     while time.monotonic() < deadline:
         time.sleep(0.01)
@@ -225,14 +228,14 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _run_in_server(script: str, started: float) -> dict:
+def _run_in_server(script: str, started: float, wait: bool) -> dict:
     import json
     import signal
     import socket
     import struct
 
     try:
-        conn = _server_connection()
+        conn = _server_connection(wait)
     except OSError as err:
         raise _NotServed(str(err)) from None
     request = _request(script, started)
