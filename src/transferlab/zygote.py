@@ -121,14 +121,17 @@ def server_key() -> str:
     add((sys.executable, sys.version, tuple(sys.flags), sys._xoptions, sys.warnoptions))
     with open(SERVER_SCRIPT, "rb") as fh:
         add(fh.read())
-    # Installed distributions (a new version or a reinstall changes the name or mtime).
+    # Installed distributions (a new version or a reinstall changes the name or mtime);
+    # folders holding none (the project's src/) leave the key alone.
     for entry in sys.path[1:]:
         try:
             with os.scandir(entry or ".") as it:
-                add(sorted((d.name, d.stat().st_mtime_ns) for d in it
-                           if d.name.endswith((".dist-info", ".egg-info", ".pth"))))
+                found = sorted((d.name, d.stat().st_mtime_ns) for d in it
+                               if d.name.endswith((".dist-info", ".egg-info", ".pth")))
         except OSError:
-            add(None)
+            continue
+        if found:
+            add((entry, found))
     add(sorted((k, v) for k, v in os.environ.items()
                if k.startswith(KEYED_PREFIXES) and k != "PYTHONPATH"))
     add((os.getuid(), os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0))))

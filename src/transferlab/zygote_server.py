@@ -80,6 +80,11 @@ class Server:
         self.env_changes: dict[str, str] = {}
         self.unsafe: str | None = None  # why forking is refused, once found
         self.locations: dict[str, str | None] = {}
+        self.reported: dict[int, dict] = {}  # pid -> the reply its client was sent
+        # SIGCHLD runs on_child_exit only while a preload import runs; the loop itself
+        # learns of exits from pidfds.
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        signal.signal(signal.SIGCHLD, self.on_child_exit)
 
     # -- preloading ------------------------------------------------------------------
     def preload(self) -> None:
@@ -96,10 +101,14 @@ class Server:
         before_env = dict(os.environ)
         before_out = [os.fstat(fd).st_size for fd in (1, 2)]
         with warnings.catch_warnings(record=True) as caught:
+            # A child ending during a long import is reported at once (see on_child_exit).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
             try:
                 importlib.import_module(name)
             except ImportError:
                 return  # not installed here: the stage would fail or not need it
+            finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
         if caught:
             # A plain run prints this when the stage imports the module; a child could not.
             self.unsafe = f"importing {name} warned: {caught[0].message}"
@@ -132,9 +141,11 @@ class Server:
             elif kind == "exited":
                 self.reap(pid)
             elif kind == "client":
-                # The client closed its end (it died) while its child runs: stop the child.
-                self._kill_group(pid)
-                self.selector.unregister(key.fileobj)
+                if pid in self.children:
+                    self.selector.unregister(key.fileobj)
+                    if pid not in self.reported:
+                        # The client closed its end (it died) while its child runs.
+                        self._kill_group(pid)
             self.last_activity = time.monotonic()
 
     def accept(self) -> None:
@@ -218,23 +229,39 @@ class Server:
             other.close()
             os.close(pidfd)
 
-    def reap(self, pid: int) -> None:
-        conn, pidfd = self.children.pop(pid)
-        self.selector.unregister(pidfd)
-        if conn.fileno() >= 0:
-            try:
-                self.selector.unregister(conn)
-            except KeyError:
-                pass
-        _, status = os.waitpid(pid, 0)
-        os.close(pidfd)
+    def on_child_exit(self, _signum, _frame) -> None:
+        """Tell the clients of ended children their status without waiting for the import
+        in progress to finish (a torch import takes seconds). Never raises into it."""
+        try:
+            for pid in list(self.children):
+                if pid not in self.reported:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        self.report(pid, self.children[pid][0], status)
+        except BaseException:  # noqa: BLE001 - it would surface inside an import
+            pass
+
+    def report(self, pid: int, conn: socket.socket, status: int) -> None:
         reply = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
                  else {"exit": os.WEXITSTATUS(status)})
-        log(f"child {pid}: {reply}")
+        self.reported[pid] = reply
         try:
             send(conn, reply)
         except OSError:
             pass
+
+    def reap(self, pid: int) -> None:
+        conn, pidfd = self.children.pop(pid)
+        self.selector.unregister(pidfd)
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        if pid not in self.reported:
+            _, status = os.waitpid(pid, 0)
+            self.report(pid, conn, status)
+        log(f"child {pid}: {self.reported.pop(pid)}")
+        os.close(pidfd)
         conn.close()
 
     def _kill_group(self, pid: int) -> None:
