@@ -382,8 +382,9 @@ def become_client(start: ChildStart) -> tuple[dict, object]:
     CLIENT_STARTED = request["started"]
     sys.orig_argv = request["orig_argv"]
     sys.path[:] = request["path"]
+    # Fresh finders (and directory listings) for every path entry, as in a new process;
+    # importlib.invalidate_caches() would cost more than all of this setup.
     sys.path_importer_cache.clear()
-    importlib.invalidate_caches()
     import linecache
 
     linecache.clearcache()
