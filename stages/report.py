@@ -5,6 +5,10 @@ import time
 
 STARTED = time.time()
 
+from transferlab.zygote import handoff  # noqa: E402
+
+STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
+
 from pathlib import Path  # noqa: E402
 
 from transferlab.stage import run_stage  # noqa: E402

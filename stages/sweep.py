@@ -4,6 +4,10 @@ import time
 
 STARTED = time.time()
 
+from transferlab.zygote import handoff  # noqa: E402
+
+STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
+
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -8,6 +8,11 @@ import time
 
 STARTED = time.time()
 
+from transferlab.zygote import handoff  # noqa: E402
+
+# The first stage of every repro: starts the launcher for the next ones, runs here.
+STARTED = handoff(STARTED, wait=False)
+
 from pathlib import Path  # noqa: E402
 
 from transferlab.stage import run_stage  # noqa: E402

@@ -119,8 +119,10 @@ def write_store(out_dir: str | Path, features: dict[str, dict[str, np.ndarray]],
         for name in names:
             (tmp / name).mkdir(parents=True)
             for split in SPLITS:
-                np.savez_compressed(split_path(tmp, name, split), x=features[split][name],
-                                    **rows[split])
+                # Uncompressed: zlib shrank float features only to ~2/3 and took most of
+                # the stage (np.load reads compressed stores of earlier runs as well).
+                np.savez(split_path(tmp, name, split), x=features[split][name],
+                         **rows[split])
         write_json_atomic(tmp / "meta.json", meta)
 
 
