@@ -440,9 +440,11 @@ def strip_frames(tb, path: str):
     return tb
 
 
-def finish(status: int) -> None:
+def finish(status: int, die_of: int | None = None) -> None:
     """Python's exit sequence for the script's objects, without tearing down the preloaded
-    packages (seconds for torch): threads, atexit, flushing, the script's modules."""
+    packages (seconds for torch): threads, atexit, flushing, the script's modules; then
+    exit with `status`, or die of signal `die_of` as a plain interpreter does after an
+    unhandled Ctrl-C."""
     import threading
 
     threading._shutdown()
@@ -464,6 +466,9 @@ def finish(status: int) -> None:
                     namespace[key] = None
     gc.collect()
     status = _flush_std(status)
+    if die_of is not None:
+        signal.signal(die_of, signal.SIG_DFL)
+        os.kill(os.getpid(), die_of)
     os._exit(status)
 
 
@@ -501,7 +506,7 @@ if __name__ == "__main__":
         if _code_value is None:
             finish(0)
         elif isinstance(_code_value, int):
-            finish(_code_value & 0xFF if _code_value >= 0 else _code_value & 0xFF)
+            finish(_code_value & 0xFF)
         else:
             print(_code_value, file=sys.stderr)
             finish(1)
@@ -510,15 +515,6 @@ if __name__ == "__main__":
         _exc = _exc.with_traceback(_tb)  # the hook prints the exception's own traceback
         sys.last_type, sys.last_value, sys.last_traceback = type(_exc), _exc, _tb
         sys.excepthook(type(_exc), _exc, _tb)
-        if isinstance(_exc, KeyboardInterrupt):
-            # A plain interpreter ends an unhandled Ctrl-C by dying of SIGINT.
-            import atexit
-            import threading
-
-            threading._shutdown()
-            atexit._run_exitfuncs()
-            _flush_std(0)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        finish(1)
+        # A plain interpreter ends an unhandled Ctrl-C by dying of SIGINT.
+        finish(1, signal.SIGINT if isinstance(_exc, KeyboardInterrupt) else None)
     finish(0)
