@@ -15,6 +15,14 @@ difference in test accuracy between any two runs of the same variant (the
 tolerance is `batched.ACCURACY_TOLERANCE`). Beside the wall-clock figures it
 prints this process's CPU time, which load from other processes on a shared
 machine disturbs much less.
+
+Then the ceiling, measured in the same run (`--no-ceiling` skips it): the
+batched grid's arithmetic (convolutions and matrix products, forward and
+backward, counted by torch's FlopCounterMode over one more batched run, not
+timed) divided by this machine's best float32 matrix-product rate (a large
+matrix product at each thread count) is the least time any batched kernel of
+the same arithmetic can take, and the one-at-a-time time over it is the
+largest speed-up batching alone can give here.
 On a GPU it runs the same on CUDA.
 """
 
@@ -46,6 +54,47 @@ def target_and_sources(params, device):
     return target, sources
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding,
+                        _dilation, transposed, _output_padding, _groups, output_mask,
+                        out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward pass: each of the input and the weight gradient
+    costs what the forward pass costs. torch's own formula ignores `groups` and counts a
+    grouped convolution's backward pass G times over."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    if transposed:
+        raise NotImplementedError("transposed convolutions are not counted")
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def grid_flops(train) -> float:
+    """Convolution and matrix-product FLOPs of running `train()` (multiply-adds count 2)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten.convolution_backward: conv_backward_flops})
+    with counter:
+        train()
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(threads: int, side: int = 1024, repeats: int = 20) -> float:
+    """This machine's float32 matrix-product rate (FLOP/s) at `threads` torch threads: the
+    best of `repeats` products of two side x side matrices."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    best = float("inf")
+    for _ in range(repeats + 3):  # the first few warm the kernels up
+        begin = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - begin)
+    return 2 * side ** 3 / best
+
+
 def main() -> None:
     import torch
 
@@ -61,6 +110,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                     help="torch thread counts to run both modes at")
     ap.add_argument("--cpu", action="store_true", help="stay on the CPU even with CUDA")
+    ap.add_argument("--no-ceiling", action="store_true",
+                    help="skip counting the arithmetic and the speed-up it allows")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -123,6 +174,15 @@ def main() -> None:
           f"({best_batched[1]} vs {best_single[1]}): "
           f"{best_single[0] / best_batched[0]:.2f}x (target >= 4x on the 2-core CPU, "
           ">= 20x on a GPU)")
+    if not args.no_ceiling and device.type == "cpu":
+        flops = grid_flops(lambda: together(variants))
+        rate = max(matmul_rate(threads) for threads in args.threads)
+        floor = flops / rate  # seconds, one grid
+        print(f"ceiling: the batched grid is {flops / 1e9:.0f} GFLOP of convolutions and "
+              f"matrix products; at this CPU's best float32 matrix-product rate "
+              f"({rate / 1e9:.0f} GFLOP/s) that takes at least {floor:.2f} s, so batching can "
+              f"give at most {best_single[0] / per / floor:.2f}x here (measured batched: "
+              f"{flops / 1e9 / (best_batched[0] / per):.0f} GFLOP/s)")
     diff = max(abs(r[k]["test_score"] - reference[k]["test_score"])
                for r in results.values() for k in reference)
     means = "  ".join(f"{mode}@{threads} "
