@@ -20,7 +20,8 @@ Then the ceiling, measured in the same run (`--no-ceiling` skips it): the
 batched grid's arithmetic (convolutions and matrix products, forward and
 backward, counted by torch's FlopCounterMode over one more batched run, not
 timed) divided by this machine's best float32 matrix-product rate (a large
-matrix product at each thread count) is the least time any batched kernel of
+matrix product at each thread count, or one thread's rate times the count
+where that is higher) is the least time any batched kernel of
 the same arithmetic can take, and the one-at-a-time time over it is the
 largest speed-up batching alone can give here.
 On a GPU it runs the same on CUDA.
@@ -176,7 +177,10 @@ def main() -> None:
           ">= 20x on a GPU)")
     if not args.no_ceiling and device.type == "cpu":
         flops = grid_flops(lambda: together(variants))
-        rate = max(matmul_rate(threads) for threads in args.threads)
+        # A second thread can at most double one thread's rate: counting it so keeps the
+        # ceiling an upper bound even when another process takes a core while measuring.
+        one_thread = matmul_rate(1)
+        rate = max(max(matmul_rate(threads), one_thread * threads) for threads in args.threads)
         floor = flops / rate  # seconds, one grid
         print(f"ceiling: the batched grid is {flops / 1e9:.0f} GFLOP of convolutions and "
               f"matrix products; at this CPU's best float32 matrix-product rate "
