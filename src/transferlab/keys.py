@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,28 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _type_checking_only(tree: ast.AST) -> set[int]:
-    """ids of the nodes under `if TYPE_CHECKING:` (never run, so not imports)."""
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    return skip
+def _import_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """The imports and string constants of a module, at any depth, less what is under
+    `if TYPE_CHECKING:` (never run, so not imports). One pass over the tree's fields:
+    ast.walk's generators cost validate more than parsing did."""
+    stack = [tree]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    node_type, if_type = ast.AST, ast.If
+    wanted = (ast.Constant, ast.Import, ast.ImportFrom)
+    while stack:
+        node = pop()
+        if isinstance(node, wanted):
+            yield node
+        if type(node) is if_type and "TYPE_CHECKING" in ast.unparse(node.test):
+            push(node.test)
+            extend(node.orelse)
+            continue
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                extend(v for v in value if isinstance(v, node_type))
+            elif isinstance(value, node_type):
+                push(value)
 
 
 def _stamp(path: Path | str) -> tuple[Path, int, int]:
@@ -70,13 +86,10 @@ def _imported_modules(path: Path) -> frozenset[str]:
 @functools.cache
 def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    skip = _type_checking_only(tree)
     here = _module_name(path) if path.resolve().is_relative_to(PACKAGE_DIR) else ""
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    for node in _import_nodes(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                 and node.value.startswith(PACKAGE + "."):
             found.add(node.value.split(":")[0])
