@@ -85,7 +85,23 @@ def _imported_modules(path: Path) -> frozenset[str]:
 
 @functools.cache
 def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    text = path.read_text()
+    # The parse is a pure function of the text, the file's place in the package and this
+    # module's code: kept on disk under their digest, it serves every later process
+    # (each training stage derives its cache key from its import closure).
+    digest = hashlib.sha256(f"{_scanner_digest()}\0{path}\0".encode()
+                            + text.encode()).hexdigest()
+    names = _cached_scan(digest)
+    if names is None:
+        names = _scan_imports(path, text)
+        _store_scan(digest, names)
+    # Which of them are files of the package is asked of the disk every time.
+    return frozenset(m for m in names if _module_file(m) is not None)
+
+
+def _scan_imports(path: Path, text: str) -> list[str]:
+    """The transferlab module names a file's text imports (and their parents)."""
+    tree = ast.parse(text, filename=str(path))
     here = _module_name(path) if path.resolve().is_relative_to(PACKAGE_DIR) else ""
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found: set[str] = set()
@@ -111,7 +127,43 @@ def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
         parts = name.split(".")
         # Importing a.b.c runs the __init__ of a and of a.b as well.
         modules.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return frozenset(m for m in modules if _module_file(m) is not None)
+    return sorted(modules)
+
+
+@functools.cache
+def _scanner_digest() -> str:
+    return file_digest(__file__)
+
+
+def scan_cache_dir() -> Path:
+    """Where parsed imports are kept: $TRANSFERLAB_CACHE, else the user's cache folder."""
+    import os
+
+    root = os.environ.get("TRANSFERLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "transferlab")
+    return Path(root, "imports")
+
+
+def _cached_scan(digest: str) -> list[str] | None:
+    """A kept parse, or None (absent, unreadable or not what a parse gives: a miss)."""
+    try:
+        names = json.loads((scan_cache_dir() / f"{digest}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return names
+
+
+def _store_scan(digest: str, names: list[str]) -> None:
+    """Keep a parse (atomically); a folder that cannot be written only costs the cache."""
+    from transferlab.io import write_text_atomic
+
+    try:
+        write_text_atomic(scan_cache_dir() / f"{digest}.json", json.dumps(names))
+    except OSError:
+        pass
 
 
 def import_closure(start: Path | str) -> list[Path]:
