@@ -91,9 +91,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     copy_checkout(work, args.params)
     timings = work / ".timings.jsonl"
-    # A store of its own: the run is cold, not served by the user's store of trained results.
+    # A store and a parse cache of its own: the run is cold, not served by the user's store
+    # of trained results or by imports parsed in an earlier run.
     env = {**tool_env(), "TRANSFERLAB_TIMINGS": str(timings),
-           "TRANSFERLAB_STORE": str(work / "store")}
+           "TRANSFERLAB_STORE": str(work / "store"), "TRANSFERLAB_CACHE": str(work / "cache")}
     try:
         total, walls, _ = timed_repro(work, env)
         records = {}

@@ -6,7 +6,8 @@ STARTED = time.time()
 
 from transferlab.zygote import handoff  # noqa: E402
 
-STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
+# Light (no torch): runs here rather than wait while the launcher imports torch.
+STARTED = handoff(STARTED, patience=0.1)
 
 from pathlib import Path  # noqa: E402
 

@@ -11,7 +11,7 @@ STARTED = time.time()
 from transferlab.zygote import handoff  # noqa: E402
 
 # The first stage of every repro: starts the launcher for the next ones, runs here.
-STARTED = handoff(STARTED, wait=False)
+STARTED = handoff(STARTED, wait=False, patience=0.1)
 
 from pathlib import Path  # noqa: E402
 

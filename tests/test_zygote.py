@@ -33,16 +33,20 @@ import time
 STARTED = time.time()
 PROJECT_PRELOADED = "transferlab" in sys.modules
 
+import os
+
 from transferlab.zygote import handoff
 
-STARTED = handoff(STARTED)
+STARTED = handoff(STARTED, patience=float(os.environ["PATIENCE"])
+                  if os.environ.get("PATIENCE") else None)
 
 import json
-import os
 
 with open(os.environ["PROBE"], "w") as fh:
     json.dump({"served": "_transferlab_zygote_server" in sys.modules, "pid": os.getpid(),
                "parent": os.getppid(), "project_preloaded": PROJECT_PRELOADED}, fh)
+with open(os.environ["PROBE"] + ".runs", "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
 mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
 umask = os.umask(0)
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "file": __file__,
@@ -179,6 +183,28 @@ def test_the_child_gets_the_clients_argv_cwd_environment_path_umask_and_stdin(la
     assert seen["umask"] == 0o027
     assert seen["stdin"] == "piped in\n"
     assert seen["name"] == "__main__" and seen["started_before_now"]
+
+
+def test_a_client_with_patience_runs_itself_while_the_server_is_busy_never_twice(launcher):
+    run(launcher)  # the server is up
+    (server,) = _servers(launcher["folder"] / "sockets")
+    runs = launcher["folder"] / "probe.json.runs"
+    runs.unlink(missing_ok=True)
+    ready, probe = run(launcher, env={"PATIENCE": "5"})
+    assert ready.returncode == 0 and probe["served"]  # a free server takes it
+    os.kill(server, signal.SIGSTOP)  # as busy as while it imports torch
+    try:
+        busy, probe = run(launcher, env={"PATIENCE": "0.2"})
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert busy.returncode == 0 and not probe["served"]
+    assert busy.stdout == ready.stdout
+    # The server then reads the request of a client that went on without it: no fork.
+    time.sleep(0.5)
+    after, probe = run(launcher)
+    assert after.returncode == 0 and probe["served"]
+    time.sleep(0.2)
+    assert len(runs.read_text().splitlines()) == 3
 
 
 def test_project_modules_are_never_preloaded_and_an_edit_is_seen(launcher):

@@ -111,7 +111,7 @@ def draw_tsne_grid(results: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from transferlab.io import atomic_path
+    from transferlab.figures import save_png
 
     layers = results["layers"]
     labels = np.asarray(results["tsne"]["labels"])
@@ -138,7 +138,5 @@ def draw_tsne_grid(results: dict, path: str | Path) -> None:
                markerscale=1.8,
                frameon=False)
     fig.suptitle("t-SNE of layer activations: known (o) and unknown (^) classes")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_png(fig, path, tight_layout={"rect": (0, 0.08, 1, 0.95)}, dpi=110)
     plt.close(fig)

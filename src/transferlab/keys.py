@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,28 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _type_checking_only(tree: ast.AST) -> set[int]:
-    """ids of the nodes under `if TYPE_CHECKING:` (never run, so not imports)."""
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    return skip
+def _import_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """The imports and string constants of a module, at any depth, less what is under
+    `if TYPE_CHECKING:` (never run, so not imports). One pass over the tree's fields:
+    ast.walk's generators cost validate more than parsing did."""
+    stack = [tree]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    node_type, if_type = ast.AST, ast.If
+    wanted = (ast.Constant, ast.Import, ast.ImportFrom)
+    while stack:
+        node = pop()
+        if isinstance(node, wanted):
+            yield node
+        if type(node) is if_type and "TYPE_CHECKING" in ast.unparse(node.test):
+            push(node.test)
+            extend(node.orelse)
+            continue
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                extend(v for v in value if isinstance(v, node_type))
+            elif isinstance(value, node_type):
+                push(value)
 
 
 def _stamp(path: Path | str) -> tuple[Path, int, int]:
@@ -69,14 +85,27 @@ def _imported_modules(path: Path) -> frozenset[str]:
 
 @functools.cache
 def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    skip = _type_checking_only(tree)
+    text = path.read_text()
+    # The parse is a pure function of the text, the file's place in the package and this
+    # module's code: kept on disk under their digest, it serves every later process
+    # (each training stage derives its cache key from its import closure).
+    digest = hashlib.sha256(f"{_scanner_digest()}\0{path}\0".encode()
+                            + text.encode()).hexdigest()
+    names = _cached_scan(digest)
+    if names is None:
+        names = _scan_imports(path, text)
+        _store_scan(digest, names)
+    # Which of them are files of the package is asked of the disk every time.
+    return frozenset(m for m in names if _module_file(m) is not None)
+
+
+def _scan_imports(path: Path, text: str) -> list[str]:
+    """The transferlab module names a file's text imports (and their parents)."""
+    tree = ast.parse(text, filename=str(path))
     here = _module_name(path) if path.resolve().is_relative_to(PACKAGE_DIR) else ""
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    for node in _import_nodes(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                 and node.value.startswith(PACKAGE + "."):
             found.add(node.value.split(":")[0])
@@ -98,7 +127,43 @@ def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
         parts = name.split(".")
         # Importing a.b.c runs the __init__ of a and of a.b as well.
         modules.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return frozenset(m for m in modules if _module_file(m) is not None)
+    return sorted(modules)
+
+
+@functools.cache
+def _scanner_digest() -> str:
+    return file_digest(__file__)
+
+
+def scan_cache_dir() -> Path:
+    """Where parsed imports are kept: $TRANSFERLAB_CACHE, else the user's cache folder."""
+    import os
+
+    root = os.environ.get("TRANSFERLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "transferlab")
+    return Path(root, "imports")
+
+
+def _cached_scan(digest: str) -> list[str] | None:
+    """A kept parse, or None (absent, unreadable or not what a parse gives: a miss)."""
+    try:
+        names = json.loads((scan_cache_dir() / f"{digest}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return names
+
+
+def _store_scan(digest: str, names: list[str]) -> None:
+    """Keep a parse (atomically); a folder that cannot be written only costs the cache."""
+    from transferlab.io import write_text_atomic
+
+    try:
+        write_text_atomic(scan_cache_dir() / f"{digest}.json", json.dumps(names))
+    except OSError:
+        pass
 
 
 def import_closure(start: Path | str) -> list[Path]:

@@ -370,8 +370,9 @@ def _size_title(k: int) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    from transferlab.figures import save_png
+
+    save_png(fig, path, dpi=110, bbox_inches="tight")
 
 
 def draw_plots(params: Params, sweep: dict, summary: dict, plots: Path) -> None:
@@ -852,6 +853,15 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     """Write the headline metrics (`summary_out`), every number (`details_out`, by default
     details.json beside it), summary.md, the plots and, given the dvclive root `live`, the
     training curves under plots_dir/curves. Returns the details."""
+    from transferlab.figures import drawing
+
+    with drawing():  # the figures are drawn in parallel with the rest
+        return _build_report(params, results=results, summary_out=summary_out,
+                             plots_dir=plots_dir, details_out=details_out, live=live)
+
+
+def _build_report(params: Params, *, results: Path, summary_out: Path, plots_dir: Path,
+                  details_out: Path | None, live: Path | None) -> dict:
     summary, sweep = build_summary(params, results)
     write_plot_data(params, sweep, summary, plots_dir)
     _write_csv(plots_dir / "iterations.csv", ["iteration", "A", "B"], iteration_rows(summary))

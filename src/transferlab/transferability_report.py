@@ -329,6 +329,7 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from transferlab.figures import save_png
     from transferlab.io import atomic_path
 
     at_k = [u for u in units if u["id"][1] == k]
@@ -361,9 +362,7 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
         axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"Estimator score against measured AnB accuracy, {k} images per class "
                  "(a point per layer and seed; decoder gap and spread ratio negated)", y=1.02)
-    fig.tight_layout()
-    with atomic_path(png_path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    save_png(fig, png_path, tight_layout={}, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -55,7 +55,7 @@ class _NotServed(Exception):
     """No server ran the script; this process runs it itself."""
 
 
-def handoff(started: float, wait: bool = True) -> float:
+def handoff(started: float, wait: bool = True, patience: float | None = None) -> float:
     """Run the calling script (a stage's `__main__`) in a fork of the resident server and
     exit with its status; return at once, to run it here, when disabled, under
     torchrun, not the interpreter's main script, or when no server can take it.
@@ -63,7 +63,10 @@ def handoff(started: float, wait: bool = True) -> float:
     `started` is the script's start time; the return value is the start time of the
     process the user started (in the server's child: the client's), for the stage's
     timing record. `wait=False` (a light script that comes first, like validate): when
-    no server is up, start one for the scripts after this one and run here."""
+    no server is up, start one for the scripts after this one and run here.
+    `patience` (a light script, one that needs none of the heavy packages): when the
+    server does not take the run within this many seconds (it is importing torch,
+    say), run here; it never starts the script once the client has given up."""
     server = sys.modules.get(SERVER_MODULE)
     if server is not None:  # this is the server's child running the script
         return getattr(server, "CLIENT_STARTED", None) or started
@@ -79,7 +82,7 @@ def handoff(started: float, wait: bool = True) -> float:
     if not script or not _is_main_script(script, caller):
         return started  # imported, or run inside another program (runpy, cProfile)
     try:
-        reply = _run_in_server(script, started, wait)
+        reply = _run_in_server(script, started, wait, patience)
     except _NotServed:
         return started
     _exit_as(reply)
@@ -231,7 +234,7 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _run_in_server(script: str, started: float, wait: bool) -> dict:
+def _run_in_server(script: str, started: float, wait: bool, patience: float | None) -> dict:
     import json
     import signal
     import socket
@@ -242,12 +245,18 @@ def _run_in_server(script: str, started: float, wait: bool) -> dict:
     except OSError as err:
         raise _NotServed(str(err)) from None
     request = _request(script, started)
+    # With patience the server answers "ready" and forks only on this client's "go": a
+    # client that gave up waiting has sent none, so the script never runs twice.
+    request["confirm"] = patience is not None
     payload = json.dumps(request).encode()
     replies = conn.makefile("rb")
     try:
-        socket.send_fds(conn, [struct.pack("!I", len(payload))], request["std"])
+        # With patience the descriptors go with the "go": a server busy for a while must
+        # not hold this process's pipes open after it has gone on without it.
+        socket.send_fds(conn, [struct.pack("!I", len(payload))],
+                        [] if patience is not None else request["std"])
         conn.sendall(payload)
-        first = replies.readline()
+        first = _first_reply(conn, replies, patience, request["std"])
     except OSError:
         first = b""
     if not first:
@@ -273,6 +282,29 @@ def _run_in_server(script: str, started: float, wait: bool) -> dict:
         sys.stderr.flush()
         return {"exit": 1}
     return json.loads(last)
+
+
+def _first_reply(conn, replies, patience: float | None, fds: list[int]) -> bytes:
+    """The server's answer to a request ({"pid": ...} or {"refused": ...}; b"" when it
+    closed the connection). With `patience` the server first says it is ready and forks
+    only on this client's "go", which carries the descriptors `fds`: one that gave up
+    waiting has sent neither."""
+    import json
+    import socket
+
+    if patience is None:
+        return replies.readline()
+    conn.settimeout(patience)
+    try:
+        ready = replies.readline()
+    except TimeoutError:
+        conn.close()
+        raise _NotServed("the server is busy") from None
+    conn.settimeout(None)
+    if not ready or "ready" not in json.loads(ready):
+        return ready
+    socket.send_fds(conn, [b"go\n"], fds)
+    return replies.readline()
 
 
 def _exit_as(reply: dict) -> None:

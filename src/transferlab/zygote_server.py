@@ -41,13 +41,14 @@ import warnings  # noqa: E402
 PRELOAD = [
     ("numpy", "yaml", "ruamel.yaml", "argparse", "dataclasses", "pathlib", "json",
      "hashlib", "shutil", "traceback", "secrets", "xml.etree.ElementTree", "zipfile"),
-    ("sklearn.datasets",),
+    # The first torch stage (pretrain@A) comes right after validate and prepare, which
+    # need none of torch and run in their own processes while the server is busy.
     ("torch",),
     ("torch.utils.serialization", "dvclive", "dvc.repo", "dvc.scm", "dulwich.porcelain",
      "fsspec.core", "fsspec.implementations.chained", "tabulate", "threadpoolctl"),
     ("torch._dynamo",),
-    ("sklearn.ensemble", "sklearn.model_selection", "sklearn.svm", "sklearn.linear_model",
-     "sklearn.manifold", "sklearn.metrics"),
+    ("sklearn.datasets", "sklearn.ensemble", "sklearn.model_selection", "sklearn.svm",
+     "sklearn.linear_model", "sklearn.manifold", "sklearn.metrics"),
     ("matplotlib", "matplotlib.pyplot", "matplotlib.backends.backend_agg", "torchvision"),
 ]
 # The packages whose location a client's sys.path must resolve the same way.
@@ -162,8 +163,18 @@ class Server:
             return
         try:
             self.check(request)
-        except Refused as why:
-            send(conn, {"refused": str(why)})
+            if request.get("confirm"):
+                # A client with patience may have given up already: fork on its "go" only,
+                # which brings its descriptors.
+                send(conn, {"ready": True})
+                go, fds = receive_go(conn, len(request["std"]))
+                if go != b"go\n":
+                    raise Refused("the client went on without the server")
+        except (Refused, OSError, ValueError) as why:
+            try:
+                send(conn, {"refused": str(why)})
+            except OSError:
+                pass
             conn.close()
             for fd in fds:
                 os.close(fd)
@@ -306,6 +317,17 @@ def receive(conn: socket.socket) -> tuple[dict, list[int]]:
             raise ValueError("truncated request")
         body += chunk
     return json.loads(body), list(fds)
+
+
+def receive_go(conn: socket.socket, count: int) -> tuple[bytes, list[int]]:
+    """A patient client's "go" and the descriptors it carries (b"" when it closed)."""
+    data, fds, _, _ = socket.recv_fds(conn, 16, max(count, 1))
+    fds = list(fds)
+    if len(fds) != count:
+        for fd in fds:
+            os.close(fd)
+        return b"", []
+    return data, fds
 
 
 def send(conn: socket.socket, message: dict) -> None:
