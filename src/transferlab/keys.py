@@ -86,10 +86,11 @@ def _imported_modules(path: Path) -> frozenset[str]:
 @functools.cache
 def _parsed_imports(path: Path, _mtime_ns: int, _size: int) -> frozenset[str]:
     text = path.read_text()
-    # The parse is a pure function of the text, the file's place in the package and this
-    # module's code: kept on disk under their digest, it serves every later process
-    # (each training stage derives its cache key from its import closure).
-    digest = hashlib.sha256(f"{_scanner_digest()}\0{path}\0".encode()
+    # The parse is a pure function of the text, the file's place in the package (its path
+    # and the package's folder) and this module's code: kept on disk under their digest,
+    # it serves every later process (each training stage derives its cache key from its
+    # import closure).
+    digest = hashlib.sha256(f"{_scanner_digest()}\0{PACKAGE_DIR}\0{path}\0".encode()
                             + text.encode()).hexdigest()
     names = _cached_scan(digest)
     if names is None:
