@@ -5,7 +5,7 @@ estimator on every feature layer, against the training time of one sweep variant
 
 On the digits with params.yaml's network, sweep sizes and seeds: each round trains one
 variant (AnB at report.layer, report.subsample images per class, transfer.steps steps)
-and, interleaved with it, runs the estimators of `transferlab.transferability` on the
+and, interleaved with it, runs the estimators of `transferlab.transferability.compute` on the
 features of model A, once for one (size, seed) draw and once for the whole grid of the
 sweep's sizes and seeds. Torch runs on one thread. Prints medians and their ratios.
 The source network's weights do not change the cost, so model A is a random network.
@@ -30,11 +30,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from transferlab.config.params import load_params
     from transferlab.data.prepared import center_cropped, prepare_tasks
-    from transferlab.experiment import Variant, new_model, run_variant
-    from transferlab.features import own_model_features, run_batches
-    from transferlab.params import load_params
-    from transferlab.transferability import layer_scores
+    from transferlab.features.extract import own_model_features, run_batches
+    from transferlab.training.variant import Variant, new_model, run_variant
+    from transferlab.transferability.compute import layer_scores
 
     params = load_params(ROOT / "params.yaml")
     _, target, _ = prepare_tasks("digits", params.data, params.seed, progress=False)

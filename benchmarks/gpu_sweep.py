@@ -90,12 +90,12 @@ def main() -> None:
     import torch
     import yaml
 
+    from transferlab.config.params import parse_params, read_params_file
+    from transferlab.config.presets import merge, preset_path
     from transferlab.models import layer_names_of
-    from transferlab.params import parse_params, read_params_file
-    from transferlab.presets import merge, preset_path
-    from transferlab.pretrain import train_network
-    from transferlab.runs import grid, train_variants
-    from transferlab.train import pick_device
+    from transferlab.training.loop import pick_device
+    from transferlab.training.pretrain import train_network
+    from transferlab.training.sweep import grid, train_variants
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")

@@ -41,7 +41,7 @@ def bare_loop(model, x, y, batch_size, steps, cfg, device):
     import torch
     from torch.nn import functional as F
 
-    from transferlab.train import make_optimizer
+    from transferlab.training.loop import make_optimizer
 
     optimizer = make_optimizer([{"params": list(model.parameters())}], cfg)
     model.train()
@@ -64,9 +64,9 @@ def bare_loop(model, x, y, batch_size, steps, cfg, device):
 def main() -> None:
     import torch
 
+    from transferlab.config.params import load_params
     from transferlab.models import build_model
-    from transferlab.params import load_params
-    from transferlab.train import Batches, fit, pick_device
+    from transferlab.training.loop import Batches, fit, pick_device
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=50, help="steps per round")

@@ -40,7 +40,7 @@ def copy_checkout(dest: Path, params: Path | None) -> None:
     if params is not None:
         # Both files: the given params.yaml and the recipe.yaml beside it, re-split.
         sys.path.insert(0, str(ROOT / "src"))
-        from transferlab.params import read_params_file, write_params_files
+        from transferlab.config.params import read_params_file, write_params_files
 
         write_params_files(read_params_file(params), dest)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):

@@ -35,10 +35,11 @@ SRC = ROOT / "src"
 DRIVER = r"""
 import json, sys, time
 from pathlib import Path
-from transferlab import executors, runs
+from transferlab.training import executors
+from transferlab.training import sweep as runs
 from transferlab.keys import stage_params
-from transferlab.params import parse_params
-from transferlab.store import Store
+from transferlab.config.params import parse_params
+from transferlab.training.store import Store
 raw, prepared, paths, out, store = json.loads(sys.argv[1])
 params = parse_params(raw)
 ray = executors.connect()
@@ -47,7 +48,7 @@ ray = executors.connect()
 @ray.remote(num_cpus=1)
 def warm():  # start the job's workers and pay their imports before the clock starts
     import time
-    import transferlab.runs  # noqa: F401
+    import transferlab.training.sweep  # noqa: F401
     time.sleep(3)
 
 
@@ -132,9 +133,9 @@ class Head:
 
 def sources(work: Path, raw: dict):
     sys.path.insert(0, str(SRC))
+    from transferlab.config.params import parse_params
     from transferlab.data.prepared import prepare_dataset, write_prepared
-    from transferlab.params import parse_params
-    from transferlab.pretrain import pretrain
+    from transferlab.training.pretrain import pretrain
 
     source, target, meta = prepare_dataset("digits", "fixed", (0, 1, 2, 3, 4),
                                            (5, 6, 7, 8, 9), 0.3, 0)

@@ -42,7 +42,7 @@ def target_and_sources(params, device):
     """The params' target task and its source networks A and B, pretrained as the
     pretrain stage trains them (not timed by the benchmarks)."""
     from transferlab.data.prepared import prepare_dataset
-    from transferlab.pretrain import train_network
+    from transferlab.training.pretrain import train_network
 
     d = params.data
     source, target, _ = prepare_dataset(params.dataset, d.split, d.source_classes,
@@ -99,10 +99,11 @@ def matmul_rate(threads: int, side: int = 1024, repeats: int = 20) -> float:
 def main() -> None:
     import torch
 
-    from transferlab import batched, runs
-    from transferlab.experiment import run_variant
-    from transferlab.params import load_params
-    from transferlab.train import pick_device
+    from transferlab.config.params import load_params
+    from transferlab.training import batched
+    from transferlab.training import sweep as runs
+    from transferlab.training.loop import pick_device
+    from transferlab.training.variant import run_variant
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")

@@ -27,9 +27,10 @@ def main() -> None:
     import torch
     from sweep_batching import target_and_sources
 
-    from transferlab import batched, runs
-    from transferlab.experiment import run_variant
-    from transferlab.params import load_params
+    from transferlab.config.params import load_params
+    from transferlab.training import batched
+    from transferlab.training import sweep as runs
+    from transferlab.training.variant import run_variant
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def split_params(split: int, sizes: list[int], seeds: list[int], linear_probe: bool = False):
-    from transferlab.params import parse_params, read_params_file
-    from transferlab.presets import merge
+    from transferlab.config.params import parse_params, read_params_file
+    from transferlab.config.presets import merge
 
     raw = merge(read_params_file(ROOT / "params.yaml"), {
         "seed": split, "data": {"split": "random"},
@@ -41,12 +41,12 @@ def run_split(split: int, sizes: list[int], seeds: list[int], work: Path,
     import torch
 
     from transferlab.data.prepared import TaskData, center_cropped, prepare_tasks, write_prepared
-    from transferlab.experiment import load_model
-    from transferlab.features import own_model_features, write_features
-    from transferlab.pretrain import pretrain
-    from transferlab.runs import grid, train_variants
-    from transferlab.train import pick_device
-    from transferlab.transferability import compute_transferability
+    from transferlab.features.extract import own_model_features, write_features
+    from transferlab.training.loop import pick_device
+    from transferlab.training.pretrain import pretrain
+    from transferlab.training.sweep import grid, train_variants
+    from transferlab.training.variant import load_model
+    from transferlab.transferability.compute import compute_transferability
 
     params = split_params(split, sizes, seeds, linear_probe)
     d = work / f"split-{split}"
@@ -86,11 +86,11 @@ def run_split(split: int, sizes: list[int], seeds: list[int], work: Path,
                                        model_path=model_path, out=d / "transferability.json")
     diagnostics_path = d / "diagnostics.json"
     if not diagnostics_path.exists():  # seed 002's probes of model A (decoder gap, spread)
-        from transferlab.diagnostics_probes import diagnose
+        from transferlab.diagnostics.probes import diagnose
 
         diagnose(params, prepared=prepared, model_path=model_path, out=diagnostics_path,
                  progress=False)
-    from transferlab.transferability_report import units_from_results
+    from transferlab.report.transferability import units_from_results
 
     torch.set_num_threads(1)
     return units_from_results([done[v.key] for v in variants], transfer,
@@ -102,7 +102,7 @@ def network_taus(units: list[dict]) -> dict:
     and the best transfer accuracy of the split (mean over seeds)."""
     import numpy as np
 
-    from transferlab.transferability_scoring import best_accuracy, weighted_tau
+    from transferlab.transferability.scoring import best_accuracy, weighted_tau
 
     out = {}
     names = sorted({n for u in units for n in u.get("network", {})})
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from transferlab.transferability_report import (
+    from transferlab.report.transferability import (
         analyse,
         plain,
         rule_markdown,

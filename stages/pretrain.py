@@ -1,38 +1,31 @@
 """Stage pretrain@A / pretrain@B: a network on the source (A) or target (B) classes."""
 
-import time
+import argparse
+import sys
+from pathlib import Path
 
-STARTED = time.time()
+from transferlab.keys import declared
+from transferlab.stage import run_stage
+from transferlab.training.distributed import relaunch_under_torchrun
+from transferlab.training.pretrain import pretrain
+from transferlab.training.store import checkpoint_dir, open_store
 
-from transferlab.zygote import handoff  # noqa: E402
-
-STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from transferlab.distributed import relaunch_under_torchrun  # noqa: E402
-from transferlab.keys import stage_params  # noqa: E402
-from transferlab.stage import run_stage  # noqa: E402
-
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--source", choices=["A", "B"], required=True)
-ARGS = parser.parse_args()
-relaunch_under_torchrun(sys.argv)  # TRANSFERLAB_TORCHRUN set: this script again, under torchrun
-MODEL = Path(f"models/{ARGS.source}.pt")
-METRICS = Path(f"results/pretrain/{ARGS.source}.json")
-LIVE = Path(f"dvclive/pretrain-{ARGS.source}")
+PREPARED = Path("data/prepared")
 
 
-def main(params) -> None:
-    from transferlab.pretrain import pretrain
-    from transferlab.store import checkpoint_dir, open_store
-
-    pretrain(params, ARGS.source, prepared=Path("data/prepared"), model_out=MODEL,
-             metrics_out=METRICS, live_dir=LIVE, checkpoints=checkpoint_dir(open_store()),
-             key_params=stage_params(f"pretrain@{ARGS.source}", params))
+def main(params, source: str) -> None:
+    pretrain(params, source, prepared=PREPARED, model_out=Path(f"models/{source}.pt"),
+             metrics_out=Path(f"results/pretrain/{source}.json"),
+             live_dir=Path(f"dvclive/pretrain-{source}"),
+             checkpoints=checkpoint_dir(open_store()),
+             declared=declared(f"pretrain@{source}", params))
 
 
 if __name__ == "__main__":
-    run_stage(f"pretrain@{ARGS.source}", main, [MODEL, METRICS, LIVE], STARTED)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", choices=["A", "B"], required=True)
+    source = parser.parse_args().source
+    relaunch_under_torchrun(sys.argv)  # TRANSFERLAB_TORCHRUN set: this script under torchrun
+    outputs = [f"models/{source}.pt", f"results/pretrain/{source}.json",
+               f"dvclive/pretrain-{source}"]
+    run_stage(f"pretrain@{source}", lambda params: main(params, source), outputs)

@@ -1,28 +1,19 @@
 """Stage transfer: the one experiment the top-level params describe."""
 
-import time
+from pathlib import Path
 
-STARTED = time.time()
-
-from transferlab.zygote import handoff  # noqa: E402
-
-STARTED = handoff(STARTED)  # the rest may run in a fork of a resident launcher
-
-from pathlib import Path  # noqa: E402
-
-from transferlab.stage import run_stage  # noqa: E402
+from transferlab.stage import run_stage
+from transferlab.training.sweep import run_transfer
 
 OUT = Path("results/transfer.json")
 LIVE = Path("dvclive/transfer")
+MODELS = {"A": Path("models/A.pt"), "B": Path("models/B.pt")}
 
 
 def main(params) -> None:
-    from transferlab.runs import run_transfer
-
-    run_transfer(params, prepared=Path("data/prepared"),
-                 model_paths={"A": Path("models/A.pt"), "B": Path("models/B.pt")},
-                 out=OUT, live_dir=LIVE)
+    run_transfer(params, prepared=Path("data/prepared"), model_paths=MODELS, out=OUT,
+                 live_dir=LIVE)
 
 
 if __name__ == "__main__":
-    run_stage("transfer", main, [OUT, LIVE], STARTED)
+    run_stage("transfer", main, [OUT, LIVE])

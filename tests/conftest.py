@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.params import parse_params, read_params_file, write_params_files
-from transferlab.presets import merge as deep_update
+from transferlab.config.params import parse_params, read_params_file, write_params_files
+from transferlab.config.presets import merge as deep_update
 
 os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
 # Tests never write the user's store of trained results, and run here unless a test
@@ -83,7 +83,7 @@ def tiny_diagnostics(digits_tasks):
     """Real diagnostics results of a tiny random convnet on the digits (a few seconds)."""
     import torch
 
-    from transferlab.diagnostics_probes import run_diagnostics
+    from transferlab.diagnostics.probes import run_diagnostics
     from transferlab.models import build_model
 
     source, target, _ = digits_tasks

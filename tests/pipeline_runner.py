@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from transferlab.params import read_params_file
+from transferlab.config.params import read_params_file
 
 
 def _expand(name: str, stage: dict, params: dict) -> list[tuple[str, str]]:

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from transferlab.losses import Objective
+from transferlab.config.spec import Spec
 from transferlab.models import ARCHITECTURES, build_model, layer_names_of, model_kwargs_of
-from transferlab.schema import Spec
-from transferlab.train import make_optimizer
-from transferlab.transfer import apply_treatment
+from transferlab.models.surgery import apply_treatment
+from transferlab.training.loop import make_optimizer
+from transferlab.training.losses import Objective
 
 from .conftest import PLAIN, recipe
 

@@ -1,4 +1,4 @@
-"""Batched training of sweep variants (transferlab.batched) against one at a time."""
+"""Batched training of sweep variants (transferlab.training.batched) against one at a time."""
 
 import dataclasses
 import math
@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from transferlab import batched, runs
-from transferlab.experiment import Variant, new_model, run_variant
-from transferlab.params import parse_params
-from transferlab.train import TrainingDiverged
+from transferlab.config.params import parse_params
+from transferlab.training import batched
+from transferlab.training import sweep as runs
+from transferlab.training.loop import TrainingDiverged
+from transferlab.training.variant import Variant, new_model, run_variant
 
 from .conftest import TINY, deep_update
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab import train
 from transferlab.models.base import TransferableNet
-from transferlab.train import Batches, fit
+from transferlab.training import loop as train
+from transferlab.training.loop import Batches, fit
 
 from .conftest import recipe
 

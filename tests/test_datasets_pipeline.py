@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.pipeline_overhead import copy_checkout, tool_env
 from tests import dataset_fixtures as fx
-from transferlab.params import read_params_file
+from transferlab.config.params import read_params_file
 
 from .conftest import TINY, deep_update, write_params
 from .pipeline_runner import make_project, run_pipeline
@@ -105,8 +105,8 @@ def test_imagefolder_runs_the_whole_pipeline_on_png_files(tmp_path):
 
 
 def test_a_classes_file_names_the_split(tmp_path):
+    from transferlab.config.params import parse_params
     from transferlab.data.prepared import prepare_tasks
-    from transferlab.params import parse_params
 
     folder = fx.write_image_folder(tmp_path / "pngs", n_classes=4, n_per_class=6)
     split = tmp_path / "split.yaml"
@@ -123,8 +123,8 @@ def test_a_classes_file_names_the_split(tmp_path):
 
 
 def test_offline_without_a_copy_names_the_files_and_the_digits(tmp_path):
+    from transferlab.config.params import parse_params
     from transferlab.data.prepared import prepare_tasks
-    from transferlab.params import parse_params
 
     p = parse_params(deep_update(TINY, {"dataset": "cifar10", "data": {
         "root": str(tmp_path / "raw"), "mirror": fx.CLOSED_URL}}))
@@ -173,8 +173,8 @@ def test_cross_dataset_transfer_to_multilabel_voc_through_dvc_repro(tmp_path):
 
 
 def test_a_used_class_with_one_image_is_refused_at_prepare_naming_it(tmp_path):
+    from transferlab.config.params import parse_params
     from transferlab.data.prepared import prepare_tasks
-    from transferlab.params import parse_params
 
     folder = fx.write_image_folder(tmp_path / "pngs", n_classes=5, n_per_class=6)
     for extra in sorted((folder / "class_3").iterdir())[1:]:

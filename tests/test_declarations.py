@@ -4,7 +4,7 @@ the keys it reads.
 
 Fewer declared than read serves stale results; more declared than read reruns
 stages for nothing. The reads are recorded by the params tree itself
-(transferlab.schema.recording) while the real stage scripts run.
+(transferlab.config.spec.recording) while the real stage scripts run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from transferlab import stage as stage_module
+from transferlab.config.params import PARAMS_FILE, RECIPE_FILE, home_file, parse_params
+from transferlab.config.spec import Section
 from transferlab.inputs import stage_inputs
 from transferlab.keys import (
     PACKAGE_DIR,
@@ -24,8 +26,6 @@ from transferlab.keys import (
     stage_params,
     stage_script,
 )
-from transferlab.params import PARAMS_FILE, RECIPE_FILE, home_file, parse_params
-from transferlab.schema import Section
 
 from .conftest import ROOT, TINY, deep_update, write_params
 from .pipeline_runner import make_project, run_pipeline

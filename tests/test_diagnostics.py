@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab import transferability_scoring as ts
-from transferlab.diagnostics_probes import (
+from transferlab.config.params import parse_params, read_params_file
+from transferlab.config.presets import merge
+from transferlab.diagnostics.probes import (
     ConvDecoder,
     cpu_threads,
     invert,
@@ -18,17 +19,16 @@ from transferlab.diagnostics_probes import (
     spread_ratios,
     train_decoder,
 )
-from transferlab.diagnostics_rule import diagnostics_tables_markdown, draw_tsne_grid
 from transferlab.models import build_model
 from transferlab.models.base import TransferableNet
-from transferlab.params import parse_params, read_params_file
-from transferlab.presets import merge
-from transferlab.train import to_tensor
-from transferlab.transferability_report import (
+from transferlab.report.diagnostics import diagnostics_tables_markdown, draw_tsne_grid
+from transferlab.report.transferability import (
     held_out_markdown,
     held_out_rows,
     probe_verdicts,
 )
+from transferlab.training.loop import to_tensor
+from transferlab.transferability import scoring as ts
 
 SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
 
@@ -374,7 +374,7 @@ def test_the_rule_module_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, transferlab.diagnostics_rule; "
+    code = ("import sys, transferlab.report.diagnostics; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -153,8 +153,8 @@ def test_miniplaces_official_val_images_are_the_test_part(tmp_path, served):
     """Seed 004's V_source / V_target: the validation images of each half's classes, not a
     random fraction of the training images; train.txt's images are the training part."""
     from tests.conftest import TINY, deep_update
+    from transferlab.config.params import parse_params
     from transferlab.data.prepared import prepare_tasks
-    from transferlab.params import parse_params
 
     root = tmp_path / "root"
     params = parse_params(deep_update(TINY, {"dataset": "miniplaces", "data": {

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from transferlab import estimators as est
-from transferlab import transferability_scoring as ts
-from transferlab.params import parse_params
+from transferlab.config.params import parse_params
+from transferlab.transferability import estimators as est
+from transferlab.transferability import scoring as ts
 
 from .conftest import TINY
 
@@ -314,8 +314,8 @@ def test_layer_verdicts_freeze_the_copied_prefix_and_retrain_the_rest():
 def test_the_draw_is_the_sweeps_training_images():
     """The rows the estimators read are the images `TaskData.subsampled` trains on."""
     from transferlab.data.split import nested_subsample
-    from transferlab.feature_store import FeatureSplit
-    from transferlab.heads_fitting import subsample_rows
+    from transferlab.features.store import FeatureSplit
+    from transferlab.heads.fit import subsample_rows
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=40)
@@ -358,7 +358,7 @@ def test_paired_difference_compares_on_the_same_units():
 
 
 def test_an_estimator_defined_on_few_units_is_not_ranked_best():
-    from transferlab.transferability_report import verdict_text
+    from transferlab.report.transferability import verdict_text
 
     def row(name, tau, units):
         return {"estimator": name, "target": "AnB", "tau": tau, "tau_low": tau - 0.05,

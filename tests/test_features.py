@@ -7,19 +7,19 @@ import pytest
 import torch
 from torch import nn
 
+from transferlab.config.params import parse_params, read_params_file
+from transferlab.config.presets import merge
 from transferlab.data.prepared import TaskData
-from transferlab.feature_store import load_split
-from transferlab.features import (
+from transferlab.features.extract import (
     augmented_training_images,
     extract_target_features,
     own_model_features,
     run_batches,
     write_features,
 )
-from transferlab.heads import fit_heads_per_layer
+from transferlab.features.store import load_split
+from transferlab.heads.per_layer import fit_heads_per_layer
 from transferlab.models.base import TransferableNet
-from transferlab.params import parse_params, read_params_file
-from transferlab.presets import merge
 
 SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
 
@@ -143,7 +143,7 @@ def test_stand_in_feedback_net_gives_per_iteration_features_and_table(digits_tas
 
 def test_ordinary_net_has_no_iteration_features_and_whole_train_part_is_extracted(
         digits_tasks, tiny_params, tmp_path):
-    from transferlab.experiment import new_model, save_model
+    from transferlab.training.variant import new_model, save_model
 
     task = small_task(digits_tasks[1], per_class_train=12, n_test=40)
     task.save(tmp_path / "prepared" / "target.npz")

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from transferlab.figures import drawing, save_png  # noqa: E402
+from transferlab.report.figures import drawing, save_png  # noqa: E402
 
 
 def _figure(i: int):

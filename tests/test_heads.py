@@ -4,8 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferlab.feature_store import FeatureSplit
-from transferlab.heads_fitting import (
+from transferlab.config.params import HeadParams, parse_params, read_params_file
+from transferlab.config.presets import merge
+from transferlab.features.store import FeatureSplit
+from transferlab.heads.fit import (
     average_precisions,
     choose_c,
     fit_heads,
@@ -15,10 +17,8 @@ from transferlab.heads_fitting import (
     subsample_rows,
     transform_features,
 )
-from transferlab.heads_iterations import iteration_table
-from transferlab.heads_lowshot import lowshot
-from transferlab.params import HeadParams, parse_params, read_params_file
-from transferlab.presets import merge
+from transferlab.heads.iterations import iteration_table
+from transferlab.heads.lowshot import lowshot
 
 GRID = (0.01, 0.1, 1.0, 10.0)
 SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")

@@ -77,7 +77,7 @@ def clean(repo):
 
 
 def set_params(repo: Path, changes: dict) -> None:
-    from transferlab.params import read_params_file
+    from transferlab.config.params import read_params_file
 
     write_params(repo / "params.yaml", deep_update(read_params_file(repo / "params.yaml"),
                                                    changes))
@@ -116,10 +116,10 @@ def test_the_pad_with_a_crop_retrains_the_sweep_variants(clean, tmp_path, monkey
 
 
 def test_an_edited_code_file_reruns_the_stages_that_import_it(clean):
-    with open(clean / "src/transferlab/heads_fitting.py", "a") as fh:
+    with open(clean / "src/transferlab/heads/fit.py", "a") as fh:
         fh.write("\n# an edit\n")
     assert changed_stages(clean) == {"heads", "transferability"}  # it shares the subsample
-    with open(clean / "src/transferlab/diagnostics_rule.py", "a") as fh:
+    with open(clean / "src/transferlab/report/diagnostics.py", "a") as fh:
         fh.write("\n# an edit\n")
     assert changed_stages(clean) == {"heads", "transferability", "diagnostics", "report"}
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab.augment import center_crop, random_crop_flip
-from transferlab.losses import BinaryAux, Objective
 from transferlab.models import build_model
 from transferlab.models.base import TransferableNet
+from transferlab.training.augment import center_crop, random_crop_flip
+from transferlab.training.losses import BinaryAux, Objective
 
 
 def ce_by_hand(logits, y):

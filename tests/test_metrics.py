@@ -81,7 +81,7 @@ def test_voc_ap_matches_the_devkit_steps_with_ties(definition, seed):
 def test_training_scores_multilabel_targets_by_the_ap_definition_asked_for():
     import torch
 
-    from transferlab.train import evaluate
+    from transferlab.training.loop import evaluate
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from transferlab.experiment import load_model, new_model, save_model
+from transferlab.training.variant import load_model, new_model, save_model
 
 
 def _load(path, params, task):

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab.params import (
+from transferlab.config.params import (
     ParamsError,
     check_subsample,
     load_params,
     parse_params,
     read_params_file,
 )
-from transferlab.schema import recording
+from transferlab.config.spec import recording
 from transferlab.stage import ParamsChanged, check_params_unchanged
 
 from .conftest import deep_update, write_params

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.pipeline_overhead import copy_checkout, tool_env
-from transferlab.params import read_params_file
+from transferlab.config.params import read_params_file
 
 from .conftest import TINY, deep_update, write_params
 

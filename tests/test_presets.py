@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tests import dataset_fixtures as fx
-from transferlab.params import home_file, parse_params, read_params_file
-from transferlab.presets import apply_preset, exp_args, merge
+from transferlab.config.params import home_file, parse_params, read_params_file
+from transferlab.config.presets import apply_preset, exp_args, merge
 
 from .conftest import SHIPPED, TINY, write_params
 from .pipeline_runner import make_project, run_pipeline
@@ -114,7 +114,7 @@ def test_every_study_has_a_preset_and_says_what_it_reproduces():
 
 
 def test_the_listing_names_each_preset_with_the_figure_it_reproduces(capsys, monkeypatch):
-    from transferlab.presets import main
+    from transferlab.config.presets import main
 
     monkeypatch.chdir(ROOT)
     assert main([]) == 0
@@ -258,7 +258,7 @@ def _check_seed001_variants(project: Path, raw: dict, sweep: dict) -> None:
     import torch
 
     from transferlab.data.prepared import TaskData
-    from transferlab.experiment import Variant, new_model, setup_variant
+    from transferlab.training.variant import Variant, new_model, setup_variant
 
     params = parse_params(raw)
     names = list(params.layer_names)
@@ -311,7 +311,7 @@ def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkey
     as YAML and sets the dotted key."""
     import shlex
 
-    from transferlab.presets import main
+    from transferlab.config.presets import main
 
     monkeypatch.chdir(ROOT)
     assert main([name, "--exp-args"]) == 0
@@ -333,7 +333,7 @@ def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkey
 @pytest.mark.parametrize("argv", [[], ["seed-004"], ["seed-004", "--exp-args"]])
 def test_run_outside_the_project_says_where_it_looked_and_fails(tmp_path, capsys, monkeypatch,
                                                                 argv):
-    from transferlab.presets import main
+    from transferlab.config.presets import main
 
     monkeypatch.chdir(tmp_path)
     assert main(argv) != 0

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from transferlab.quadrant import cell, main, table
+from transferlab.report.quadrant import cell, main, table
 
 
 def _details(offset: float, heads_at: int) -> dict:

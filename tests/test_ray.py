@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from benchmarks.ray_scaling import Head, free_port, pids_using
-from transferlab import executors, runs
+from transferlab.config.params import parse_params
 from transferlab.keys import stage_params
-from transferlab.params import parse_params
-from transferlab.pretrain import pretrain
-from transferlab.store import Store
+from transferlab.training import executors
+from transferlab.training import sweep as runs
+from transferlab.training.pretrain import pretrain
+from transferlab.training.store import Store
 
 from .conftest import ROOT, TINY, deep_update
 
@@ -189,10 +190,10 @@ def test_a_local_sweep_imports_no_ray(trained_sources, tmp_path):
     code = f"""
 import sys
 from pathlib import Path
-from transferlab import runs
+from transferlab.training import sweep as runs
 from transferlab.keys import stage_params
-from transferlab.params import parse_params
-from transferlab.store import open_store
+from transferlab.config.params import parse_params
+from transferlab.training.store import open_store
 from tests.conftest import TINY, deep_update
 params = parse_params(deep_update(TINY, {{"sweep": {{"layers": [3], "subsample": [3]}}}}))
 runs.run_sweep(params, 0, prepared=Path({str(prepared)!r}),

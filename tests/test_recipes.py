@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from transferlab.config.params import ParamsError, parse_params
 from transferlab.models import build_model
-from transferlab.params import ParamsError, parse_params
-from transferlab.train import Batches, fit, make_optimizer, make_scheduler
-from transferlab.transfer import apply_treatment
+from transferlab.models.surgery import apply_treatment
+from transferlab.training.loop import Batches, fit, make_optimizer, make_scheduler
 
 from .conftest import PLAIN, TINY, deep_update, recipe
 
@@ -244,7 +244,7 @@ def prepared(tmp_path, digits_tasks):
 
 @pytest.mark.parametrize("in_model_a", [False, True])
 def test_model_a_trains_with_the_binary_heads_only_when_asked(tmp_path, prepared, in_model_a):
-    from transferlab.pretrain import pretrain
+    from transferlab.training.pretrain import pretrain
 
     params = parse_params(deep_update(TINY, {"pretrain": {"epochs": 1, "binary_aux": {
         "heads": 2, "in_model_A": in_model_a, "compare": False}}}))
@@ -255,7 +255,7 @@ def test_model_a_trains_with_the_binary_heads_only_when_asked(tmp_path, prepared
 
 
 def test_the_paired_comparison_runs_only_when_asked(tmp_path, prepared):
-    from transferlab.pretrain import compare_binary_aux
+    from transferlab.training.pretrain import compare_binary_aux
 
     off = parse_params(deep_update(TINY, {"pretrain": {"binary_aux": {
         "heads": 1, "in_model_A": True, "compare": False}}}))

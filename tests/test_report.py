@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from transferlab.params import parse_params
-from transferlab.report import (
+from transferlab.config.params import parse_params
+from transferlab.report.build import (
     CURVES,
     NonFiniteScore,
     aggregate_sweep,
@@ -328,7 +328,7 @@ def test_a_multilabel_model_b_reports_its_map_per_iteration_and_the_sweep_its_ga
 
 
 def test_the_papers_numbers_sit_beside_ours_in_the_papers_unit(tmp_path, tiny_diagnostics):
-    from transferlab.params import parse_params
+    from transferlab.config.params import parse_params
 
     from .conftest import TINY, complete
 
@@ -362,7 +362,7 @@ def test_the_papers_numbers_sit_beside_ours_in_the_papers_unit(tmp_path, tiny_di
 
 
 def test_paper_numbers_are_checked_key_by_key():
-    from transferlab.params import ParamsError, parse_params
+    from transferlab.config.params import ParamsError, parse_params
 
     from .conftest import TINY, complete
 

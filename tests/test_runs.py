@@ -3,12 +3,12 @@ import json
 
 import torch
 
-from transferlab import runs
-from transferlab.experiment import Variant, run_variant
+from transferlab.config.params import parse_params
 from transferlab.keys import stage_params
-from transferlab.params import parse_params
-from transferlab.pretrain import pretrain
-from transferlab.store import Store
+from transferlab.training import sweep as runs
+from transferlab.training.pretrain import pretrain
+from transferlab.training.store import Store
+from transferlab.training.variant import Variant, run_variant
 
 from .conftest import ROOT, TINY, deep_update
 
@@ -70,7 +70,7 @@ def test_the_two_fc_treatment_freezes_copied_layers_and_trains_a_deeper_head(
         tiny_params, digits_tasks):
     import torch
 
-    from transferlab.experiment import Variant, new_model, run_variant
+    from transferlab.training.variant import Variant, new_model, run_variant
 
     _, target, _ = digits_tasks
     source = new_model(tiny_params, target, 0, torch.device("cpu"))
@@ -136,7 +136,7 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
 
 def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, tmp_path):
     """The red-team's C5: with data.crop set, data.pad was missing from the key."""
-    from transferlab.schema import value_at
+    from transferlab.config.spec import value_at
 
     prepared = tmp_path / "prepared"
     prepared.mkdir()
@@ -168,7 +168,7 @@ def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, t
 
 
 def test_an_unreadable_store_entry_is_a_miss_that_names_the_file(tmp_path, capsys):
-    from transferlab.experiment import Variant
+    from transferlab.training.variant import Variant
 
     store = runs.VariantCache(Store(str(tmp_path)), {"any": "context"})
     variant = Variant("AnB", 3, 5, 0)

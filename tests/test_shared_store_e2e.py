@@ -14,7 +14,7 @@ import time
 import pytest
 
 from benchmarks.pipeline_overhead import copy_checkout, tool_env
-from transferlab.params import read_params_file
+from transferlab.config.params import read_params_file
 
 from .conftest import ROOT, TINY, deep_update, write_params
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from transferlab.store import Store, StoreError, configured_location, open_store
+from transferlab.training.store import Store, StoreError, configured_location, open_store
 
 
 def test_the_location_is_the_environment_or_the_user_cache(monkeypatch, tmp_path):

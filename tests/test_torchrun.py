@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from transferlab import distributed
-from transferlab.schema import ParamsError
+from transferlab.config.spec import ParamsError
+from transferlab.training import distributed
 
 from .conftest import deep_update
 from .test_interruption import project
@@ -91,8 +91,8 @@ def test_more_processes_than_gpus_is_refused_before_any_work(monkeypatch):
 def test_sharded_batches_split_every_global_batch_evenly():
     import torch
 
-    from transferlab.distributed import World, sharded
-    from transferlab.train import Batches
+    from transferlab.training.distributed import World, sharded
+    from transferlab.training.loop import Batches
 
     x = torch.arange(10).float().view(10, 1, 1, 1)
     y = torch.arange(10)

@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 import torch
 
+from transferlab.config.params import parse_params, read_params_file
+from transferlab.config.presets import merge
 from transferlab.data.prepared import TaskData
-from transferlab.feature_store import load_split
-from transferlab.features import extract_target_features
-from transferlab.params import parse_params, read_params_file
-from transferlab.presets import merge
-from transferlab.torchvision_source import (
+from transferlab.features.extract import extract_target_features
+from transferlab.features.pretrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TorchvisionFeatures,
     build_torchvision_model,
     prepare_input,
 )
+from transferlab.features.store import load_split
 
 SIZE = 64  # small input keeps resnet18 fast on the CPU
 SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")

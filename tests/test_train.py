@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from transferlab.models import build_model
-from transferlab.stage import compile_seconds
-from transferlab.train import Batches, TrainingDiverged, fit, to_tensor
+from transferlab.timing import compile_seconds
+from transferlab.training.loop import Batches, TrainingDiverged, fit, to_tensor
 
 from .conftest import recipe
 

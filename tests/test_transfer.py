@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from transferlab.models import build_model
-from transferlab.train import Batches, fit, make_optimizer
-from transferlab.transfer import apply_treatment, copy_first_layers
-from transferlab.treatments import treatment_name
+from transferlab.models.surgery import apply_treatment, copy_first_layers
+from transferlab.models.treatments import treatment_name
+from transferlab.training.loop import Batches, fit, make_optimizer
 
 from .conftest import PLAIN, recipe
 

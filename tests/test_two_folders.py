@@ -4,8 +4,8 @@ and test part (data.source_path / data.target_path)."""
 import pytest
 
 from tests import dataset_fixtures as fx
+from transferlab.config.params import ParamsError, parse_params
 from transferlab.data.prepared import prepare_tasks
-from transferlab.params import ParamsError, parse_params
 
 from .conftest import TINY, complete
 

@@ -79,3 +79,8 @@ def mean_average_precision(y_true: np.ndarray, scores: np.ndarray,
         per_label.append(average_precision(y_true[keep, j], scores[keep, j], definition))
     valid = [ap for ap in per_label if not np.isnan(ap)]
     return (float(np.mean(valid)) if valid else float("nan")), per_label
+
+
+def class_mean(per_class: dict[str, float], classes: list[str]) -> float:
+    """Mean of a {class: value} figure over `classes`."""
+    return float(np.mean([per_class[c] for c in classes]))

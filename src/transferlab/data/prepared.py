@@ -24,7 +24,7 @@ from transferlab.data.split import (
     split_classes,
     stratified_test_split,
 )
-from transferlab.io import read_json, write_json_atomic, write_npz_atomic
+from transferlab.io import write_json_atomic, write_npz_atomic
 
 _REQUIRED_ARRAYS = ("classes", "x_train", "y_train", "x_test", "y_test", "pixel_max")
 
@@ -344,7 +344,7 @@ def prepare_dataset(dataset: str, split: str, source_classes, target_classes,
                     test_fraction: float, seed: int) -> tuple[TaskData, TaskData, dict]:
     """The digits (or another dataset, from data/raw) split by class lists, every other
     data param at its neutral value (no crop, pad or flip, normalisation "half")."""
-    from transferlab.params import DataParams
+    from transferlab.config.params import DataParams
 
     data = DataParams(split=split, source_classes=tuple(source_classes),
                       target_classes=tuple(target_classes), test_fraction=test_fraction,
@@ -363,6 +363,12 @@ def write_prepared(out_dir: Path, source: TaskData, target: TaskData, meta: dict
     write_json_atomic(out_dir / "meta.json", meta)
 
 
-def read_meta(path: str | Path) -> dict:
-    return read_json(path, "description of the prepared data",
-                     hint="run `dvc repro prepare` to rebuild it")
+
+def describe(source: TaskData, target: TaskData, meta: dict) -> str:
+    """One line on what prepare wrote: classes and images of each side."""
+    multi = ", multi-label" if target.multilabel else ""
+    return (f"source {meta['source_dataset']} ({source.num_classes} classes): "
+            f"{len(source.y_train)} train, {len(source.y_test)} test; target "
+            f"{meta['target_dataset']} ({target.num_classes} classes{multi}): "
+            f"{len(target.y_train)} train, {len(target.y_test)} test; "
+            f"images {meta['image_shape']}")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from transferlab.schema import Bool, Float, Int, List, Spec
+from transferlab.config.spec import Bool, Float, Int, List, Spec
 
 if TYPE_CHECKING:
     from transferlab.models.base import TransferableNet

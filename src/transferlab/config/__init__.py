@@ -1,0 +1,1 @@
+"""Typed, validated params: field specs, the two params files, presets."""

@@ -1,0 +1,1 @@
+"""Per-layer diagnostics of a trained network (Sharma's probes)."""

@@ -1,0 +1,1 @@
+"""Activations at named layers and the feature file format."""

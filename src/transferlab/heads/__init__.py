@@ -1,0 +1,1 @@
+"""Classical heads (SVM, logistic regression, random forest) on layer features."""

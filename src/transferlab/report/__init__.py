@@ -1,0 +1,1 @@
+"""Metrics, tables and plots from the result files (imports no torch)."""

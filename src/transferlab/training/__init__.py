@@ -1,0 +1,1 @@
+"""Training: the one loop, variants and the sweep grid, pretraining, the store, executors."""

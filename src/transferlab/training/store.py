@@ -1,0 +1,126 @@
+"""The store of trained results, shared by every run of a user or a cluster.
+
+Variant results (the sweep) and pretraining checkpoints live under keys derived
+from everything that makes them (transferlab.keys, runs.variant_context), so
+any workspace, `dvc exp run --temp` copy, queued experiment or Ray worker that
+needs a result already trained finds it. Where the store is, is configuration
+of the machine, not a param: the environment variable TRANSFERLAB_STORE holds a
+directory or any fsspec URL (`file://`, a shared filesystem's path, `s3://…`
+with s3fs installed); unset, it is the user's cache directory
+($XDG_CACHE_HOME/transferlab, else ~/.cache/transferlab).
+
+Writes never leave a torn entry: on a filesystem, a temporary beside the entry
+is renamed onto it (transferlab.io); on an object store an entry is one PUT,
+which the store makes visible whole or not at all. Two runs writing the same
+key write the same result, so the last one winning is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from transferlab.config.spec import ConfigurationError
+
+STORE_ENV = "TRANSFERLAB_STORE"
+
+
+class StoreError(ConfigurationError):
+    """The configured store cannot be used (unknown filesystem, not writable); like a bad
+    param, it stops a stage before any work, with exit status 2."""
+
+
+def default_location() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "transferlab")
+
+
+def configured_location() -> str:
+    return os.environ.get(STORE_ENV) or default_location()
+
+
+class Store:
+    """Bytes under relative keys ("variants/<sha256>.json") at one location."""
+
+    def __init__(self, url: str):
+        from fsspec.core import url_to_fs
+
+        self.url = url
+        try:
+            self.fs, self.root = url_to_fs(url)
+        except (ValueError, ImportError) as err:
+            raise StoreError(f"{STORE_ENV}={url!r}: cannot open this store ({err}); use a "
+                             "directory path, file://, or a URL of an installed fsspec "
+                             "filesystem (s3:// needs s3fs)") from None
+        self.local = "file" in _protocols(self.fs)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __reduce__(self):  # a Ray task gets the location and opens it where it runs
+        return (Store, (self.url,))
+
+    def path(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{key}"
+
+    def local_path(self, key: str) -> Path | None:
+        """The entry's path on this machine's filesystem; None on an object store."""
+        return Path(self.path(key)) if self.local else None
+
+    def check_writable(self) -> Store:
+        """Write and delete a probe entry, so a bad location fails before any work."""
+        probe = f".probe-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            self.write(probe, b"probe")
+            self.fs.rm(self.path(probe))
+        except StoreError:
+            raise
+        except Exception as err:
+            raise StoreError(f"{STORE_ENV}={self.url!r}: the store is not writable "
+                             f"({type(err).__name__}: {err})") from None
+        return self
+
+    def read(self, key: str) -> bytes | None:
+        """The entry's bytes, or None when it is absent; an unreadable one raises OSError."""
+        try:
+            return self.fs.cat_file(self.path(key))
+        except FileNotFoundError:
+            return None
+
+    def write(self, key: str, data: bytes) -> None:
+        if self.local:
+            from transferlab.io import write_bytes_atomic
+
+            write_bytes_atomic(self.path(key), data)
+            return
+        # An object store has no rename; one PUT is visible whole or not at all.
+        self.fs.pipe_file(self.path(key), data)
+
+    def clean_stale(self, subdir: str) -> None:
+        """Remove temporaries a killed writer left in a local store's `subdir`."""
+        if self.local:
+            from transferlab.io import clean_stale_temporaries_in
+
+            clean_stale_temporaries_in([self.path(subdir)])
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def open_store(url: str | None = None) -> Store:
+    """The configured store (TRANSFERLAB_STORE or the user cache), checked writable."""
+    return Store(url or configured_location()).check_writable()
+
+
+def checkpoint_dir(store: Store) -> Path:
+    """Where pretraining checkpoints go: in the store when it is a filesystem (a checkpoint
+    is rewritten every epoch and read by path); beside a local default otherwise."""
+    if store.local:
+        return Path(store.path("checkpoints"))
+    print(f"store {store.url} is not a filesystem: pretraining checkpoints stay in "
+          f"{default_location()}", file=sys.stderr)
+    return Path(default_location()) / "checkpoints"

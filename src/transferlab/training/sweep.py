@@ -1,0 +1,218 @@
+"""The transfer experiment and the sweep grid, over the one `run_variant`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from transferlab.config.params import Params, check_subsample, check_sweep_subsamples
+from transferlab.config.spec import value_at
+from transferlab.data.prepared import TaskData
+from transferlab.io import json_text, parse_json, write_json_atomic
+from transferlab.keys import Declared, file_digest
+from transferlab.models.treatments import TREATMENTS
+from transferlab.progress import progress_bar
+from transferlab.timing import compute
+from transferlab.training.batched import mode_of, problems, train_variants_batched
+from transferlab.training.loop import pick_device
+from transferlab.training.store import Store
+from transferlab.training.variant import Variant, load_model, run_variant
+
+
+def load_sources(params: Params, target: TaskData, model_paths: dict[str, Path], device
+                 ) -> dict[str, torch.nn.Module]:
+    return {name: load_model(path, params, target.image_shape, target.num_classes, device)
+            for name, path in model_paths.items()}
+
+
+def run_transfer(params: Params, *, prepared: Path, model_paths: dict[str, Path],
+                 out: Path, live_dir: Path | None = None) -> dict:
+    """The one experiment the top-level params describe."""
+    target = TaskData.load(prepared / "target.npz")
+    check_subsample("subsample", params.subsample, target.smallest_train_class())
+    device = pick_device()
+    sources = load_sources(params, target, model_paths, device)
+    variant = Variant(params.treatment, params.freeze, params.subsample, params.seed)
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    try:
+        with compute():
+            result = run_variant(params, target, sources, variant, device=device, live=live,
+                                 progress=True)
+    finally:
+        if live is not None:
+            live.end()
+    write_json_atomic(out, result)
+    print(f"transfer {variant.key}: target test {result['metric']} {result['test_score']:.4f}")
+    return result
+
+
+def grid(params: Params, seed: int) -> list[Variant]:
+    """All variants of one seed: base once per size, every other treatment per layer."""
+    variants = []
+    for k in params.sweep.subsample:
+        for name in params.sweep.treatments:
+            treatment = TREATMENTS[name]
+            if not treatment.copies_layers:
+                layers = [0]
+            elif treatment.only_deepest:
+                layers = [max(params.sweep.layers_of(name))]
+            else:
+                layers = params.sweep.layers_of(name)
+            variants += [Variant(name, n, k, seed) for n in layers]
+    return variants
+
+
+# The grid's own keys choose which variants run (or whether stored ones are reused, or
+# a second direction: part of the context already); they do not change a variant's
+# result, so they stay out of its key (a grown grid reuses what it already trained).
+# Named one by one: any other sweep key (sweep.curves: what a result holds) is in the key.
+GRID_KEYS = frozenset({"sweep.treatments", "sweep.layers", "sweep.treatment_layers",
+                       "sweep.subsample", "sweep.seeds", "sweep.reuse_variants",
+                       "sweep.swap"})
+
+
+def variant_context(params: Params, declared: Declared, *, direction: str,
+                    target_file: Path, source_files: dict[str, Path], device) -> dict:
+    """Everything but the variant itself that decides a variant's result: the params the
+    sweep stage declares (less the grid's), the input files' digests, the code the
+    training imports, the torch version and the device type."""
+    return {"params": {k: value_at(params, k) for k in declared.params
+                       if k not in GRID_KEYS},
+            "direction": direction, "target": file_digest(target_file),
+            "sources": {k: file_digest(p) for k, p in sorted(source_files.items())},
+            "code": declared.code, "torch": torch.__version__, "device": device.type}
+
+
+class VariantCache:
+    """Results of single variants in the shared store, keyed by everything that
+    determines them.
+
+    DVC caches a sweep stage as a whole; this lets a stage whose grid grew, and
+    any other run of the same variants (another workspace, a queued or `--temp`
+    experiment, a Ray worker), reuse what was already trained. An entry that
+    cannot be read is a miss (with a message naming it), never an error or an answer.
+    """
+
+    def __init__(self, store: Store | None, context: dict, modes: dict[str, str] | None = None):
+        self.store = store
+        self.context = json.dumps(context, sort_keys=True)
+        # How each variant trains (batched or one at a time, transferlab.training.batched): the
+        # two agree within a tolerance, not to the bit, so the mode is part of the key.
+        self.modes = modes or {}
+
+    def key(self, variant: Variant) -> str:
+        blob = json.dumps([self.context, variant.key,
+                           self.modes.get(variant.key, "single")]).encode()
+        return f"variants/{hashlib.sha256(blob).hexdigest()}.json"
+
+    def get(self, variant: Variant) -> dict | None:
+        if self.store is None:
+            return None
+        key = self.key(variant)
+        where = self.store.path(key)
+        try:
+            data = self.store.read(key)
+            if data is None:
+                return None
+            result = parse_json(data.decode("utf-8"), allow_nan=False)
+            if not isinstance(result, dict) or result.get("treatment") != variant.treatment:
+                raise ValueError(f"not a result of {variant.key}")
+        except (OSError, ValueError) as err:
+            print(f"variant store: ignoring unreadable entry {where} for {variant.key} "
+                  f"({err}); training it again", file=sys.stderr)
+            return None
+        return result
+
+    def put(self, variant: Variant, result: dict) -> None:
+        if self.store is not None:
+            self.store.write(self.key(variant), json_text(result, allow_nan=False).encode("utf-8"))
+
+
+def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn.Module],
+                   variants: Sequence[Variant], *, device: torch.device, desc: str = "variants",
+                   progress: bool = True, on_result=None) -> dict[str, dict]:
+    """Train `variants` (none of them stored yet); their results by `Variant.key`.
+
+    The one place where the sweep's untrained variants are trained, so that how
+    they are trained (one at a time, batched, elsewhere) changes here only.
+    Variants that can train batched (`transferlab.training.batched`) do, in stacked
+    groups; the others one at a time, with the reason logged once.
+    `on_result(variant, result)` is called as each one (or each batched group)
+    finishes, so a killed sweep keeps what it had trained.
+    """
+    from transferlab.training import executors
+
+    if executors.ray_chosen():  # where it runs is configuration; results do not change
+        return executors.train_on_ray(params, target, sources, variants, device=device,
+                                      desc=desc, progress=progress, on_result=on_result)
+    bar = progress_bar(total=len(variants), desc=desc, unit="variant", disable=not progress)
+
+    def finished(variant: Variant, result: dict) -> None:
+        if on_result is not None:
+            on_result(variant, result)
+        bar.update(1)
+
+    try:
+        return train_variants_batched(params, target, sources, variants, device=device,
+                                      on_result=finished,
+                                      log=lambda message: print(f"{desc}: {message}",
+                                                                file=sys.stderr))
+    finally:
+        bar.close()
+
+
+def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[str, Path],
+              out: Path, declared: Declared, store: Store | None = None,
+              progress: bool = True) -> dict:
+    """Every (treatment, n, size) of the sweep grid for one seed.
+
+    With `sweep.swap`, the grid runs a second time with the roles exchanged
+    (seed 004): the target is task A, "A" layers come from model B and the
+    selffer "B" layers from model A; the report averages the two directions.
+    `key_params` are the params the sweep stage declares (dvc.yaml), from which
+    each variant's key in the `store` (transferlab.training.store) is derived.
+    """
+    from transferlab.training import executors
+    directions = [("AB", "target.npz", model_paths)]
+    if params.sweep.swap:
+        directions.append(("BA", "source.npz", {"A": model_paths["B"], "B": model_paths["A"]}))
+    device = pick_device()
+    results, reused, total = [], 0, 0
+    for direction, target_file, paths in directions:
+        target = TaskData.load(prepared / target_file)
+        check_sweep_subsamples(params, target.smallest_train_class())
+        sources = load_sources(params, target, paths, device)
+        train_device = executors.variant_device(device)  # the device the variants train on
+        context = variant_context(params, declared, direction=direction,
+                                  target_file=prepared / target_file, source_files=paths,
+                                  device=train_device)
+        variants = grid(params, seed)
+        why = problems(params, variants, target.multilabel)
+        cache = VariantCache(store if params.sweep.reuse_variants else None, context,
+                             {key: mode_of(problem) for key, problem in why.items()})
+        if store is not None:
+            store.clean_stale("variants")
+        total += len(variants)
+        stored = {variant.key: cache.get(variant) for variant in variants}
+        pending = [variant for variant in variants if stored[variant.key] is None]
+        reused += len(variants) - len(pending)
+        trained = train_variants(params, target, sources, pending, device=train_device,
+                                 desc=f"sweep seed {seed} {direction}", progress=progress,
+                                 on_result=cache.put)
+        for variant in variants:
+            result = stored[variant.key] or trained[variant.key]
+            results.append({**result, "direction": direction})
+    payload = {"seed": seed, "variants": results}
+    write_json_atomic(out, payload)
+    print(f"sweep seed {seed}: {total} variants, {total - reused} trained, "
+          f"{reused} reused from {store.url if store is not None else 'no store'}")
+    return payload

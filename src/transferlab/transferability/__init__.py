@@ -1,0 +1,1 @@
+"""Transferability estimators and their scoring against the sweep."""
