@@ -34,7 +34,8 @@ def copy_checkout(dest: Path, params: Path | None) -> None:
     for rel in files:
         src = ROOT / rel
         # Code and params only: no outputs, lock or results of an earlier run.
-        if src.is_file() and not rel.startswith(OUTPUT_DIRS) and rel != "dvc.lock":
+        if src.is_file() and (not rel.startswith(OUTPUT_DIRS) or rel.startswith("data/raw/")) \
+                and rel != "dvc.lock":
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     if params is not None:

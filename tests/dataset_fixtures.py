@@ -55,6 +55,7 @@ def with_base_url(manifest: dict, base_url: str) -> dict:
 
 def write_manifest(manifest: dict, path: Path) -> Path:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2))
     return path
 

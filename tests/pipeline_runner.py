@@ -47,8 +47,13 @@ def stage_commands(repo: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def run_pipeline(repo: Path, only: set[str] | None = None) -> list[str]:
-    """Run every stage's script as `python <script> <args>` would, in this process."""
+def run_pipeline(repo: Path, only: set[str] | None = None,
+                 reads: dict[str, set[str]] | None = None) -> list[str]:
+    """Run every stage's script as `python <script> <args>` would, in this process.
+
+    With `reads`, the params keys each stage read are added to reads[stage name]."""
+    from transferlab.config.spec import recording
+
     repo = Path(repo)
     ran = []
     old_cwd, old_argv = os.getcwd(), sys.argv
@@ -59,10 +64,13 @@ def run_pipeline(repo: Path, only: set[str] | None = None) -> list[str]:
                 continue
             sys.argv = argv
             try:
-                runpy.run_path(argv[0], run_name="__main__")
+                with recording() as keys:
+                    runpy.run_path(argv[0], run_name="__main__")
             except SystemExit as exc:
                 if exc.code not in (0, None):
                     raise AssertionError(f"stage {name} exited with {exc.code}") from exc
+            if reads is not None:
+                reads.setdefault(name.split("@")[0], set()).update(keys)
             ran.append(name)
     finally:
         os.chdir(old_cwd)
@@ -71,10 +79,12 @@ def run_pipeline(repo: Path, only: set[str] | None = None) -> list[str]:
 
 
 def make_project(dest: Path, root: Path) -> Path:
-    """The files a pipeline run reads: stages/, dvc.yaml, splits/, presets/."""
+    """The files a pipeline run reads: the stage scripts and the code they declare in
+    dvc.yaml (the cache keys hash it), dvc.yaml, splits/, presets/, data/raw/."""
     import shutil
 
-    for name in ("stages", "splits", "presets"):
-        shutil.copytree(root / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("stages", "src", "splits", "presets", "data/raw"):
+        shutil.copytree(root / name, dest / name, ignore=ignore, dirs_exist_ok=True)
     shutil.copy(root / "dvc.yaml", dest / "dvc.yaml")
     return dest

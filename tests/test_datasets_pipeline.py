@@ -33,7 +33,7 @@ def _served_params(tmp: Path, dataset: str, writer, changes: dict, server) -> di
     manifest = writer(tmp / "files")
     if isinstance(manifest, tuple):  # VOC also returns the labels it wrote
         manifest = manifest[0]
-    path = fx.write_manifest(manifest, tmp / f"{dataset}.manifest.json")
+    path = fx.write_manifest(manifest, tmp / "raw" / f"{dataset}.manifest.json")
     data = {"root": str(tmp / "raw"), "mirror": str(server), "manifest": str(path)}
     return deep_update(SHIPPED, deep_update(SMALL, deep_update(
         {"dataset": dataset, "data": data}, changes)))
@@ -140,7 +140,7 @@ def test_cross_dataset_transfer_to_multilabel_voc_through_dvc_repro(tmp_path):
     files = tmp_path / "files"
     cifar = fx.write_cifar100_archive(files)
     voc, _ = fx.write_voc_archive(files)
-    manifest = fx.write_manifest({"cifar100": cifar, "voc2012": voc}, tmp_path / "m.json")
+    manifest = fx.write_manifest({"cifar100": cifar, "voc2012": voc}, tmp_path / "raw" / "m.json")
     repo = tmp_path / "repo"
     repo.mkdir()
     copy_checkout(repo, None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,13 +17,13 @@ import time
 from pathlib import Path
 
 from .conftest import ROOT, deep_update, write_params
+from .pipeline_runner import make_project
 
 LONG = {"pretrain": {"epochs": 60}}
 
 
 def project(tmp: Path, raw: dict) -> Path:
-    shutil.copytree(ROOT / "stages", tmp / "stages")
-    shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
+    make_project(tmp, ROOT)
     write_params(tmp / "params.yaml", raw)
     return tmp
 

@@ -8,6 +8,7 @@ depend on it. The variant store's side of the same question is in test_runs.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from .conftest import TINY, deep_update, write_params
 
 pytestmark = pytest.mark.e2e
 
-ALL_STAGES = {"validate", "prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
+ALL_STAGES = {"check_params", "prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
               "binary_aux", "features", "heads", "diagnostics", "transferability", "report"}
 PARAMS = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB"]},
                             "pretrain": {"epochs": 1}, "transfer": {"steps": 3}})
@@ -29,8 +30,7 @@ PARAMS = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB"
 
 def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
     # The stages import the package from the repository's own src/, as an editable
-    # install of a checkout does, so an edit there is an edit of the code that runs
-    # (validate digests the modules as imported).
+    # install of a checkout does, so an edit there is an edit of the code that runs.
     env = {**tool_env(), "PYTHONPATH": str(repo / "src")}
     return subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True)
 
@@ -41,23 +41,27 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def ran(proc: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr))
+
+
 def changed_stages(repo: Path) -> set[str]:
-    """The stages `dvc status` reports as changed (validate always is) once validate has
-    written each stage's inputs file (code digests, recipe values), as `dvc repro` does
-    first."""
-    dvc(repo, "repro", "validate")
+    """The stages `dvc status` reports as changed, less check_params (which every change
+    of a params file reruns: it checks both files whole)."""
     status = json.loads(dvc(repo, "status", "--json").stdout or "{}")
-    return set(status) - {"validate"}
+    return set(status) - {"check_params"}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     path = tmp_path_factory.mktemp("invalidation")
     copy_checkout(path, None)
-    folder = path.parent / f"{path.name}-images"
+    folder = path / "data" / "raw" / "images"  # under data.root, a dependency of prepare
     (folder / "c0").mkdir(parents=True)
     (folder / "c0" / "a.png").write_bytes(b"one")
-    write_params(path / "params.yaml", deep_update(PARAMS, {"data": {"path": str(folder)}}))
+    (folder / "c0" / "b.png").write_bytes(b"two")
+    write_params(path / "params.yaml",
+                 deep_update(PARAMS, {"data": {"path": "data/raw/images"}}))
     run(path, "git", "add", "-A")
     run(path, "git", "commit", "-qm", "tiny params")
     first = dvc(path, "repro")
@@ -73,7 +77,6 @@ def clean(repo):
     yield repo
     run(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout", "-f")
-    dvc(repo, "repro", "validate")
 
 
 def set_params(repo: Path, changes: dict) -> None:
@@ -119,9 +122,19 @@ def test_an_edited_code_file_reruns_the_stages_that_import_it(clean):
     with open(clean / "src/transferlab/heads/fit.py", "a") as fh:
         fh.write("\n# an edit\n")
     assert changed_stages(clean) == {"heads", "transferability"}  # it shares the subsample
+    # `dvc repro -s heads` sees the edit by itself (no step before it has to run first)
+    assert ran(dvc(clean, "repro", "-s", "heads")) == {"heads"}
     with open(clean / "src/transferlab/report/diagnostics.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert changed_stages(clean) == {"heads", "transferability", "diagnostics", "report"}
+    assert changed_stages(clean) == {"transferability", "report"}
+
+
+def test_an_edited_heads_module_reruns_heads_and_its_downstream_only(clean):
+    with open(clean / "src/transferlab/heads/lowshot.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    # transferability imports the heads' cross-validation; the report follows outputs
+    assert ran(dvc(clean, "repro")) <= {"heads", "transferability", "report"}
+    assert "heads" in ran(dvc(clean, "repro", "-f", "-s", "heads"))
 
 
 def test_a_new_source_model_reruns_what_reads_it(clean):
@@ -133,13 +146,31 @@ def test_a_new_source_model_reruns_what_reads_it(clean):
 
 
 def test_an_image_added_to_the_folder_reruns_prepare(clean):
-    inputs = json.loads((clean / "data/inputs/prepare.json").read_text())
-    folder = Path(inputs["external"]["data.path"]["path"])
-    (folder / "c0" / "b.png").write_bytes(b"two")
+    folder = clean / "data" / "raw" / "images"
+    (folder / "c0" / "c.png").write_bytes(b"three")
     try:
         assert "prepare" in changed_stages(clean)
     finally:
-        (folder / "c0" / "b.png").unlink()
+        (folder / "c0" / "c.png").unlink()
+    assert changed_stages(clean) == set()
+
+
+def test_an_image_swapped_in_with_the_same_size_and_mtime_reruns_prepare(clean):
+    """As `rsync -t` or `tar x` of another version do: a new file renamed over the old one,
+    its size and modification time those of the file it replaces."""
+    image = clean / "data" / "raw" / "images" / "c0" / "a.png"
+    old = image.read_bytes()
+    stat = image.stat()
+    swapped = image.with_name("a.png.new")
+    swapped.write_bytes(b"owt")  # other bytes, the same size
+    os.replace(swapped, image)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert image.stat().st_size == stat.st_size
+    try:
+        assert "prepare" in changed_stages(clean)
+        assert "prepare" in ran(dvc(clean, "repro", "-s", "prepare"))
+    finally:
+        image.write_bytes(old)
 
 
 @pytest.mark.parametrize("line", ["freez: 2\n", "foo: 1\n"])

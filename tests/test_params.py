@@ -15,9 +15,10 @@ from transferlab.config.params import (
     read_params_file,
 )
 from transferlab.config.spec import recording
-from transferlab.stage import ParamsChanged, check_params_unchanged
+from transferlab.stage import run_stage
 
 from .conftest import deep_update, write_params
+from .pipeline_runner import make_project
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,8 +158,7 @@ def test_treatment_follows_the_top_level_keys(tiny_raw):
 
 
 def _stage_in(tmp_path: Path, raw: dict, stage: str):
-    shutil.copytree(ROOT / "stages", tmp_path / "stages")
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")  # stages derive keys from it
+    make_project(tmp_path, ROOT)
     write_params(tmp_path / "params.yaml", raw)
     return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path,
                           capture_output=True, text=True)
@@ -169,7 +169,7 @@ def test_a_stage_refuses_bad_params_before_any_work(tmp_path, tiny_raw, stage):
     proc = _stage_in(tmp_path, {**tiny_raw, "freeze": 9}, stage)
     assert proc.returncode == 2
     assert "freeze = 9" in proc.stderr and "from 0 to 5" in proc.stderr
-    assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "data" / "prepared").exists() and not (tmp_path / "results").exists()
 
 
 def test_sweep_refuses_a_subsample_larger_than_a_class_and_writes_nothing(tmp_path,
@@ -220,16 +220,26 @@ def test_reads_are_recorded_by_dotted_key_and_validation_is_not_a_read(tiny_raw)
     assert reads == {"transfer.lr", "arch", "model.convnet", "heads.svm.C"}
 
 
-def test_a_stage_fails_when_a_key_it_read_changed_under_it(tmp_path, tiny_raw):
-    path = tmp_path / "params.yaml"
-    write_params(path, tiny_raw)
-    used = load_params(path)
-    check_params_unchanged(used, {"pretrain.lr"}, path)
-    write_params(path, deep_update(tiny_raw, {"pretrain": {"lr": 0.0013},
-                                              "heads": {"cv_folds": 4}}))
-    check_params_unchanged(used, {"seed"}, path)  # a key it did not read may change
-    with pytest.raises(ParamsChanged, match=r"pretrain.lr: 0.001 -> 0.0013"):
-        check_params_unchanged(used, {"pretrain.lr", "seed"}, path)
+def test_a_stage_fails_when_the_params_files_change_under_it(tmp_path, tiny_raw,
+                                                             monkeypatch, capsys):
+    """DVC records the params it finds when a stage ends: a file rewritten meanwhile (a
+    refused `dvc exp run -S`) would pair the outputs with values they were not made with."""
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_raw)
+    out = tmp_path / "out.txt"
+
+    def main(params):
+        out.write_text("made with lr 0.001")
+        write_params(tmp_path / "params.yaml",
+                     deep_update(tiny_raw, {"pretrain": {"lr": 0.0013}}))
+
+    with pytest.raises(SystemExit) as exc:
+        run_stage("probe", main, [out])
+    assert exc.value.code == 1
+    assert "the params files changed while the stage ran" in capsys.readouterr().err
+    assert not out.exists()
+    run_stage("probe", lambda params: out.write_text("ok"), [out])  # unchanged: kept
+    assert out.read_text() == "ok"
 
 
 def test_heads_on_iterations_need_a_feedback_net_with_iteration_features():

@@ -46,7 +46,7 @@ def repo(tmp_path_factory):
     git(path, "add", "-A")
     git(path, "commit", "-qm", "tiny params")
     first = dvc(path, "repro")
-    assert ran(first) == {"validate", "prepare", "pretrain@A", "pretrain@B", "transfer",
+    assert ran(first) == {"check_params", "prepare", "pretrain@A", "pretrain@B", "transfer",
                           "sweep@0", "binary_aux", "features", "heads", "diagnostics",
                           "transferability", "report"}
     git(path, "add", "-A")
@@ -72,9 +72,32 @@ def test_repro_produces_the_summary_and_plots(repo):
     assert (repo / "data/features/conv3/train.npz").exists()
 
 
-def test_second_repro_runs_nothing_but_the_params_check(repo):
+def test_second_repro_is_up_to_date_and_runs_nothing(repo):
     proc = dvc(repo, "repro")
-    assert ran(proc) == {"validate"}
+    assert ran(proc) == set()
+    assert "Data and pipelines are up to date." in proc.stdout
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+    spec = (repo / "dvc.yaml").read_text()
+    assert "always_changed" not in spec
+
+
+def test_every_stage_runs_as_a_child_of_dvc(repo):
+    """The stages' CPU and memory are the dvc process's children's, so `/usr/bin/time -v
+    dvc repro`, ulimit and a cgroup's memory limit see and bound them. dvc alone stays
+    near 70 MB; a training stage that imports torch goes well past 200 MB."""
+    import sys
+
+    # A fresh process runs dvc, so its children's figures are this repro's alone.
+    probe = ("import resource, subprocess, sys; "
+             "subprocess.run(['dvc', 'repro', '-f', '-s', 'pretrain@A'], check=True); "
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(r.ru_maxrss, r.ru_utime)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=tool_env(),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    maxrss_kb, user_seconds = proc.stdout.split()[-2:]
+    assert int(maxrss_kb) > 200_000, maxrss_kb  # kB on Linux
+    assert float(user_seconds) > 1.0, user_seconds
 
 
 def test_plots_render(repo):
@@ -82,21 +105,20 @@ def test_plots_render(repo):
     assert (repo / "rendered" / "index.html").exists(), proc.stdout
 
 
-def test_exp_show_is_a_readable_table_and_metrics_show_works(repo):
-    # DVC shows every key of params.yaml and every dependency path as a column: the
-    # recipe's details and the code reach the stages through data/inputs/<stage>.json.
+def test_exp_show_lists_recipe_keys_and_code_and_metrics_show_works(repo):
+    # Declared the DVC way, recipe keys and code folders are columns of their own;
+    # `dvc exp show --only-changed` (or --drop/--keep) answers the width.
     header = dvc(repo, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
-    assert len(header) <= 100, len(header)
-    assert not [c for c in header if c.startswith(("src/", "stages/"))]
-    assert not {"pretrain.epochs", "heads.cv_folds", "diagnostics.decoder_epochs"} & set(header)
-    assert {"freeze", "transfer.lr", "data/inputs/sweep.json"} <= set(header)
+    assert {"freeze", "transfer.lr", "pretrain.epochs", "heads.cv_folds",
+            "src/transferlab/heads"} <= set(header)
+    assert not [c for c in header if c.startswith("data/inputs")]
     shown = dvc(repo, "metrics", "show")
     assert "metrics/summary.json" in shown.stdout and "ERROR" not in shown.stderr.upper()
 
 
 def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
     proc = dvc(repo, "exp", "run", "-S", "freeze=2")
-    assert ran(proc) == {"validate", "transfer", "report"}
+    assert ran(proc) == {"check_params", "transfer", "report"}
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
     changes = diff["metrics/summary.json"]
     assert changes["transfer.freeze"] == {"old": 3, "new": 2, "diff": -1}
@@ -113,7 +135,7 @@ def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
 def test_adding_a_seed_to_the_grid_runs_only_the_new_variant(repo):
     proc = dvc(repo, "exp", "run", "-S", "sweep.seeds=[0,1]")
     # the estimators score the new seed's draws too (seconds, no training)
-    assert ran(proc) == {"validate", "sweep@1", "transferability", "report"}
+    assert ran(proc) == {"check_params", "sweep@1", "transferability", "report"}
     summary = json.loads((repo / "metrics/details.json").read_text())
     assert summary["sweep"]["k3"]["base"]["seeds"] == 2
 
@@ -121,10 +143,9 @@ def test_adding_a_seed_to_the_grid_runs_only_the_new_variant(repo):
 def test_a_recipe_key_reruns_only_its_readers_and_params_diff_shows_it(repo):
     proc = dvc(repo, "exp", "run", "-S", "recipe.yaml:heads.cv_folds=2")
     # heads and the estimators' linear probe read it; the report follows their outputs
-    assert ran(proc) <= {"validate", "heads", "transferability", "report"}
-    assert {"validate", "heads"} <= ran(proc)
-    diff = json.loads(dvc(repo, "params", "diff", "--targets", "params.yaml", "recipe.yaml",
-                          "--json").stdout)
+    assert ran(proc) <= {"check_params", "heads", "transferability", "report"}
+    assert {"check_params", "heads"} <= ran(proc)
+    diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
     assert diff["recipe.yaml"]["heads.cv_folds"]["new"] == 2
 
 

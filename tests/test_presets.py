@@ -148,7 +148,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     for dataset in sorted(_datasets(parse_params(raw))):
         written = FILES[dataset](files)
         manifest[dataset] = written[0] if isinstance(written, tuple) else written
-    path = fx.write_manifest(manifest, tmp_path / "manifest.json")
+    path = fx.write_manifest(manifest, tmp_path / "raw" / "manifest.json")
     project = make_project(tmp_path / "project", ROOT)
     shrink = json.loads(json.dumps(SHRINK[name]).replace("{tmp}", str(tmp_path)))
     with fx.serve_directory(files) as server:
@@ -158,7 +158,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         parse_params(raw)
         write_params(project / "params.yaml", raw)
         ran = run_pipeline(project)
-    assert ran[:2] == ["validate", "prepare"] and ran[-1] == "report"
+    assert ran[:2] == ["check_params", "prepare"] and ran[-1] == "report"
     summary = json.loads((project / "metrics/summary.json").read_text())
     details = json.loads((project / "metrics/details.json").read_text())
     pretrain = json.loads((project / "results/pretrain/A.json").read_text())

@@ -1,9 +1,9 @@
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from .conftest import deep_update, write_params
+from .pipeline_runner import make_project
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,8 +14,7 @@ def run(stage_args, cwd):
 
 
 def test_a_diverging_pretrain_leaves_no_output_behind(tmp_path, tiny_raw):
-    shutil.copytree(ROOT / "stages", tmp_path / "stages")
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    make_project(tmp_path, ROOT)
     raw = deep_update(tiny_raw, {"pretrain": {"optimizer": "sgd", "lr": 1e12, "epochs": 3}})
     write_params(tmp_path / "params.yaml", raw)
     assert run(["stages/prepare.py"], tmp_path).returncode == 0
@@ -28,8 +27,7 @@ def test_a_diverging_pretrain_leaves_no_output_behind(tmp_path, tiny_raw):
 
 
 def test_a_stage_missing_its_input_says_which_stage_to_run(tmp_path, tiny_raw):
-    shutil.copytree(ROOT / "stages", tmp_path / "stages")
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    make_project(tmp_path, ROOT)
     write_params(tmp_path / "params.yaml", tiny_raw)
     proc = run(["stages/features.py"], tmp_path)
     assert proc.returncode == 1

@@ -48,8 +48,9 @@ def stage_params(stage: str, params: Any, dvc_yaml: Path | str = "dvc.yaml"
     for entry in stage_spec(stage, dvc_yaml).get("params", []):
         items = entry.items() if isinstance(entry, dict) else [(PARAMS_FILE, [entry])]
         for file, keys in items:
+            # `file:` with no list declares the whole file (check_params)
             out.setdefault(file, []).extend(
-                _TEMPLATE.sub(lambda m: str(value_at(params, m.group(1))), k) for k in keys)
+                _TEMPLATE.sub(lambda m: str(value_at(params, m.group(1))), k) for k in keys or ())
     return out
 
 

@@ -20,6 +20,7 @@ the stage's outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -117,23 +118,8 @@ def teardown() -> None:
 
 
 def sharded(batches, world: World):
-    """`batches` (train.Batches) with every global batch split across the processes."""
-    from transferlab.training.loop import Batches
-
-    class ShardedBatches(Batches):
-        def epoch(self, index: int):
-            import torch
-
-            for xb, yb, ignore in super().epoch(index):
-                n = len(yb)
-                # A last, smaller batch is padded by wrapping round (DistributedSampler does
-                # the same), so every process takes the same number of steps.
-                order = torch.arange(n + (-n) % world.size, device=yb.device) % n
-                mine = order[world.rank::world.size]
-                yield xb[mine], yb[mine], None if ignore is None else ignore[mine]
-
-    return ShardedBatches(batches.x, batches.y, batches.batch_size, batches.seed,
-                          batches.ignore)
+    """`batches` (loop.Batches) with every global batch split across the processes."""
+    return dataclasses.replace(batches, shard=(world.rank, world.size))
 
 
 def wrap(model, world: World, device):

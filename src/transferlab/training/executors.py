@@ -35,9 +35,6 @@ from transferlab.config.spec import ConfigurationError
 EXECUTOR_ENV = "TRANSFERLAB_EXECUTOR"
 EXECUTORS = ("local", "ray")
 
-# True inside a Ray task: the variants it was given train here, never sent on again.
-_IN_TASK = False
-
 
 class ExecutorError(ConfigurationError):
     """The configured executor cannot be used; stops the stage before any work."""
@@ -64,7 +61,7 @@ def executor_name() -> str:
 
 
 def ray_chosen() -> bool:
-    return not _IN_TASK and executor_name() == "ray"
+    return executor_name() == "ray"
 
 
 def _number(name: str, default: str, kind, low: float, what: str):
@@ -147,13 +144,11 @@ def _cpu_copies(sources: dict) -> dict:
     return {name: copy.deepcopy(model).cpu() for name, model in sources.items()}
 
 
-def _train_task(params, target, sources, batch, device_type: str, on_result) -> dict:
-    """One Ray task: train `batch` here, storing each variant as it finishes."""
-    global _IN_TASK
-    _IN_TASK = True
+def _train_task(train_local, params, target, sources, batch, device_type: str,
+                on_result) -> dict:
+    """One Ray task: train `batch` here with `train_local`, storing each variant as it
+    finishes."""
     import torch
-
-    from transferlab.training.sweep import train_variants
 
     device = torch.device(device_type)
     sources = {name: model.to(device) for name, model in sources.items()}
@@ -165,18 +160,19 @@ def _train_task(params, target, sources, batch, device_type: str, on_result) -> 
         results[variant.key] = result  # stored, so not the one that failed
 
     try:
-        train_variants(params, target, sources, batch, device=device, progress=False,
-                       on_result=keep)
+        train_local(params, target, sources, batch, device=device, progress=False,
+                    on_result=keep)
     except Exception as err:
         failed = next(v for v in batch if v.key not in results)
         raise VariantFailed(f"variant {failed.key}: {type(err).__name__}: {err}") from err
     return results
 
 
-def train_on_ray(params, target, sources: dict, variants: Sequence, *, device,
+def train_on_ray(train_local, params, target, sources: dict, variants: Sequence, *, device,
                  desc: str = "variants", progress: bool = True, on_result=None) -> dict:
     """Train `variants` as Ray tasks; their results by `Variant.key`, as a local run gives.
 
+    Each task calls `train_local` (the sweep's train_variants_local) on its share.
     `on_result(variant, result)` runs in the task as each variant finishes (it must be
     picklable: the sweep's VariantCache.put, writing to the shared store) and again
     here when the task's results arrive, so a store on the driver's machine gets them
@@ -197,7 +193,7 @@ def train_on_ray(params, target, sources: dict, variants: Sequence, *, device,
         retry_exceptions=True)
     size = settings.variants_per_task
     batches = [list(variants[i:i + size]) for i in range(0, len(variants), size)]
-    pending = {task.remote(params_ref, target_ref, sources_ref, batch, device.type,
+    pending = {task.remote(train_local, params_ref, target_ref, sources_ref, batch, device.type,
                            on_result): batch for batch in batches}
     results, failures = {}, []
     bar = progress_bar(total=len(variants), desc=f"{desc} (ray)", unit="variant",

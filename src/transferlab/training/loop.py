@@ -73,6 +73,8 @@ class Batches:
     batch_size: int
     seed: int
     ignore: torch.Tensor | None = None  # multi-label: labels left out of the loss
+    # Under torchrun, (rank, world size): this process takes its share of every batch.
+    shard: tuple[int, int] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -88,6 +90,12 @@ class Batches:
 
     def epoch(self, index: int):
         for idx in self.indices(index):
+            if self.shard is not None:
+                # A last, smaller batch is padded by wrapping round (DistributedSampler
+                # does the same), so every process takes the same number of steps.
+                rank, size = self.shard
+                n = len(idx)
+                idx = idx[(torch.arange(n + (-n) % size, device=idx.device) % n)[rank::size]]
             yield self.x[idx], self.y[idx], None if self.ignore is None else self.ignore[idx]
 
 

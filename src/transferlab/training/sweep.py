@@ -18,6 +18,7 @@ from transferlab.keys import Declared, file_digest
 from transferlab.models.treatments import TREATMENTS
 from transferlab.progress import progress_bar
 from transferlab.timing import compute
+from transferlab.training import executors
 from transferlab.training.batched import mode_of, problems, train_variants_batched
 from transferlab.training.loop import pick_device
 from transferlab.training.store import Store
@@ -149,11 +150,19 @@ def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn
     `on_result(variant, result)` is called as each one (or each batched group)
     finishes, so a killed sweep keeps what it had trained.
     """
-    from transferlab.training import executors
-
     if executors.ray_chosen():  # where it runs is configuration; results do not change
-        return executors.train_on_ray(params, target, sources, variants, device=device,
-                                      desc=desc, progress=progress, on_result=on_result)
+        return executors.train_on_ray(train_variants_local, params, target, sources, variants,
+                                      device=device, desc=desc, progress=progress,
+                                      on_result=on_result)
+    return train_variants_local(params, target, sources, variants, device=device, desc=desc,
+                                progress=progress, on_result=on_result)
+
+
+def train_variants_local(params: Params, target: TaskData,
+                         sources: dict[str, torch.nn.Module], variants: Sequence[Variant], *,
+                         device: torch.device, desc: str = "variants", progress: bool = True,
+                         on_result=None) -> dict[str, dict]:
+    """train_variants in this process (what each Ray task runs on its share)."""
     bar = progress_bar(total=len(variants), desc=desc, unit="variant", disable=not progress)
 
     def finished(variant: Variant, result: dict) -> None:
@@ -178,10 +187,9 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     With `sweep.swap`, the grid runs a second time with the roles exchanged
     (seed 004): the target is task A, "A" layers come from model B and the
     selffer "B" layers from model A; the report averages the two directions.
-    `key_params` are the params the sweep stage declares (dvc.yaml), from which
-    each variant's key in the `store` (transferlab.training.store) is derived.
+    `declared` is what the sweep stage declares in dvc.yaml (params and code), from
+    which each variant's key in the `store` (transferlab.training.store) is derived.
     """
-    from transferlab.training import executors
     directions = [("AB", "target.npz", model_paths)]
     if params.sweep.swap:
         directions.append(("BA", "source.npz", {"A": model_paths["B"], "B": model_paths["A"]}))
