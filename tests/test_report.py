@@ -4,18 +4,16 @@ import math
 import pytest
 
 from transferlab.config.params import parse_params
-from transferlab.report.build import (
+from transferlab.metrics import mean_std
+from transferlab.report.build import build_report
+from transferlab.report.curves import (
     CURVES,
-    NonFiniteScore,
-    aggregate_sweep,
-    build_report,
     copy_curves,
     draw_sweep_curves,
-    mean_std,
     sweep_curves,
-    write_json,
     write_sweep_curves,
 )
+from transferlab.report.summary import NonFiniteScore, aggregate_sweep, write_json
 from transferlab.report.tables import fmt, markdown_table, write_table
 
 from .conftest import TINY, complete
@@ -304,7 +302,7 @@ def test_a_missing_dvclive_run_is_named(tmp_path):
 
 def test_a_multilabel_model_b_reports_its_map_per_iteration_and_the_sweep_its_gain(
         tmp_path, tiny_params, tiny_diagnostics):
-    """Seed 000: VOC model B's per-iteration mAP (not its final mAP at iteration 1) and,
+    """Spero: VOC model B's per-iteration mAP (not its final mAP at iteration 1) and,
     per iteration, each sweep treatment's score and gain over base (Fig. 2)."""
     results = tmp_path / "results"
     _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
@@ -472,3 +470,13 @@ def test_write_table_holds_numbers_at_six_places_and_missing_as_empty(tmp_path):
     assert (tmp_path / "t.tsv").read_bytes() == b"step\tloss\n0\t2.50\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.tsv"]  # no temporaries
 
+
+def test_the_report_imports_neither_torch_nor_matplotlib_until_it_draws():
+    import subprocess
+    import sys
+
+    code = ("import sys, transferlab.report.build, transferlab.report.quadrant; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
