@@ -471,6 +471,15 @@ def test_write_table_holds_numbers_at_six_places_and_missing_as_empty(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.tsv"]  # no temporaries
 
 
+def test_the_reports_layer_scores_start_with_every_estimator_in_its_order():
+    """The report lists the estimators without importing them (their module needs torch)."""
+    from transferlab.report.transferability import LAYER_SCORES
+    from transferlab.transferability.estimators import LAYER_ESTIMATORS
+    from transferlab.transferability.scoring import THRESHOLD_ESTIMATORS
+
+    assert LAYER_SCORES == (*LAYER_ESTIMATORS, "source accuracy", *THRESHOLD_ESTIMATORS)
+
+
 def test_the_report_imports_neither_torch_nor_matplotlib_until_it_draws():
     import subprocess
     import sys

@@ -19,8 +19,12 @@ from transferlab.report.summary import read_result, score
 from transferlab.report.tables import fmt, markdown_table, write_table
 from transferlab.transferability import scoring as ts
 
-LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe",
-                    "source accuracy", "decoder gap", "spread ratio")
+# Every per-layer score a unit can hold, in the order the tables list ties and the plot its
+# panels: the estimators of `transferlab.transferability.estimators.LAYER_ESTIMATORS` (not
+# imported: that module needs torch; a test holds the two lists together), the source
+# model's accuracy, and Sharma's probes.
+LAYER_SCORES = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe",
+                "source accuracy", *ts.THRESHOLD_ESTIMATORS)
 BASELINES = ("always deepest", "always shallowest", "random ranking")
 HEADLINE = ("knn", "logme", "hscore", "transrate", "gbc")
 
@@ -111,7 +115,7 @@ def analyse(units: list[dict], *, resamples: int, seed: int, tolerance: float,
 
 
 def _order(rows: list[dict], target: str) -> list[dict]:
-    rank = {name: i for i, name in enumerate((*LAYER_ESTIMATORS, *BASELINES))}
+    rank = {name: i for i, name in enumerate((*LAYER_SCORES, *BASELINES))}
     chosen = [r for r in rows if r["target"] == target]
     return sorted(chosen, key=lambda r: (-(r["tau"] if not math.isnan(r["tau"]) else -9),
                                          rank.get(r["estimator"], 99)))
@@ -314,7 +318,7 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
     """Per estimator: its score against measured AnB accuracy, a point per (layer, seed)."""
     plt = pyplot()
     at_k = [u for u in units if u["id"][1] == k]
-    names = [n for n in LAYER_ESTIMATORS if any(n in u["scores"] for u in at_k)]
+    names = [n for n in LAYER_SCORES if any(n in u["scores"] for u in at_k)]
     # the points drawn are those of the CSV, rounded as it holds them
     rows = [[u["id"][2], n, name, round(u["scores"][name][n], 6), round(u["AnB"][n], 6)]
             for u in at_k for name in names if name in u["scores"]
