@@ -4,18 +4,17 @@ import math
 import pytest
 
 from transferlab.config.params import parse_params
-from transferlab.report.build import (
+from transferlab.metrics import mean_std
+from transferlab.report.build import build_report
+from transferlab.report.curves import (
     CURVES,
-    NonFiniteScore,
-    aggregate_sweep,
-    build_report,
     copy_curves,
     draw_sweep_curves,
-    mean_std,
     sweep_curves,
-    write_json,
     write_sweep_curves,
 )
+from transferlab.report.summary import NonFiniteScore, aggregate_sweep, write_json
+from transferlab.report.tables import fmt, markdown_table, write_table
 
 from .conftest import TINY, complete
 
@@ -303,7 +302,7 @@ def test_a_missing_dvclive_run_is_named(tmp_path):
 
 def test_a_multilabel_model_b_reports_its_map_per_iteration_and_the_sweep_its_gain(
         tmp_path, tiny_params, tiny_diagnostics):
-    """Seed 000: VOC model B's per-iteration mAP (not its final mAP at iteration 1) and,
+    """Spero: VOC model B's per-iteration mAP (not its final mAP at iteration 1) and,
     per iteration, each sweep treatment's score and gain over base (Fig. 2)."""
     results = tmp_path / "results"
     _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
@@ -443,3 +442,50 @@ def test_without_sweep_curves_the_table_and_plot_hold_each_final_point(tmp_path,
     assert row.split("\t")[:6] == ["100", "", "0.55", "0.2", "0.55", "0.2"]
     draw_sweep_curves(tiny_params, curves, {"metric": "accuracy"}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_fmt_prints_every_number_of_the_report_one_way():
+    assert fmt(0.70049) == "0.700" and fmt(-0.1, "+.3f") == "-0.100"
+    assert fmt(0.001234, ".4g") == "0.001234" and fmt(35.0, "g") == "35"
+    assert fmt(3) == "3" and fmt(3, ".4g") == "3"  # a count or an index, as it is
+    assert fmt({"mean": 0.4, "std": 0.1, "seeds": 2}) == "0.400 ± 0.100"
+    assert fmt(True) == "yes" and fmt(False) == "no"
+    assert fmt(None) == "–" and fmt(math.nan) == "–" and fmt(None, missing="not run") == "not run"
+    assert fmt("conv1") == "conv1"
+
+
+def test_markdown_table_formats_each_cell_that_is_not_text():
+    text = markdown_table(["layer", "svm", "n"], [["conv1", 0.5, 3], ["fc5", None, 4]])
+    assert text == ("| layer | svm | n |\n|---|---|---|\n| conv1 | 0.500 | 3 |\n"
+                    "| fc5 | – | 4 |")
+    assert markdown_table(["a", "b"], [[0.001234, None]], ".4g", missing="").splitlines()[2] \
+        == "| 0.001234 |  |"
+    assert markdown_table(["k"], []) == "| k |\n|---|"
+
+
+def test_write_table_holds_numbers_at_six_places_and_missing_as_empty(tmp_path):
+    write_table(tmp_path / "t.csv", ["n", "score", "note"], [[1, 1 / 3, None], [2, 0.5, "x"]])
+    assert (tmp_path / "t.csv").read_bytes() == b"n,score,note\r\n1,0.333333,\r\n2,0.5,x\r\n"
+    write_table(tmp_path / "t.tsv", ["step", "loss"], [[0, "2.50"]])
+    assert (tmp_path / "t.tsv").read_bytes() == b"step\tloss\n0\t2.50\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.tsv"]  # no temporaries
+
+
+def test_the_reports_layer_scores_start_with_every_estimator_in_its_order():
+    """The report lists the estimators without importing them (their module needs torch)."""
+    from transferlab.report.transferability import LAYER_SCORES
+    from transferlab.transferability.estimators import LAYER_ESTIMATORS
+    from transferlab.transferability.scoring import THRESHOLD_ESTIMATORS
+
+    assert LAYER_SCORES == (*LAYER_ESTIMATORS, "source accuracy", *THRESHOLD_ESTIMATORS)
+
+
+def test_the_report_imports_neither_torch_nor_matplotlib_until_it_draws():
+    import subprocess
+    import sys
+
+    code = ("import sys, transferlab.report.build, transferlab.report.quadrant; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""Seed 003's take-home table from two runs: similar / different x little / much data.
+"""Hong's take-home table from two runs: similar / different x little / much data.
 
     python -m transferlab.report.quadrant SIMILAR.json DIFFERENT.json --little 25 --much 500
 
@@ -14,11 +14,13 @@ deepest and at the shallowest n run), training from scratch (base).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-# The lecture's table ("Take home messages", seed 003).
+from transferlab.io import read_json
+from transferlab.report.tables import fmt, markdown_table
+
+# The lecture's table (Hong, "Take home messages").
 ADVICE = {
     ("similar", "little"): "Use Linear Classifier on top layer",
     ("different", "little"): "You're in trouble... Try linear classifier from different stages",
@@ -54,28 +56,26 @@ def cell(details: dict, size: int) -> dict:
     return out
 
 
-def _fmt(entry) -> str:
-    if entry is None:
-        return "not run"
-    if isinstance(entry, float):
-        return f"{entry:.3f}"
+def _score(entry: float | tuple | None) -> str:
+    """A strategy's score; with what it was measured on (a head and layer, or n)."""
+    if not isinstance(entry, tuple):
+        return fmt(entry, missing="not run")
     what, score = entry
-    return f"{score:.3f} ({what if isinstance(what, str) else f'n={what}'})"
+    return f"{fmt(score)} ({what if isinstance(what, str) else f'n={what}'})"
 
 
 def table(similar: dict, different: dict, little: int, much: int) -> str:
     runs = {"similar": similar, "different": different}
-    lines = ["| data | split | the lecture advises | base | linear on top layer | "
-             "linear from an earlier stage | fine-tune few (AnB+, deepest n) | "
-             "fine-tune many (AnB+, shallowest n) |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for amount, size in (("little", little), ("much", much)):
         for split in ("similar", "different"):
             c = cell(runs[split], size)
-            lines.append(f"| {amount} ({size}/class) | {split} | {ADVICE[(split, amount)]} | "
-                         + " | ".join(_fmt(c.get(key)) for key in (
-                             "base", "linear_top", "linear_earlier", "finetune_few",
-                             "finetune_many")) + " |")
-    return "\n".join(lines) + "\n"
+            rows.append([f"{amount} ({size}/class)", split, ADVICE[(split, amount)],
+                         *(_score(c.get(key)) for key in ("base", "linear_top", "linear_earlier",
+                                                          "finetune_few", "finetune_many"))])
+    return markdown_table(["data", "split", "the lecture advises", "base", "linear on top layer",
+                           "linear from an earlier stage", "fine-tune few (AnB+, deepest n)",
+                           "fine-tune many (AnB+, shallowest n)"], rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--much", type=int, required=True)
     args = parser.parse_args(argv)
     try:
-        runs = [json.loads(path.read_text()) for path in (args.similar, args.different)]
+        runs = [read_json(path) for path in (args.similar, args.different)]
         print(table(*runs, args.little, args.much), end="")
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

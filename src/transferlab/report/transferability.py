@@ -1,30 +1,32 @@
 """Report section "Which layers to transfer": the estimators of results/transferability.json
-and seed 002's probes scored against the sweep, the fitted rule, a plot. No torch.
+and Sharma's probes scored against the sweep, the fitted rule, a plot. No torch.
 
-Used by `report.build_report` for one pipeline run (one class split; the interval is over
-seeds, the rule held out by seed) and by benchmarks/transferability_study.py over many
+Used by `report.build.build_report` for one pipeline run (one class split; the interval is
+over seeds, the rule held out by seed) and by benchmarks/transferability_study.py over many
 random class splits (interval over splits, the rule held out by split).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from transferlab.report.plots import pyplot, save_png
+from transferlab.report.summary import read_result, score
+from transferlab.report.tables import fmt, markdown_table, write_table
 from transferlab.transferability import scoring as ts
 
-LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe",
-                    "source accuracy", "decoder gap", "spread ratio")
+# Every per-layer score a unit can hold, in the order the tables list ties and the plot its
+# panels: the estimators of `transferlab.transferability.estimators.LAYER_ESTIMATORS` (not
+# imported: that module needs torch; a test holds the two lists together), the source
+# model's accuracy, and Sharma's probes.
+LAYER_SCORES = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe",
+                "source accuracy", *ts.THRESHOLD_ESTIMATORS)
 BASELINES = ("always deepest", "always shallowest", "random ranking")
 HEADLINE = ("knn", "logme", "hscore", "transrate", "gbc")
-
-
-def _score(v: dict) -> float:
-    return v["test_score"] if "test_score" in v else v["test_accuracy"]
 
 
 def units_from_results(variants: list[dict], transfer: dict, diagnostics: dict | None,
@@ -36,7 +38,7 @@ def units_from_results(variants: list[dict], transfer: dict, diagnostics: dict |
     positions = transfer["positions"]
     acc: dict = defaultdict(list)
     for v in variants:
-        acc[(v["subsample"], v["seed"], v["treatment"], v["n"])].append(_score(v))
+        acc[(v["subsample"], v["seed"], v["treatment"], v["n"])].append(score(v))
     units = []
     for k in transfer["sizes"]:
         for seed in transfer["seeds"]:
@@ -113,32 +115,29 @@ def analyse(units: list[dict], *, resamples: int, seed: int, tolerance: float,
 
 
 def _order(rows: list[dict], target: str) -> list[dict]:
-    rank = {name: i for i, name in enumerate((*LAYER_ESTIMATORS, *BASELINES))}
+    rank = {name: i for i, name in enumerate((*LAYER_SCORES, *BASELINES))}
     chosen = [r for r in rows if r["target"] == target]
     return sorted(chosen, key=lambda r: (-(r["tau"] if not math.isnan(r["tau"]) else -9),
                                          rank.get(r["estimator"], 99)))
 
 
-def _f(x, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
 def table_markdown(analysis: dict) -> str:
     """README-style table: tau (interval) and regret for both targets, best first."""
     by = {(r["estimator"], r["target"]): r for r in analysis["rows"]}
-    lines = ["| estimator | weighted τ, AnB (95% interval) | regret, AnB | "
-             "weighted τ, best of AnB/AnB+ (95% interval) | regret, best | units |",
-             "|---|---|---|---|---|---|"]
+
+    def tau(r: dict | None) -> str | None:
+        return None if r is None else \
+            f"{fmt(r['tau'])} ({fmt(r['tau_low'])} to {fmt(r['tau_high'])})"
+
+    rows = []
     for r in _order(analysis["rows"], "AnB"):
         b = by.get((r["estimator"], "best"))
         kind = " *(baseline)*" if r["estimator"] in BASELINES else ""
-        cells = [f"{r['estimator']}{kind}",
-                 f"{_f(r['tau'])} ({_f(r['tau_low'])} to {_f(r['tau_high'])})", _f(r["regret"]),
-                 "–" if b is None else f"{_f(b['tau'])} ({_f(b['tau_low'])} to "
-                 f"{_f(b['tau_high'])})", "–" if b is None else _f(b["regret"]),
-                 str(r["units"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([f"{r['estimator']}{kind}", tau(r), r["regret"], tau(b),
+                     None if b is None else b["regret"], r["units"]])
+    return markdown_table(["estimator", "weighted τ, AnB (95% interval)", "regret, AnB",
+                           "weighted τ, best of AnB/AnB+ (95% interval)", "regret, best",
+                           "units"], rows)
 
 
 def size_table_markdown(analysis: dict, target: str = "AnB") -> str:
@@ -148,12 +147,9 @@ def size_table_markdown(analysis: dict, target: str = "AnB") -> str:
     names = [r["estimator"] for r in _order(analysis["rows"], target)]
     cell = {(k, r["estimator"]): r for k, rows in analysis["per_size"].items() for r in rows
             if r["target"] == target}
-    lines = ["| estimator | " + " | ".join(f"τ at k={k}" for k in sizes) + " |",
-             "|---|" + "---|" * len(sizes)]
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(
-            _f(cell[(k, name)]["tau"]) if (k, name) in cell else "–" for k in sizes) + " |")
-    return "\n".join(lines)
+    return markdown_table(["estimator", *(f"τ at k={k}" for k in sizes)],
+                          [[name, *(cell[(k, name)]["tau"] if (k, name) in cell else None
+                                    for k in sizes)] for name in names])
 
 
 def best_estimator(rows: list[dict], target: str) -> tuple[dict | None, list[dict]]:
@@ -178,26 +174,27 @@ def verdict_text(analysis: dict, target: str = "AnB") -> str:
     if best is None:
         return "No estimator could be scored."
     text = (f"Best estimator by mean weighted τ ({target}): **{best['estimator']}**, "
-            f"τ = {best['tau']:.3f} ({best['tau_low']:.3f} to {best['tau_high']:.3f}).")
+            f"τ = {fmt(best['tau'])} ({fmt(best['tau_low'])} to {fmt(best['tau_high'])}).")
     most = max(r["units"] for r in estimators)
     for r in unranked:
         text += (f" Not ranked: {r['estimator']}, defined on {r['units']} of {most} units "
-                 f"only (τ = {r['tau']:.3f} there).")
+                 f"only (τ = {fmt(r['tau'])} there).")
     if baselines:
         top = max(baselines, key=lambda r: r["tau"])
-        text += (f" Best baseline: {top['estimator']}, τ = {top['tau']:.3f}; difference "
-                 f"{best['tau'] - top['tau']:+.3f}"
+        text += (f" Best baseline: {top['estimator']}, τ = {fmt(top['tau'])}; difference "
+                 f"{fmt(best['tau'] - top['tau'], '+.3f')}"
                  + (" (the intervals overlap)." if best["tau_low"] <= top["tau_high"] else "."))
     paired = [c for c in analysis.get("comparisons", []) if c["target"] == target
               and c["first"] == best["estimator"]]
     if paired:
         text += " Paired on the units where both are defined (interval over the " \
                 f"{analysis['group']}s): " + "; ".join(
-                    f"minus {c['second']} {_f(c['difference'], 3)} ({_f(c['low'])} to "
-                    f"{_f(c['high'])}, {c['units']} units)" for c in paired) + "."
+                    f"minus {c['second']} {fmt(c['difference'])} ({fmt(c['low'])} to "
+                    f"{fmt(c['high'])}, {c['units']} units)" for c in paired) + "."
     knn = next((r for r in estimators if r["estimator"] == "knn"), None)
     if knn is not None and best["estimator"] != "knn":
-        text += f" k-NN: τ = {knn['tau']:.3f} ({best['tau'] - knn['tau']:+.3f} behind the best)."
+        text += (f" k-NN: τ = {fmt(knn['tau'])} ({fmt(best['tau'] - knn['tau'], '+.3f')} "
+                 "behind the best).")
         if best["tau_low"] <= knn["tau_high"]:
             text += " The best does not beat k-NN beyond the interval."
     elif knn is not None:
@@ -211,19 +208,18 @@ def _picker(choice: dict) -> str:
     if choice.get("min_score") is None:
         return f"top layer of {choice['estimator']}"
     # the probes' scores are negated gaps / ratios: state the bar in their own units
-    return f"layers up to the first with {choice['estimator']} > {-choice['min_score']:.3g}"
+    return f"layers up to the first with {choice['estimator']} > {fmt(-choice['min_score'], '.3g')}"
 
 
 def rule_markdown(rule: dict | None, fixed: dict | None = None) -> str:
     if rule is None:
         return "No units to fit a rule on."
     final = rule["final_rule"]
-    lines = ["| target size | choice | layers chosen by | train regret |", "|---|---|---|---|"]
-    for k, c in final["per_size"].items():
-        lines.append(f"| {k} | {ts.VERDICTS[c['option']]} | {_picker(c)} | "
-                     f"{_f(c['train_regret'])} |")
+    table = markdown_table(["target size", "choice", "layers chosen by", "train regret"],
+                           [[k, ts.VERDICTS[c["option"]], _picker(c), c["train_regret"]]
+                            for k, c in final["per_size"].items()])
     folds = "; ".join(f"fitted on {f['fitted_on']}, held out {f['held_out']}: regret "
-                      f"{_f(f['regret'])}, agreement {_f(f['agreement'], 2)}"
+                      f"{fmt(f['regret'])}, agreement {fmt(f['agreement'], '.2f')}"
                       for f in rule["folds"])
     return "\n".join([
         "The rule: per target size, transfer the first n layers frozen (AnB), fine-tuned "
@@ -233,21 +229,21 @@ def rule_markdown(rule: dict | None, fixed: dict | None = None) -> str:
         "the fitting splits: no threshold is hand-set, and the diagnostics section's verdict "
         "per layer is this rule's. Copied layers are frozen or fine-tuned, the layers above "
         "n retrained.", "",
-        "\n".join(lines), "",
-        f"Held out by {rule['held_out_by']}: mean regret {_f(rule['held_out_regret'])}, "
+        table, "",
+        f"Held out by {rule['held_out_by']}: mean regret {fmt(rule['held_out_regret'])}, "
         f"agreement (choice within report.tolerance of the best option) "
-        f"{_f(rule['held_out_agreement'], 2)}. Folds: {folds or 'none'}.",
+        f"{fmt(rule['held_out_agreement'], '.2f')}. Folds: {folds or 'none'}.",
         f"Final rule fitted on: {final['fitted_on']}."]
         + ([] if fixed is None else [
             "", f"Baseline without estimators (per size one option and one fixed n, fitted "
-            f"on the same folds): held-out regret {_f(fixed['held_out_regret'])}, agreement "
-            f"{_f(fixed['held_out_agreement'], 2)}; fitted on all: " + ", ".join(
+            f"on the same folds): held-out regret {fmt(fixed['held_out_regret'])}, agreement "
+            f"{fmt(fixed['held_out_agreement'], '.2f')}; fitted on all: " + ", ".join(
                 f"k={k} {ts.VERDICTS[c['option']]}"
                 + (f" n={c['fixed_n']}" if c.get("fixed_n") else "")
                 for k, c in fixed["final_rule"]["per_size"].items()) + "."]))
 
 
-# ---------------------------------------------------------------------------- seed 002's
+# ---------------------------------------------------------------------------- Sharma's
 # verdicts: the diagnostics section's freeze / fine-tune / retrain per layer is the fitted
 # rule's choice (no hand-set threshold), checked on the units it was not fitted on.
 
@@ -309,38 +305,25 @@ def held_out_rows(rule: dict | None) -> list[dict]:
 
 
 def held_out_markdown(rows: list[dict]) -> str:
-    lines = ["| k | seed | rule fitted on | rule's choice | its accuracy | best measured | "
-             "best accuracy | regret | agree |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['id'][1]} | {r['id'][2]} | {r['fitted_on']} | "
-                     f"{choice_text(r['option'], r['n'])} | {_f(r['accuracy'])} | "
-                     f"{choice_text(r['best_option'], r['best_n'])} | "
-                     f"{_f(r['best_accuracy'])} | {_f(r['regret'])} | "
-                     f"{'yes' if r['agree'] else 'no'} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["k", "seed", "rule fitted on", "rule's choice", "its accuracy", "best measured",
+         "best accuracy", "regret", "agree"],
+        [[str(r["id"][1]), str(r["id"][2]), str(r["fitted_on"]),
+          choice_text(r["option"], r["n"]), r["accuracy"],
+          choice_text(r["best_option"], r["best_n"]), r["best_accuracy"], r["regret"],
+          "yes" if r["agree"] else "no"] for r in rows])
 
 
 def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> None:
     """Per estimator: its score against measured AnB accuracy, a point per (layer, seed)."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from transferlab.io import atomic_path
-    from transferlab.report.figures import save_png
-
+    plt = pyplot()
     at_k = [u for u in units if u["id"][1] == k]
-    names = [n for n in LAYER_ESTIMATORS if any(n in u["scores"] for u in at_k)]
+    names = [n for n in LAYER_SCORES if any(n in u["scores"] for u in at_k)]
+    # the points drawn are those of the CSV, rounded as it holds them
     rows = [[u["id"][2], n, name, round(u["scores"][name][n], 6), round(u["AnB"][n], 6)]
             for u in at_k for name in names if name in u["scores"]
             for n in sorted(u["AnB"]) if not math.isnan(u["scores"][name].get(n, math.nan))]
-    with atomic_path(csv_path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["seed", "n", "estimator", "score", "AnB"])
-        writer.writerows(rows)
+    write_table(csv_path, ["seed", "n", "estimator", "score", "AnB"], rows)
     cols = min(max(len(names), 1), 5)
     nrows = max(1, math.ceil(len(names) / cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
@@ -363,18 +346,15 @@ def write_plot(units: list[dict], k: int, csv_path: Path, png_path: Path) -> Non
     fig.suptitle(f"Estimator score against measured AnB accuracy, {k} images per class "
                  "(a point per layer and seed; decoder gap and spread ratio negated)", y=1.02)
     save_png(fig, png_path, tight_layout={}, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
-def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dict, dict]:
+def pipeline_section(params, results: Path, plots: Path, variants: list[dict]
+                     ) -> tuple[str, dict, dict, dict]:
     """(markdown, details, headline, {analysis, units}) of one pipeline run's estimators
-    against its sweep."""
-    transfer = _read(results / "transferability.json")
-    variants = []
-    for seed in params.sweep.seeds:
-        variants += _read(results / "sweep" / f"seed-{seed}.json")["variants"]
+    against its sweep (`variants`: `summary.sweep_variants`)."""
+    transfer = read_result(results / "transferability.json")
     diag_path = results / "diagnostics.json"
-    diagnostics = json.loads(diag_path.read_text()) if diag_path.exists() else None
+    diagnostics = read_result(diag_path) if diag_path.exists() else None
     units = units_from_results(variants, transfer, diagnostics, split="this run")
     cfg = params.transferability
     analysis = analyse(units, resamples=cfg.bootstrap, seed=cfg.bootstrap_seed,
@@ -392,33 +372,23 @@ def pipeline_section(params, results: Path, plots: Path) -> tuple[str, dict, dic
         size_table_markdown(analysis), "", verdict_text(analysis), "",
         "Whole-network scores (NCE, LEEP: they read the source network's predictions, so "
         "they rank networks, not layers; mean over sizes and seeds): "
-        + (", ".join(f"{k} {_f(v)}" for k, v in analysis["network_mean"].items()) or "–"),
+        + (", ".join(f"{k} {fmt(v)}" for k, v in analysis["network_mean"].items()) or "–"),
         "", "### Recommendation fitted and held out", "",
         rule_markdown(analysis["rule"], analysis["fixed_rule"]), ""])
     by = {(r["estimator"], r["target"]): r["tau"] for r in analysis["rows"]}
     rule = analysis["rule"] or {}
-    headline = {**{f"tau_{name}": _clean(by.get((name, "AnB"))) for name in HEADLINE},
-                "rule_held_out_regret": _clean(rule.get("held_out_regret"))}
-    details = {"rows": [{k: _clean(v) for k, v in r.items()} for r in analysis["rows"]],
-               "rule": rule, "fixed_rule": analysis["fixed_rule"],
+    headline = {**{f"tau_{name}": plain(by.get((name, "AnB"))) for name in HEADLINE},
+                "rule_held_out_regret": plain(rule.get("held_out_regret"))}
+    details = {"rows": analysis["rows"], "rule": rule, "fixed_rule": analysis["fixed_rule"],
                "network_mean": analysis["network_mean"],
                "per_size": analysis["per_size"], "comparisons": analysis["comparisons"],
                "units": analysis["units"], "group": "seed"}
     return md, plain(details), headline, {"analysis": analysis, "units": units}
 
 
-def _read(path: Path) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `dvc repro` to produce it")
-    return json.loads(path.read_text())
-
-
-def _clean(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
 def plain(obj):
-    """JSON-ready: NaN -> None, tuples -> lists, keys -> str."""
+    """JSON-ready: NaN -> None (an estimator undefined there), tuples -> lists, keys -> str,
+    numpy scalars -> Python numbers."""
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
