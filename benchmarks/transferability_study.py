@@ -8,7 +8,7 @@ table and the held-out rule aggregate over the splits.
 Everything a split produces is kept under --work/split-<s>/ and reused by a later run
 (pretrained model, sweep results, features, estimators), so an interrupted study goes
 on where it stopped. The params are params.yaml's, with data.split: random, seed = the
-split, and the sweep grid given here; seed 002's probes run as the diagnostics stage
+split, and the sweep grid given here; Sharma's probes run as the diagnostics stage
 runs them; the linear probe (15 s a layer here) is left out unless --linear-probe.
 Prints the README table; writes --out as JSON.
 """
@@ -85,7 +85,7 @@ def run_split(split: int, sizes: list[int], seeds: list[int], work: Path,
     transfer = compute_transferability(params, features_dir=features, prepared=prepared,
                                        model_path=model_path, out=d / "transferability.json")
     diagnostics_path = d / "diagnostics.json"
-    if not diagnostics_path.exists():  # seed 002's probes of model A (decoder gap, spread)
+    if not diagnostics_path.exists():  # Sharma's probes of model A (decoder gap, spread)
         from transferlab.diagnostics.probes import diagnose
 
         diagnose(params, prepared=prepared, model_path=model_path, out=diagnostics_path,

@@ -144,7 +144,7 @@ def test_parameter_counts_of_the_papers_models():
     expected = alexnet_params([96, 256, 384, 384, 256], 4096, 100)
     assert expected == 20_577_764
     assert abs(count(alex) - expected) <= 0.05 * expected
-    # Seed 001's nets; their papers give 0.8 M and 36.5 M parameters.
+    # Borthakur & Einhorn's nets; their papers give 0.8 M and 36.5 M parameters.
     assert abs(count(build_model("densenet_bc", (3, 32, 32), 100)) - 0.8e6) <= 0.05 * 0.8e6
     assert abs(count(build_model("wrn", (3, 32, 32), 100)) - 36.5e6) <= 0.05 * 36.5e6
     fb = build_model("feedback", (3, 32, 32), 10)

@@ -126,7 +126,7 @@ def test_voc_labels_and_difficult_masks(tmp_path, served):
 
 
 def test_voc_segmentation_lists_pick_their_images(tmp_path, served):
-    """Seed 000 trained on VOC's 1,464-image segmentation list: data.voc_lists."""
+    """Spero trained on VOC's 1,464-image segmentation list: data.voc_lists."""
     manifest = _manifest_file(tmp_path, served, "voc2012")
     full = load_dataset("voc2012", root=tmp_path, mirror=served["url"], manifest=manifest,
                         progress=False)
@@ -150,7 +150,7 @@ def _pixels(path: Path) -> bytes:
 
 
 def test_miniplaces_official_val_images_are_the_test_part(tmp_path, served):
-    """Seed 004's V_source / V_target: the validation images of each half's classes, not a
+    """Soekhoe's V_source / V_target: the validation images of each half's classes, not a
     random fraction of the training images; train.txt's images are the training part."""
     from tests.conftest import TINY, deep_update
     from transferlab.config.params import parse_params

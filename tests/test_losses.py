@@ -43,7 +43,7 @@ def test_feedback_loss_is_the_discounted_sum_over_iterations_from_one():
     with torch.no_grad():
         outs = model.outputs(BATCH)
     assert len(outs) == 3
-    # Seed 000, eq. 7: L = sum_i gamma^i L_i with iterations numbered 1..n.
+    # Spero, eq. 7: L = sum_i gamma^i L_i with iterations numbered 1..n.
     by_hand = (1.2 * ce_by_hand(outs[0], LABELS) + 1.44 * ce_by_hand(outs[1], LABELS)
                + 1.728 * ce_by_hand(outs[2], LABELS))
     assert loss.item() == pytest.approx(by_hand, rel=1e-5)

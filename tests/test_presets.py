@@ -4,6 +4,7 @@ with their architecture shrunk (the full runs need the real datasets and a GPU).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ TINY_RUN = {
     "heads": {"cv_folds": 2, "svm": {"C": [1]}, "logreg": {"C": [1]},
               "random_forest": {"n_estimators": 4},
               "lowshot": {"shots": [1], "draws": 1, "layers": None}},
-    # the tiny probe sizes only: a preset's own choices (seed 002's conv decoders) stay
+    # the tiny probe sizes only: a preset's own choices (Sharma's conv decoders) stay
     "diagnostics": {key: value for key, value in TINY["diagnostics"].items()
                     if value != SHIPPED["diagnostics"][key]},
     "sweep": {"seeds": [0]},
@@ -50,11 +51,11 @@ SHRINK = {
     # the fixture's CIFAR-10 names its classes class0..class9: the split by index
     "yosinski-2014-cifar10-dissimilar": merge(YOSINSKI, {"data": {
         "classes_file": "{tmp}/manmade-natural.yaml"}}),
-    "seed-000-feedback-cifar10-voc": merge(FEEDBACK, VOC),
-    "seed-000-feedback-cifar100-voc": merge(FEEDBACK, VOC),
-    "seed-000-feedback-cifar100-cifar10": merge(FEEDBACK, {"data": {"target_classes": "all"},
+    "spero-feedback-cifar10-voc": merge(FEEDBACK, VOC),
+    "spero-feedback-cifar100-voc": merge(FEEDBACK, VOC),
+    "spero-feedback-cifar100-cifar10": merge(FEEDBACK, {"data": {"target_classes": "all"},
                                                            "heads": {"lowshot": {"shots": []}}}),
-    "seed-001-densenet-cifar100": {
+    "borthakur-einhorn-densenet-cifar100": {
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
         "pretrain": {"milestones": [1], "binary_aux": {
             "heads": 1, "compare": True, "seeds": [0], "subsample": 3}},
@@ -63,7 +64,7 @@ SHRINK = {
         "report": {"subsample": 3, "layer": 3}, "freeze": "block1.layer1",
         # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, ...
         "features": {"layers": ["final"]}},
-    "seed-001-densenet-fig2": {
+    "borthakur-einhorn-densenet-fig2": {
         # depth 10: conv0, block1.layer1, trans1, block2.layer1, trans2, block3.layer1, final
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
         "pretrain": {"milestones": [1]},
@@ -71,25 +72,25 @@ SHRINK = {
         "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7]},
         "report": {"subsample": 3, "layer": 3}, "freeze": "trans1",
         "features": {"layers": ["final"]}, "heads": {"lowshot": {"layers": ["final"]}}},
-    "seed-001-wrn-cifar100": {
+    "borthakur-einhorn-wrn-cifar100": {
         # depth 10: conv1, block1.unit1, block2.unit1, block3.unit1, final
         "model": {"wrn": {"depth": 10, "widen": 1}},
         "pretrain": {"milestones": [1], "binary_aux": {"seeds": [0], "subsample": 3}},
         "transfer": {"milestones": [2], "copied_milestones": [2]}, "subsample": 3,
         "sweep": {"subsample": [3], "layers": [5]}, "report": {"subsample": 3, "layer": 5},
         "features": {"layers": ["final"]}},
-    "seed-002-twoconv-mnist": {
+    "sharma-twoconv-mnist": {
         "model": {"twoconv": {"channels": [4, 4], "hidden": 8}}, "subsample": 3,
         "sweep": {"subsample": [3], "layers": [1, 2]}, "report": {"subsample": 3, "layer": 2},
         "heads": {"lowshot": {"layers": ["fc3"]}}},
-    "seed-003-alexnet-cifar100": merge(ALEXNET, {
+    "hong-alexnet-cifar100": merge(ALEXNET, {
         "subsample": 3, "sweep": {"subsample": [1, 3], "layers": [7], "seeds": [0]},
         "report": {"subsample": 3, "layer": 7}, "features": {"augment": {"copies": 1}}}),
-    "seed-004-alexnet-tinyimagenet": merge(ALEXNET, {
+    "soekhoe-alexnet-tinyimagenet": merge(ALEXNET, {
         "subsample": 3, "sweep": {"subsample": [1, 3], "layers": [1, 7]},
         "report": {"subsample": 3, "layer": 7}}),
     # 128 px JPEGs read at the preset's 64 px, official val as the test part
-    "seed-004-alexnet-miniplaces": merge(ALEXNET, {
+    "soekhoe-alexnet-miniplaces": merge(ALEXNET, {
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7]},
         "report": {"subsample": 3, "layer": 7}}),
 }
@@ -101,9 +102,10 @@ FILES = {
 
 
 def test_every_study_has_a_preset_and_says_what_it_reproduces():
-    studies = {name.split("-")[0] + "-" + name.split("-")[1] for name in PRESETS}
-    assert studies == {"yosinski-2014", "seed-000", "seed-001", "seed-002", "seed-003",
-                       "seed-004"}
+    studies = {re.match(r"(yosinski-2014|borthakur-einhorn|[a-z]+)-", n).group(1)
+               for n in PRESETS}
+    assert studies == {"yosinski-2014", "spero", "borthakur-einhorn", "sharma", "hong",
+                       "soekhoe"}
     assert set(SHRINK) == set(PRESETS)
     for name in PRESETS:
         paper = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())["paper"]
@@ -172,7 +174,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         (n["value"], n["unit"], n["source"], None if n["ours"] is None else ".".join(n["ours"]))
         for n in paper["numbers"]]
     assert "The paper's numbers beside ours" in (project / "metrics/summary.md").read_text()
-    if name.startswith("seed-000"):  # feedback net: a score per iteration
+    if name.startswith("spero"):  # feedback net: a score per iteration
         assert len(pretrain["test_iteration_accuracy"]) == 2
         # the heads (Fig. 3's forest) also on the last iteration's 256-d readout
         assert set(details["heads"]) == {"lstm12", "iter2"}
@@ -189,14 +191,14 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
             ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7)}
-    if raw["pretrain"]["binary_aux"]["compare"]:  # seed 001: the paired comparison
+    if raw["pretrain"]["binary_aux"]["compare"]:  # Borthakur & Einhorn: the paired comparison
         _check_binary_aux(raw, details["binary_aux"], rows)
         assert summary["binary_aux"] == {key: details["binary_aux"][key] for key in (
             "mean_difference", "binary_better", "seeds")}
         assert "Binary auxiliary heads" in (project / "metrics/summary.md").read_text()
-    if name.startswith("seed-001"):  # the variants' treatments, copied layers and rates
+    if name.startswith("borthakur-einhorn"):  # the variants' treatments, copied layers and rates
         _check_seed001_variants(project, raw, sweep)
-    if name.startswith("seed-002"):  # the probes per digit, beside the paper's tables
+    if name.startswith("sharma"):  # the probes per digit, beside the paper's tables
         assert set(details["diagnostics"]) == {"conv1", "conv2", "fc3"}
         assert all(r["ours"] is not None and r["difference"] is None for r in rows)
         # Exp. 3's decoders are convolutional for the conv layers; flat fc3 keeps the
@@ -208,7 +210,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
                                                    "fc3": "input_mlp"}
         assert "| class | input (conv) | input (mlp) | conv1 (conv) | conv2 (conv) | fc3 (mlp) |" \
             in (project / "metrics/summary.md").read_text()
-    if name.startswith("seed-004"):  # swapped study; AnB+ only as FTall (n = 7)
+    if name.startswith("soekhoe"):  # swapped study; AnB+ only as FTall (n = 7)
         assert {v["direction"] for v in sweep["variants"]} == {"AB", "BA"}
         assert {v["n"] for v in sweep["variants"] if v["treatment"] == "AnB+"} == {7}
     if name.endswith("miniplaces"):  # 128 px read at 64; the official val is the test part
@@ -222,7 +224,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
 
 
 def _check_binary_aux(raw: dict, aux: dict, rows: list[dict]) -> None:
-    """Seed 001's paired comparison holds what its preset asks for, and the paper rows
+    """Borthakur & Einhorn's paired comparison holds what its preset asks for, and the paper rows
     (Table 1, Fig. 6) are its arms' mean test error."""
     cfg = raw["pretrain"]["binary_aux"]
     params = parse_params(raw)
@@ -252,7 +254,7 @@ def _check_binary_aux(raw: dict, aux: dict, rows: list[dict]) -> None:
 
 
 def _check_seed001_variants(project: Path, raw: dict, sweep: dict) -> None:
-    """Each sweep variant of a seed-001 preset is the (treatment, n) grid the preset
+    """Each sweep variant of a Borthakur & Einhorn preset is the (treatment, n) grid the preset
     lists, copies the layers its treatment copies, and trains them at the paper's rates:
     copied layers at 0.01, the new FC layer at 0.1 (secs. 4.1, 4.2.2)."""
     import torch
@@ -330,7 +332,7 @@ def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkey
     assert raw == apply_preset(name, ROOT / "params.yaml", ROOT / "presets")
 
 
-@pytest.mark.parametrize("argv", [[], ["seed-004"], ["seed-004", "--exp-args"]])
+@pytest.mark.parametrize("argv", [[], ["soekhoe"], ["soekhoe", "--exp-args"]])
 def test_run_outside_the_project_says_where_it_looked_and_fails(tmp_path, capsys, monkeypatch,
                                                                 argv):
     from transferlab.config.presets import main
@@ -344,6 +346,6 @@ def test_run_outside_the_project_says_where_it_looked_and_fails(tmp_path, capsys
     assert main(argv) != 0
     assert "holds no *.yaml" in capsys.readouterr().err
     if argv:  # presets found, but no params.yaml to lay them over
-        (tmp_path / "presets" / "seed-004-x.yaml").write_text("seed: 1\n")
+        (tmp_path / "presets" / "soekhoe-x.yaml").write_text("seed: 1\n")
         assert main(argv) != 0
         assert str(tmp_path / "params.yaml") in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""How a transfer run trains its groups of layers: seed 001's AnB-ft (copy everything,
+"""How a transfer run trains its groups of layers: Borthakur & Einhorn's AnB-ft (copy everything,
 freeze a prefix), per-layer rates, per-group step decays, dropout and batch norm in
 frozen layers, and a budget counted in epochs of the target."""
 
@@ -89,7 +89,7 @@ def test_anb_ft_differs_from_anb_above_n():
 def test_layer_lr_mult_overrides_lr_mult_for_the_layers_it_names():
     lr = 0.5
     source, model = convnet(1), convnet(2)
-    rates = {"fc5": 0.1, "conv3": 0.01}  # seed 003's lecture: 1/10 top, 1/100 below
+    rates = {"fc5": 0.1, "conv3": 0.01}  # Hong's lecture: 1/10 top, 1/100 below
     plan = apply_treatment(model, "AnB+", 5, {"A": source}, lr=lr, lr_mult=0.01,
                            layer_lr_mult=rates, frozen_dropout=True)
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
@@ -131,7 +131,8 @@ def rates_per_step(cfg, steps=6, n=2):
 def test_copied_layers_decay_at_their_own_milestones():
     cfg = recipe(lr=0.1, lr_decay=0.1, milestones=(2, 4), copied_milestones=(4,), **SGD)
     copied, new = zip(*rates_per_step(cfg), strict=True)
-    # Seed 001: copied layers stay at 0.01 until the second drop; the new ones drop twice.
+    # Borthakur & Einhorn: copied layers stay at 0.01 until the second drop; the new ones
+    # drop twice.
     assert copied == pytest.approx([0.01] * 4 + [0.001] * 2)
     assert new == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 

@@ -259,7 +259,7 @@ class HeadParams(Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DiagnosticsParams(Section):
-    """Seed 002's probes; lower bounds are what the probes need (t-SNE >= 250 iterations)."""
+    """Sharma's probes; lower bounds are what the probes need (t-SNE >= 250 iterations)."""
 
     images_per_class: int = spec(Int(lo=2))  # test images per class probed
     tsne_perplexity: float = spec(POSITIVE)
@@ -282,7 +282,7 @@ class DiagnosticsParams(Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransferabilityParams(Section):
-    """Estimators of each layer's transferability (README "Which layers to transfer")."""
+    """Estimators of each layer's transferability (docs/transferability.md)."""
 
     knn_neighbours: int = spec(Int(lo=1))
     transrate_eps2: float = spec(POSITIVE)  # TransRate's distortion eps^2
@@ -563,10 +563,9 @@ PARAMS_FILE = "params.yaml"
 RECIPE_FILE = "recipe.yaml"
 
 # The study's headline, kept in params.yaml: the keys a researcher changes from one
-# experiment to the next. DVC shows every key of params.yaml and every declared param as
-# a column of `dvc exp show`; the recipe's details (about a hundred keys) live in
-# recipe.yaml, which the stages reach through validate's fingerprints (transferlab.inputs),
-# so the table stays readable.
+# experiment to the next. The recipe's details (about a hundred keys) live in
+# recipe.yaml, so each file reads as one kind of thing; dvc.yaml declares each key from
+# its own file, and a key in the other file is refused naming where it belongs.
 STUDY_KEYS = ("dataset", "arch", "source", "freeze", "finetune", "subsample", "seed",
               "model", "data.split", "data.crop", "data.pad", "data.flip",
               "transfer.steps", "transfer.lr", "transfer.lr_mult",

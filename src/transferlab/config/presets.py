@@ -1,8 +1,8 @@
 """Paper presets: partial params trees in presets/, laid over params.yaml and recipe.yaml.
 
     python -m transferlab.config.presets                      # list them, with what each reproduces
-    python -m transferlab.config.presets seed-004-alexnet-miniplaces --exp-args | xargs dvc exp run
-    python -m transferlab.config.presets seed-004-alexnet-tinyimagenet --write  # rewrite both files
+    python -m transferlab.config.presets soekhoe-alexnet-miniplaces --exp-args | xargs dvc exp run
+    python -m transferlab.config.presets soekhoe-alexnet-tinyimagenet --write  # rewrite both files
 
 A preset names only what its paper changes, in one tree; every other key keeps
 its value. `--exp-args` addresses each key in its file (`-S freeze=7`,

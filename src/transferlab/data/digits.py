@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-PIXEL_MAX = 16  # digits pixels are integers 0..16
-
 
 def digits_file() -> Path | None:
     """The CSV that sklearn.datasets.load_digits reads, found without importing

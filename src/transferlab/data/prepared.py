@@ -324,7 +324,7 @@ def _counts(y: np.ndarray, k: int) -> np.ndarray:
 
 def _normalisation(source: TaskData, how: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     channels = source.image_shape[0]
-    if how == "half":  # seed 000: mean 0.5, std 0.5 on the [0, 1] scale
+    if how == "half":  # Spero: mean 0.5, std 0.5 on the [0, 1] scale
         return (0.5,) * channels, (0.5,) * channels
     # Per channel, from the source training images; the target reuses them.
     x = source.x_train

@@ -21,7 +21,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor"]
-VOC_DEFAULT_SIZE = 32  # seed 000 studies VOC 2012 at 32x32
+VOC_DEFAULT_SIZE = 32  # Spero studies VOC 2012 at 32x32
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
@@ -258,7 +258,7 @@ def read_voc(base_dir: str | Path, image_size: int | None = None,
              lists: str = "main") -> RawDataset:
     """VOC 2012 classification: train.txt is the train part, val.txt the official test part,
     from ImageSets/Main (5,717 + 5,823 images) or, with `lists="segmentation"`, from
-    ImageSets/Segmentation (1,464 + 1,449: seed 000's 1465-image VOC training set)."""
+    ImageSets/Segmentation (1,464 + 1,449: Spero's 1465-image VOC training set)."""
     base_dir = Path(base_dir)
     size = square_size(image_size or VOC_DEFAULT_SIZE)
     folder = base_dir / "ImageSets" / VOC_LISTS[lists]

@@ -1,4 +1,4 @@
-"""Seed 002's layer probes: what each layer of a source network keeps of new classes.
+"""Sharma's layer probes: what each layer of a source network keeps of new classes.
 
 A network trained on the known classes (task A) is probed with images of the
 known and of the unknown classes (task B), layer by layer, three ways:
@@ -7,10 +7,10 @@ known and of the unknown classes (task B), layer by layer, three ways:
    t-SNE map of the same activations for the eye;
 2. gradient inversion: an input optimised from noise until its activation at
    the layer matches a real image's, for the trained network and for a random
-   one of the same shape (seed 002's first table);
+   one of the same shape (Sharma's first table);
 3. decoders: a small network per layer, trained on known classes only with the
    probed network frozen, that reconstructs the input from the layer's
-   activation (seed 002's second table).
+   activation (Sharma's second table).
 
 The probe sizes come from the `diagnostics` params section (`DiagnosticsParams`):
 `images_per_class` test images of each class feed the spread, t-SNE and decoder

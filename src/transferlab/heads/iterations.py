@@ -1,4 +1,4 @@
-"""The per-iteration table of feedback networks (seed 000 Fig. 4).
+"""The per-iteration table of feedback networks (Spero Fig. 4).
 
 Logistic regression fitted on each iteration's head input and on all of them
 together, each tested on every iteration: a (T+1) x T accuracy table.

@@ -112,7 +112,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         options={"iterations": Int(lo=1), "width": Int(lo=1), "hidden": Int(lo=1),
                  "dropout": _DROPOUT},
     ),
-    "twoconv": Architecture(  # seed 002's two-conv-layer MNIST network
+    "twoconv": Architecture(  # Sharma's two-conv-layer MNIST network
         builder="transferlab.models.twoconv:build_twoconv",
         layer_names=_twoconv_names,
         options={"channels": List(item=Int(lo=1), length=2, unique=False),

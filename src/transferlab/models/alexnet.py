@@ -1,4 +1,4 @@
-"""AlexNet as in the Caffe reference model the thesis (seed 004) trains at 57x57.
+"""AlexNet as in the Caffe reference model the thesis (Soekhoe) trains at 57x57.
 
 conv1 96 11x11/4, ReLU, max-pool 3/2, LRN; conv2 256 5x5 (2 groups), ReLU,
 max-pool 3/2, LRN; conv3 384 3x3; conv4 384 3x3 (2 groups); conv5 256 3x3

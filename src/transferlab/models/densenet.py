@@ -1,4 +1,4 @@
-"""DenseNet-BC for 32x32 inputs (seed 001: L = 100, k = 12, 3 dense blocks).
+"""DenseNet-BC for 32x32 inputs (Borthakur & Einhorn: L = 100, k = 12, 3 dense blocks).
 
 Layers: `conv0` (3x3 conv to 2k channels), `block{b}.layer{i}` (bottleneck
 BN-ReLU-conv1x1 to 4k, BN-ReLU-conv3x3 to k; it returns its input with the k

@@ -1,4 +1,4 @@
-"""The ConvLSTM feedback network of seed 000 (Spero, after Zamir et al.).
+"""The ConvLSTM feedback network of Spero (Spero, after Zamir et al.).
 
 `stem`: 3x3 conv, stride 1, to 16 channels, then batch norm (the paper names
 no activation after it, so there is none). `lstm1`..`lstm12`: ConvLSTM layers

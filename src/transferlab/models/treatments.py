@@ -27,10 +27,10 @@ TREATMENTS: dict[str, Treatment] = {
         Treatment("AnB+", "A", True),
         Treatment("BnB", "B", False),  # selffer control: layers from a target-class model
         Treatment("BnB+", "B", True),
-        # Seed 003's "add one or two FC layers": every copied layer frozen, a new
+        # Hong's "add one or two FC layers": every copied layer frozen, a new
         # FC-ReLU layer and the output layer trained on top.
         Treatment("AnB-2fc", "A", False, new_fc=1, only_deepest=True),
-        # Seed 001's Fig. 2: every layer copied from A, the first n frozen, the copied
+        # Borthakur & Einhorn's Fig. 2: every layer copied from A, the first n frozen, the copied
         # rest fine-tuned at lr * lr_mult; only the head is new (trained at lr).
         Treatment("AnB-ft", "A", True, copies_all=True),
     )

@@ -1,4 +1,4 @@
-"""Seed 002's "simple two layer CNN" for MNIST: conv1, conv2, one FC layer, the head.
+"""Sharma's "simple two layer CNN" for MNIST: conv1, conv2, one FC layer, the head.
 
 The paper shows the network only in a missing figure; its sizes here (5x5
 kernels, 10 and 20 channels, no padding, a 2x2 max-pool after each conv, 50

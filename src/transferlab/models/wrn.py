@@ -1,4 +1,4 @@
-"""Wide ResNet for 32x32 inputs (seed 001: WRN-28-10, dropout 0.3).
+"""Wide ResNet for 32x32 inputs (Borthakur & Einhorn: WRN-28-10, dropout 0.3).
 
 Layers: `conv1` (3x3 conv to 16 channels), `block{b}.unit{i}` (pre-activation
 residual units: BN-ReLU-conv3x3-BN-ReLU-dropout-conv3x3 plus the shortcut, a

@@ -155,7 +155,7 @@ def draw_diagnostics(diag: dict, verdicts: dict, path: Path) -> None:
                       fontsize=9)
     axes[1].set_title(f"at {verdicts['k']} images per class: "
                       + verdicts.get("choice", "no fitted rule"), fontsize=9)
-    fig.suptitle("Which layers to transfer (seed 002 probes of model A)", y=1.03)
+    fig.suptitle("Which layers to transfer (Sharma probes of model A)", y=1.03)
     save_png(fig, path, dpi=110, bbox_inches="tight")
 
 
@@ -204,7 +204,7 @@ def diagnostics_section(params: Params, results: Path, summary: dict, plots: Pat
     else:
         about = f"No verdicts: {verdicts['note']}."
     return "\n".join([
-        "## Layer diagnostics (seed 002)", "",
+        "## Layer diagnostics (Sharma)", "",
         diagnostics_tables_markdown(diag, verdicts["layers"]), "", about, "",
         f"Held out by {rule['held_out_by'] if rule else '–'}: on each unit below the rule "
         f"was fitted without it; its choice agrees with the sweep when it is within "

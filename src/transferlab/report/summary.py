@@ -311,7 +311,7 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
 
 
 def binary_aux_markdown(aux: dict) -> list[str]:
-    return [f"Binary auxiliary heads (seed 001): {aux['heads']} head(s), weight "
+    return [f"Binary auxiliary heads (Borthakur & Einhorn): {aux['heads']} head(s), weight "
             f"{aux['weight']}, {aux['treatment']} at n = {aux['n']}, {aux['subsample']} "
             "target images per class, paired by seed:", "",
             markdown_table(["seed", "plain A", "binary A", "difference"],
@@ -340,7 +340,7 @@ def _iterations_markdown(summary: dict) -> list[str]:
     if not table:
         return []
     return ["", "Logistic regression per iteration (rows: trained on; columns: tested on; "
-            "seed 000 Fig. 4):", "",
+            "Spero Fig. 4):", "",
             markdown_table(["trained on", *table["columns"]],
                            [[row, *accs] for row, accs in zip(table["rows"], table["accuracy"],
                                                                strict=True)])]
@@ -362,6 +362,6 @@ def _sweep_iterations_markdown(summary: dict) -> list[str]:
                          for x, g in zip(e["score"], gains or e["score"], strict=True)]
                 rows.append([k[1:], t, n[1:], *cells])
     return ["", f"Sweep per iteration (target test {label}, mean over seeds; gain: minus "
-            "base at the same iteration; seed 000 Fig. 2):", "",
+            "base at the same iteration; Spero Fig. 2):", "",
             markdown_table(["size", "treatment", "n", *(f"iter{i}" for i in range(1, count + 1))],
                            rows)]

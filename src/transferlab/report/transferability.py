@@ -367,7 +367,7 @@ def pipeline_section(params, results: Path, plots: Path, variants: list[dict]
                      "layers and the measured one, per (target size, seed), mean with a "
                      "bootstrap interval over seeds; regret: best measured accuracy minus "
                      "that at the layer the estimator ranks first. One class split: see "
-                     "README for the multi-split study."), "",
+                     "docs/transferability.md for the multi-split study."), "",
         table_markdown(analysis), "", "Per target size (AnB):", "",
         size_table_markdown(analysis), "", verdict_text(analysis), "",
         "Whole-network scores (NCE, LEEP: they read the source network's predictions, so "

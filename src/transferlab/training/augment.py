@@ -1,8 +1,8 @@
 """Random crops, mirrors and rotations of image batches, reproducible from a torch.Generator.
 
 The project's one pad-crop-flip: training augments each batch on its device
-(seed 004: random 57x57 crop of the 64x64 images plus horizontal mirroring at
-training time, the centre crop at test time; seed 001: random 32 crop of the
+(Soekhoe: random 57x57 crop of the 64x64 images plus horizontal mirroring at
+training time, the centre crop at test time; Borthakur & Einhorn: random 32 crop of the
 zero-padded 32x32 image plus horizontal flip), and the features stage makes
 its CNNaug copies with the same function on uint8 images on the CPU.
 """
@@ -63,7 +63,7 @@ def center_crop(x: Tensor, size: int) -> Tensor:
 
 def random_rotate(x: Tensor, max_degrees: float, generator: torch.Generator) -> Tensor:
     """Each image rotated about its centre by an angle drawn uniformly from
-    [-max_degrees, max_degrees] (seed 003's CNNaug rotations); corners that come from
+    [-max_degrees, max_degrees] (Hong's CNNaug rotations); corners that come from
     outside the image are zero, pixels are interpolated bilinearly. The dtype is
     kept (integer images are rounded back)."""
     n = x.shape[0]

@@ -29,8 +29,8 @@ same test accuracy as its lone run.
 What batches (`batch_problem` says why not, in words): a variant whose whole
 recipe is in the explicit supported set below. The `transfer` section must
 hold only the fields listed in `TRANSFER_FIELDS`, the optimiser must be one
-of `OPTIMIZERS`, there is no training-time augmentation, the treatment is
-one of `TREATMENTS` with no field beyond `TREATMENT_FIELDS`, the plan's
+of `BATCHED_OPTIMIZERS`, there is no training-time augmentation, the treatment is
+one of `BATCHED_TREATMENTS` with no field beyond `TREATMENT_FIELDS`, the plan's
 param groups carry nothing but `params`, `lr` and labels (`GROUP_KEYS`),
 the model is a plain `TransferableNet` built only from the stateless module types in `MODULES`
 (no batch norm, no dropout, no feedback iterations), with no buffers, and
@@ -59,9 +59,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from transferlab.config.params import Params
+from transferlab.config.params import OPTIMIZERS, Params
 from transferlab.models.base import TransferableNet
-from transferlab.models.treatments import TREATMENTS as ALL_TREATMENTS
+from transferlab.models.treatments import TREATMENTS
 from transferlab.training.loop import evaluate
 from transferlab.training.variant import (
     Variant,
@@ -87,10 +87,10 @@ TRANSFER_ONLY_UNSET = ("epochs", "copied_milestones")
 # Per-layer rates (transfer.layer_lr_mult) arrive as groups with their own lr; "copied"
 # and "layer" only label groups for schedules, which batch when copied_milestones is unset.
 GROUP_KEYS = frozenset({"params", "lr", "copied", "layer"})
-OPTIMIZERS = frozenset({"adam", "sgd"})
-TREATMENTS = frozenset({"base", "AnB", "AnB+", "BnB", "BnB+", "AnB-2fc"})
+BATCHED_OPTIMIZERS = frozenset(OPTIMIZERS)  # every optimizer the recipe allows
+BATCHED_TREATMENTS = frozenset({"base", "AnB", "AnB+", "BnB", "BnB+", "AnB-2fc"})
 TREATMENT_FIELDS = frozenset({"name", "source", "finetune", "new_fc", "only_deepest",
-                              "copies_all"})  # AnB-ft (copies_all) is not in TREATMENTS
+                              "copies_all"})  # AnB-ft (copies_all) is not in BATCHED_TREATMENTS
 MODULES = frozenset({TransferableNet, nn.ModuleDict, nn.Sequential, nn.Conv2d, nn.Linear,
                      nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity})
 
@@ -106,15 +106,15 @@ def recipe_problem(params: Params, variant: Variant) -> str | None:
     unsupported = [name for name in TRANSFER_ONLY_UNSET if getattr(cfg, name) is not None]
     if unsupported:
         return f"transfer option(s) {', '.join(unsupported)} set: not supported batched"
-    if cfg.optimizer not in OPTIMIZERS:
+    if cfg.optimizer not in BATCHED_OPTIMIZERS:
         return f"optimizer {cfg.optimizer!r} not supported batched"
     if cfg.compile:  # the stacked kernel is not compiled: a compiled run trains alone
         return "transfer.compile: true: compiled runs train one at a time"
     if train_transform(params) is not None:
         return "training-time augmentation (data.crop/data.flip) not supported batched"
-    if variant.treatment not in TREATMENTS:
+    if variant.treatment not in BATCHED_TREATMENTS:
         return f"treatment {variant.treatment!r} not supported batched"
-    treatment = ALL_TREATMENTS[variant.treatment]
+    treatment = TREATMENTS[variant.treatment]
     extra = sorted({f.name for f in dataclasses.fields(treatment)} - TREATMENT_FIELDS)
     if extra:
         return f"treatment field(s) {', '.join(extra)} not supported batched"

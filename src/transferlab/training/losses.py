@@ -3,10 +3,10 @@
 - Single-label: cross-entropy. Multi-label (y of shape (B, L), 0/1): binary
   cross-entropy with logits per label, averaged over the (sample, label)
   entries not masked by `ignore` (VOC's "difficult" labels).
-- Several iterations (the feedback net, seed 000, eq. 7): L = sum_{i=1..n}
+- Several iterations (the feedback net, Spero, eq. 7): L = sum_{i=1..n}
   gamma^i L_i, iterations numbered from 1 as in the paper's Table 1. A model
   with one iteration gets the plain loss L_1 (no constant factor gamma).
-- Binary auxiliary heads (seed 001): each head maps the source classes to 0
+- Binary auxiliary heads (Borthakur & Einhorn): each head maps the source classes to 0
   (a seeded random half) or 1 (the rest) and is a Linear(embed_dim, 2) on the
   model's last-iteration embedding. Loss (1 - B) L_task + B * mean over the
   heads of CE(head_h, y_b_h): with one head this is the paper's

@@ -90,7 +90,7 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
 
     B uses the whole target training part, as Yosinski et al.'s selffer
     networks do; the target test part is never used for training. Binary
-    auxiliary heads (seed 001) train with the source network A only, and only
+    auxiliary heads (Borthakur & Einhorn) train with the source network A only, and only
     with `pretrain.binary_aux.in_model_A`.
     `declared` is what the stage declares in dvc.yaml (params and code): with the inputs'
     digests and the code they make the checkpoint's key, and the checkpoint is
@@ -140,7 +140,7 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
 
 def compare_binary_aux(params: Params, *, prepared: Path, out: Path,
                        progress: bool = True) -> dict:
-    """Seed 001's paired comparison (Table 1): for each of `binary_aux.seeds`, source
+    """Borthakur & Einhorn's paired comparison (Table 1): for each of `binary_aux.seeds`, source
     networks trained with and without the binary auxiliary heads (same split, same
     initialisation, same batches), each transferred with every layer copied and
     fine-tuned (AnB+ at all layers) to `binary_aux.subsample` target images per class."""

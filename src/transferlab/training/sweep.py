@@ -185,7 +185,7 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     """Every (treatment, n, size) of the sweep grid for one seed.
 
     With `sweep.swap`, the grid runs a second time with the roles exchanged
-    (seed 004): the target is task A, "A" layers come from model B and the
+    (Soekhoe): the target is task A, "A" layers come from model B and the
     selffer "B" layers from model A; the report averages the two directions.
     `declared` is what the sweep stage declares in dvc.yaml (params and code), from
     which each variant's key in the `store` (transferlab.training.store) is derived.

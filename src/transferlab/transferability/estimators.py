@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linear_probe")
-NETWORK_ESTIMATORS = ("nce", "leep")
 
 
 def _prepare(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

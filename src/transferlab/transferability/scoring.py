@@ -29,8 +29,8 @@ FREEZE, FINE_TUNE, NO_TRANSFER = "AnB", "AnB+", "base"
 OPTIONS = (FREEZE, FINE_TUNE, NO_TRANSFER)
 VERDICTS = {FREEZE: "freeze", FINE_TUNE: "fine-tune", NO_TRANSFER: "don't transfer"}
 TARGETS = ("AnB", "best")  # rank layers by AnB at n, or by the better of AnB / AnB+ at n
-# seed 002's probes have a meaning of their own (a reconstruction gap, a spread ratio), so
-# the rule may also use them as seed 002 did, with a bar (fitted here, not hand-set)
+# Sharma's probes have a meaning of their own (a reconstruction gap, a spread ratio), so
+# the rule may also use them as Sharma did, with a bar (fitted here, not hand-set)
 THRESHOLD_ESTIMATORS = ("decoder gap", "spread ratio")
 
 
@@ -209,7 +209,7 @@ def apply_rule(rule: dict, unit: dict) -> tuple[str, int]:
         n = choice["fixed_n"] if choice["fixed_n"] in unit["AnB"] else 0
     elif choice.get("min_score") is None:
         n = _pick_layer(scores, sorted(unit["AnB"]))
-    else:  # seed 002's form: copy the layers up to the first that scores below the bar
+    else:  # Sharma's form: copy the layers up to the first that scores below the bar
         n = 0
         for m in sorted(unit["AnB"]):
             if m not in scores or math.isnan(scores[m]) or scores[m] < choice["min_score"]:
@@ -223,7 +223,7 @@ def apply_rule(rule: dict, unit: dict) -> tuple[str, int]:
 def _candidates(at_k: list[dict], estimators: Sequence[str], fixed: bool = False
                 ) -> list[dict]:
     """Every choice the rule may make at one size: no transfer; or an option with n picked
-    by an estimator's top layer; or, for seed 002's probes, the layers up to the first one
+    by an estimator's top layer; or, for Sharma's probes, the layers up to the first one
     whose score falls below a bar (every value seen in the fitting units is tried)."""
     out = [{"option": NO_TRANSFER, "estimator": None}]
     measured = [FREEZE] + ([FINE_TUNE] if all(u.get(FINE_TUNE) for u in at_k) else [])
