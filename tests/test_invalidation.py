@@ -180,3 +180,10 @@ def test_an_unknown_key_fails_every_repro(clean, line):
     proc = run(clean, "dvc", "repro")
     assert proc.returncode != 0
     assert f"unknown key '{line.split(':')[0]}'" in proc.stderr + proc.stdout
+
+
+def test_a_missing_params_file_is_named(clean):
+    (clean / "params.yaml").unlink()
+    proc = run(clean, "dvc", "status")
+    assert proc.returncode != 0
+    assert "'params.yaml' does not exist" in proc.stdout + proc.stderr
