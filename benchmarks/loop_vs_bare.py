@@ -1,6 +1,6 @@
 """The project's training loop (`train.fit`) against a bare PyTorch loop.
 
-    python benchmarks/loop_vs_bare.py [--steps 200] [--rounds 5] [--threads 1]
+    python benchmarks/loop_vs_bare.py [--steps 200] [--rounds 5] [--threads 1] [--cases NAME ...]
 
 Same model (the same initial weights), data (random images held on the
 device), optimiser (`train.make_optimizer` from the shipped transfer recipe),
@@ -10,13 +10,18 @@ processes falls on both; threads are pinned. Prints the device and, per
 case, the median time per step of each over the rounds and the ratio of the
 medians, bare / project (1.0: as fast as bare PyTorch; target >= 0.95), and
 the ratio of the totals. Cases: the convnet at 8x8 (batch 32) and 28x28 (batch 64);
-on a GPU also AlexNet at 57 px (batch 256) and DenseNet-BC at 32 px.
+on a GPU also the convnet at 32x32 colour (batch 64), AlexNet at 57 px (batch 256) and
+DenseNet-BC at 32 px. `--cases` runs the cases whose names start with the given
+prefixes ("alexnet", "convnet 32x32"), on whatever device. After each case it prints
+one line `json: {...}` holding every figure so far (benchmarks/gpu_check.py reads the
+last one).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
@@ -28,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 CASES = [  # name, arch, model kwargs, (channels, side), batch, classes, GPU only
     ("convnet 8x8 b32", "convnet", {"width": 32, "hidden": 128}, (1, 8), 32, 5, False),
     ("convnet 28x28 b64", "convnet", {"width": 32, "hidden": 128}, (1, 28), 64, 5, False),
+    ("convnet 32x32 b64", "convnet", {"width": 32, "hidden": 128}, (3, 32), 64, 50, True),
     ("alexnet 57px b256", "alexnet", {"channels": [96, 256, 384, 384, 256], "fc": 4096,
                                       "groups": 2, "lrn": True, "dropout": 0.5},
      (3, 57), 256, 50, True),
@@ -74,6 +80,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--images", type=int, default=2048)
     ap.add_argument("--cpu", action="store_true", help="stay on the CPU even with CUDA")
+    ap.add_argument("--cases", nargs="+", metavar="NAME",
+                    help="only the cases whose names start with these (any device)")
+    ap.add_argument("--batch", type=int, help="every case at this batch size (a smoke run)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -87,10 +96,16 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
+    figures = {"device": device.type, "device_name": name, "steps": args.steps,
+               "rounds": args.rounds, "cases": {}}
     for label, arch, kwargs, (channels, side), batch, classes, gpu_only in CASES:
-        if gpu_only and not cuda:
+        if args.cases is not None:
+            if not any(label.startswith(prefix) for prefix in args.cases):
+                continue
+        elif gpu_only and not cuda:
             print(f"{label:<22} skipped: no CUDA device")
             continue
+        batch = args.batch or batch
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(args.images, channels, side, side, generator=gen).to(device)
         y = torch.randint(0, classes, (args.images,), generator=gen).to(device)
@@ -123,6 +138,11 @@ def main() -> None:
               f"bare {bare_s / args.steps * 1e3:7.3f} ms/step   "
               f"ratio bare/project {bare_s / project_s:.3f} (target >= 0.95; totals "
               f"{sum(seconds['bare']) / sum(seconds['project']):.3f})")
+        figures["cases"][label] = {
+            "batch": batch, "project_ms_per_step": project_s / args.steps * 1e3,
+            "bare_ms_per_step": bare_s / args.steps * 1e3, "ratio": bare_s / project_s,
+            "ratio_totals": sum(seconds["bare"]) / sum(seconds["project"])}
+        print("json: " + json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_a_checkpoint_without_gpus_restores_no_gpu_state(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_resumed_gpu_run_with_dropout_matches_an_uninterrupted_one(tmp_path):
+def test_a_resumed_cuda_run_with_dropout_matches_an_uninterrupted_one(tmp_path):
     x, y = data("cuda")
     full = dropout_net(0, "cuda")
     fit(full, Batches(x, y, 8, 0), CFG, epochs=4, progress=False)
