@@ -52,7 +52,7 @@ def run_pipeline(repo: Path, only: set[str] | None = None,
     """Run every stage's script as `python <script> <args>` would, in this process.
 
     With `reads`, the params keys each stage read are added to reads[stage name]."""
-    from transferlab.config.spec import recording
+    from .read_recorder import recording
 
     repo = Path(repo)
     ran = []

@@ -4,7 +4,7 @@ Every stage declares, the DVC way, the params it reads (from params.yaml, and un
 `recipe.yaml:` from the recipe file) and its code (its script, the package folders and
 leaf modules it imports). Fewer declared than read or imported serves stale results;
 more declared reruns stages for nothing. The reads are recorded by the params tree
-itself (transferlab.config.spec.recording) while the real stage scripts run; the
+by tests/read_recorder.py while the real stage scripts run; the
 imports are read from the source (tests/import_closure.py).
 """
 

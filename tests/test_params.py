@@ -14,11 +14,11 @@ from transferlab.config.params import (
     parse_params,
     read_params_file,
 )
-from transferlab.config.spec import recording
 from transferlab.stage import run_stage
 
 from .conftest import deep_update, write_params
 from .pipeline_runner import make_project
+from .read_recorder import recording
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,7 +33,6 @@ from transferlab.config.spec import (
     Text,
     check_keys,
     fail,
-    not_recording,
     read_section,
     spec,
     value_at,
@@ -555,8 +554,7 @@ def _check(p: Params) -> Params:
 
 def parse_params(raw: Any) -> Params:
     """Validate a complete params mapping (as read from params.yaml)."""
-    with not_recording():
-        return _check(read_section(Params, raw))
+    return _check(read_section(Params, raw))
 
 
 PARAMS_FILE = "params.yaml"

@@ -1,15 +1,10 @@
-"""A small typed-schema kit: fields that carry their own bounds, one reader, read tracking.
+"""A small typed-schema kit: fields that carry their own bounds, and one reader.
 
 A params section is a frozen dataclass deriving from `Section`; each field's
 type, bounds and choices sit beside it as a spec (`Int(lo=1)`, `Choice(...)`).
 `read_section` checks a mapping against the class and builds it, refusing
 missing and unknown keys, so the values of a run all come from params.yaml
 (where `dvc params diff` sees them) and a misspelt key is an error.
-
-While `recording()` is active, every field read from a section is noted under
-its dotted key ("transfer.lr"). The stage runner uses it to check that
-params.yaml did not change under a running stage, and a test holds the keys a
-stage reads against the params it declares in dvc.yaml.
 """
 
 from __future__ import annotations
@@ -19,8 +14,6 @@ import functools
 import json
 import math
 import typing
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 
@@ -230,45 +223,12 @@ def spec(s: Spec) -> Any:
 
 # ---------------------------------------------------------------------------- sections
 
-_reads: set[str] | None = None
-
-
 class Section:
-    """Base of every params section: notes field reads while `recording()` is on."""
+    """Base of every params section (tests/read_recorder.py notes which fields a stage
+    reads, to hold them against what the stage declares in dvc.yaml)."""
 
     _prefix: ClassVar[str] = ""  # set per instance by read_section ("data.", "heads.svm.")
     __dataclass_fields__: ClassVar[dict]
-
-    def __getattribute__(self, name: str) -> Any:
-        value = object.__getattribute__(self, name)
-        if _reads is not None and not name.startswith("_") \
-                and name in type(self).__dataclass_fields__ and not isinstance(value, Section):
-            _reads.add(object.__getattribute__(self, "_prefix") + name)
-        return value
-
-
-@contextmanager
-def recording() -> Iterator[set[str]]:
-    """Collect the dotted keys of every field read inside the block."""
-    global _reads
-    outer, _reads = _reads, set()
-    try:
-        yield _reads
-    finally:
-        collected, _reads = _reads, outer
-        if outer is not None:
-            outer |= collected
-
-
-@contextmanager
-def not_recording() -> Iterator[None]:
-    """Validation reads everything; those reads are not a stage's."""
-    global _reads
-    outer, _reads = _reads, None
-    try:
-        yield
-    finally:
-        _reads = outer
 
 
 def check_keys(raw: dict, names: list[str], prefix: str) -> None:
