@@ -92,7 +92,8 @@ def test_imagefolder_runs_the_whole_pipeline_on_png_files(tmp_path):
     project = make_project(tmp_path / "project", ROOT)
     raw = deep_update(SHIPPED, deep_update(SMALL, {
         "dataset": "imagefolder",
-        "data": {"path": str(folder), "source_classes": [0, 1, 2], "target_classes": [3, 4, 5]},
+        "data": {"root": str(tmp_path), "path": str(folder), "source_classes": [0, 1, 2],
+                 "target_classes": [3, 4, 5]},
     }))
     write_params(project / "params.yaml", raw)
     run_pipeline(project)
@@ -113,7 +114,8 @@ def test_a_classes_file_names_the_split(tmp_path):
     split.write_text("source: [class_2, class_0]\ntarget: [3]\n")
     p = parse_params(deep_update(TINY, {"dataset": "imagefolder", "subsample": 1, "sweep": {
         "subsample": [1]}, "report": {"subsample": 1}, "data": {
-        "path": str(folder), "split": "file", "classes_file": str(split)}}))
+        "root": str(tmp_path), "path": str(folder), "split": "file",
+        "classes_file": str(split)}}))
     source, target, meta = prepare_tasks("imagefolder", p.data, 0, progress=False)
     assert meta["source_classes"] == [0, 2] and meta["target_classes"] == [3]
     assert source.class_names == ["class_0", "class_2"]
@@ -183,7 +185,8 @@ def test_a_used_class_with_one_image_is_refused_at_prepare_naming_it(tmp_path):
     split.write_text("source: [class_0, class_1]\ntarget: [class_2, class_3]\n")
     p = parse_params(deep_update(TINY, {"dataset": "imagefolder", "subsample": 1, "sweep": {
         "subsample": [1]}, "report": {"subsample": 1}, "data": {
-        "path": str(folder), "split": "file", "classes_file": str(split)}}))
+        "root": str(tmp_path), "path": str(folder), "split": "file",
+        "classes_file": str(split)}}))
     with pytest.raises(ValueError, match="class 'class_3' of dataset imagefolder has 1 image"):
         prepare_tasks("imagefolder", p.data, 0, progress=False)
     split.write_text("source: [class_0, class_1]\ntarget: [class_2, class_4]\n")

@@ -293,3 +293,14 @@ def test_a_missing_recipe_file_is_named(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     with pytest.raises(ParamsError, match=r"recipe.yaml not found"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("key", ["path", "manifest"])
+def test_a_path_outside_data_root_is_refused_naming_both(tiny_raw, tmp_path, key):
+    outside = {"dataset": "imagefolder"} if key == "path" else {}
+    raw = deep_update(tiny_raw, {**outside, "data": {"root": str(tmp_path / "raw"),
+                                                     key: str(tmp_path / "elsewhere")}})
+    with pytest.raises(ParamsError, match=rf"data.{key} = .*elsewhere.* under data.root"):
+        parse_params(raw)
+    inside = deep_update(raw, {"data": {key: str(tmp_path / "raw" / "x")}})
+    parse_params(inside)

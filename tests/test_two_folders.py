@@ -13,7 +13,8 @@ from .conftest import TINY, complete
 def _params(tmp_path, **data):
     return parse_params(complete({**TINY, "dataset": "imagefolder", "data": {
         "split": "fixed", "source_dataset": "imagefolder", "target_dataset": "imagefolder",
-        "source_classes": "all", "target_classes": "all", "test_fraction": 0.25, **data}}))
+        "source_classes": "all", "target_classes": "all", "test_fraction": 0.25,
+        "root": str(tmp_path), **data}}))
 
 
 def test_each_folder_gives_its_side_its_classes_and_test_part(tmp_path):
@@ -35,7 +36,8 @@ def test_each_folder_gives_its_side_its_classes_and_test_part(tmp_path):
 def test_one_folder_is_still_data_path_and_a_missing_side_is_named(tmp_path):
     folder = fx.write_image_folder(tmp_path / "one", n_classes=4, n_per_class=8)
     params = parse_params(complete({**TINY, "dataset": "imagefolder", "data": {
-        "path": str(folder), "source_classes": [0, 1], "target_classes": [2, 3]}}))
+        "root": str(tmp_path), "path": str(folder), "source_classes": [0, 1],
+        "target_classes": [2, 3]}}))
     source, target, _ = prepare_tasks(params.dataset, params.data, params.seed,
                                       progress=False)
     assert source.num_classes == target.num_classes == 2
