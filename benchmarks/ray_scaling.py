@@ -37,7 +37,7 @@ import json, sys, time
 from pathlib import Path
 from transferlab.training import executors
 from transferlab.training import sweep as runs
-from transferlab.keys import stage_params
+from transferlab.keys import declared
 from transferlab.config.params import parse_params
 from transferlab.training.store import Store
 raw, prepared, paths, out, store = json.loads(sys.argv[1])
@@ -56,7 +56,7 @@ ray.get([warm.remote() for _ in range(int(ray.cluster_resources()["CPU"]))])
 start = time.perf_counter()
 runs.run_sweep(params, 0, prepared=Path(prepared),
                model_paths={k: Path(v) for k, v in paths.items()}, out=Path(out),
-               key_params=stage_params("sweep", params, "dvc.yaml"),
+               declared=declared("sweep@0", params, "dvc.yaml"),
                store=Store(store), progress=False)
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
