@@ -4,7 +4,7 @@
     python benchmarks/gpu_sweep.py --sizes 500 --steps 500 --pretrain-epochs 3  # shortened
     python benchmarks/gpu_sweep.py --tiny        # a seconds-long smoke run, any machine
 
-Issue 10's GPU check: 50 source and 50 target classes of 32x32 colour images,
+The GPU sweep check: 50 source and 50 target classes of 32x32 colour images,
 500 training and 100 test images per class (CIFAR-100's sizes), split in
 halves as in Yosinski et al.; base, AnB, AnB+, BnB and BnB+ at every layer
 of the convnet, 3 target sizes (images per class), 1 seed. Datasets cannot be
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 TREATMENTS = ["base", "AnB", "AnB+", "BnB", "BnB+"]
 PRESET = "yosinski-2014-cifar100-similar"
-FULL_SIZES = [10, 100, 500]  # issue 10's target sizes (images per class), 1 seed
+FULL_SIZES = [10, 100, 500]  # target sizes (images per class), 1 seed
 GOAL_MINUTES = 30  # the full sweep on one H100
 
 

@@ -1,4 +1,4 @@
-"""Multi-split study of the transferability estimators (issue 13): several random A/B
+"""Multi-split study of the transferability estimators: several random A/B
 class splits of one dataset, each with its own pretrained model A, sweep (base, AnB, AnB+
 at every layer, several target sizes and seeds), features and estimators; the estimator
 table and the held-out rule aggregate over the splits.

@@ -1,4 +1,4 @@
-"""Known answers for the transferability estimators and their scoring (issue 13)."""
+"""Known answers for the transferability estimators and their scoring."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py (issue 23's one prepared GPU script) at its --tiny size on the
+"""benchmarks/gpu_check.py (the one prepared GPU script) at its --tiny size on the
 CPU: every section runs, and the JSON record and the text summary hold each section's
 figures, so the script is known to work before a GPU machine is lent to run it. Also:
 a failing section is recorded and the next one still runs, and a benchmark past its

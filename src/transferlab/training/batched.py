@@ -19,10 +19,10 @@ the rate of its param group, or 0 for a parameter in no group, which leaves
 it bit-for-bit unchanged. Step-wise rate decay (`milestones`) is applied as
 `MultiStepLR` does.
 
-Why not `torch.func.vmap`: the first version stacked the variants with
-`vmap(grad(functional_call))`; on CPU it was no faster than one variant at a
-time (issue 10's note: its convolution backward under vmap cost 2.7 times
-the separate ones, and per-variant work grew with the group). With the
+Why not `torch.func.vmap`: stacking the variants with
+`vmap(grad(functional_call))` was measured no faster on CPU than one variant at
+a time (its convolution backward under vmap cost 2.7 times the separate ones,
+and per-variant work grew with the group). With the
 grouped kernels, every variant of the default grid (seed 0) ended with the
 same test accuracy as its lone run.
 
@@ -301,7 +301,7 @@ class _StackedNet:
     channels_last trained the default grid about 12 % faster on this CPU (its
     max-pool is much faster) but rounds differently from the one-at-a-time loop;
     one k=1 variant then ended 5 test images (0.0186) away from its lone run,
-    against 0 for every variant in NCHW (issue 10's note)."""
+    against 0 for every variant in NCHW."""
 
     def __init__(self, template: _Suffix):
         names = {id(m): name for name, m in template.named_modules()}
