@@ -28,15 +28,20 @@ files, or for tests; a file may also map dataset names to entries), looks like t
 - `files`: what to download. `name` is a plain file name, saved as
   `<root>/<dir>/<name>` (`dir` defaults to "."). `urls` (or a single `url`) are
   tried in order; with `mirror`, the only URL is `<mirror>/<name>`. Each file
-  needs `md5` and/or `sha256`; a file is used only after its checksum matched.
+  needs `md5` and/or `sha256` (of its bytes) and/or `gunzip_sha256` (of a gzip
+  file's decompressed bytes: `gunzip -c FILE | sha256sum`); a file is used only
+  after its checksum matched. With both kinds, a file passes when its bytes match,
+  and otherwise only when its decompressed content does (the same data
+  recompressed, as Debian's Fashion-MNIST).
   `extract`: a directory under root to extract the archive (tar, tar.gz, zip)
   into; absent or null keeps the file as it is (MNIST's .gz files).
 - `local`: paths under root (files or directories) that together are the
   dataset in torchvision's layout. When all exist, nothing is downloaded. A
-  value of {"md5": ...} and/or {"sha256": ...} is checked before the file is
-  read; null means no check. A list of paths is the same as all-null values.
-  CIFAR's pickled batches are only read when checked this way, or when they came
-  out of an archive that was verified in the same call.
+  value of {"md5": ...}, {"sha256": ...} and/or {"gunzip_sha256": ...} is checked
+  before the file is read (as for `files`); null means no check. A list of paths
+  is the same as all-null values. CIFAR's pickled batches are only read when
+  checked this way, or when they came out of an archive that was verified in the
+  same call.
 
 All paths in a manifest must stay inside root (no absolute paths, no `..`).
 """
@@ -50,7 +55,7 @@ from pathlib import Path, PurePosixPath
 
 from transferlab.data.archives import extract_archive
 from transferlab.data.download import (
-    HASHES,
+    CHECKS,
     ChecksumError,
     DownloadError,
     download_file,
@@ -186,9 +191,9 @@ def _checksums(value, what: str, required: bool) -> dict[str, str] | None:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"manifest: {what} = {value!r}: expected a mapping")
-    sums = {k: value[k] for k in HASHES if k in value}
+    sums = {k: value[k] for k in CHECKS if k in value}
     if not sums:
-        raise ValueError(f"manifest: {what} needs one of {', '.join(HASHES)}")
+        raise ValueError(f"manifest: {what} needs one of {', '.join(CHECKS)}")
     for algo, digest in sums.items():
         length = 32 if algo == "md5" else 64
         if not isinstance(digest, str) or len(digest) != length or not all(
@@ -214,10 +219,10 @@ def validate_manifest(entry, source: str = "manifest") -> dict:
         what = f"files[{i}]"
         if not isinstance(f, dict):
             raise ValueError(f"{source}: {what} must be an object")
-        bad = set(f) - {"name", "url", "urls", "md5", "sha256", "dir", "extract"}
+        bad = set(f) - {"name", "url", "urls", "dir", "extract", *CHECKS}
         if bad:
             raise ValueError(f"{source}: {what}: unknown keys {sorted(bad)}; allowed: name, "
-                             f"url(s), md5, sha256, dir, extract")
+                             f"url(s), {', '.join(CHECKS)}, dir, extract")
         name = f.get("name")
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (
                 ".", ".."):
