@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup repro test lint browser bench clean
+.PHONY: setup repro test lint browser datasets bench clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,7 @@ repro: setup
 lint: setup
 	ruff check .
 
-test: setup lint browser
+test: setup lint browser datasets
 	pytest -q
 
 # tests/test_plots_offline.py opens the plots page in headless Chromium: install Debian's
@@ -48,6 +48,21 @@ browser:
 	  apt-get update -qq >/dev/null && \
 	  apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 	  || echo "could not install chromium: tests/test_plots_offline.py will fail"; \
+	fi
+
+# tests/test_fashion_mnist.py reads Debian's Fashion-MNIST (all 70,000 images) when it is
+# installed, a tiny copy in the same format otherwise: install the package when it is
+# missing and we can (root with apt-get); otherwise say so and go on. The same copy serves
+# studies: `recipe.yaml:data.root=/usr/share/datasets` (docs/datasets.md).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+datasets:
+	@if [ ! -f $(FASHION_MNIST) ] && [ "$${TRANSFERLAB_SKIP_DATASETS:-0}" != 1 ] \
+	    && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing dataset-fashion-mnist (apt-get) for tests/test_fashion_mnist.py"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq >/dev/null && \
+	  apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null \
+	  || echo "could not install dataset-fashion-mnist: tests/test_fashion_mnist.py uses its tiny copy"; \
 	fi
 
 bench: setup

@@ -134,6 +134,36 @@ def write_mnist_files(dir: Path, n_per_class: int = 12, n_test_per_class: int = 
     return {"files": files, "local": local}
 
 
+def sha256_gunzip(path: Path) -> str:
+    return hashlib.sha256(gzip.decompress(Path(path).read_bytes())).hexdigest()
+
+
+def write_fashion_mnist_files(dir: Path, n_per_class: int = 6, n_test_per_class: int = 3,
+                              seed: int = 0) -> dict:
+    """Fashion-MNIST's four files under torchvision's names (MNIST's idx format, 28x28 grey),
+    and a manifest like the catalog's: the md5 of these gzips and the sha256 of their
+    decompressed content (`gunzip_sha256`), saved under FashionMNIST/raw."""
+    m = write_mnist_files(dir, n_per_class, n_test_per_class, seed=seed)
+    files, local = [], {}
+    for f in m["files"]:
+        sha = sha256_gunzip(Path(dir) / f["name"])
+        files.append({**f, "dir": "FashionMNIST/raw", "gunzip_sha256": sha})
+        local[f"FashionMNIST/raw/{f['name']}"] = {"md5": f["md5"], "gunzip_sha256": sha}
+    return {"files": files, "local": local}
+
+
+DEBIAN_MTIME = 1591347949  # the date Debian's dataset-fashion-mnist stamps on its gzips
+
+
+def recompress_like_debian(src: Path, dest: Path) -> None:
+    """The same content gzipped again as Debian's package has it (another mtime, no file
+    name, another level): other bytes, so another md5, and the same gunzip_sha256."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    data = gzip.decompress(Path(src).read_bytes())
+    dest.write_bytes(gzip.compress(data, compresslevel=6, mtime=DEBIAN_MTIME))
+
+
 # ---------------------------------------------------------------------------- CIFAR
 
 

@@ -32,7 +32,8 @@ STAGES = DVC_YAML["stages"]
 # cannot reach (no download, no torchvision weights here); each says where it is read.
 READ_ONLY_SOMETIMES = {
     "prepare": {
-        "data.root": "downloaded datasets (mnist, cifar, voc, tinyimagenet, miniplaces)",
+        "data.root": "downloaded datasets (mnist, fashion-mnist, cifar, voc, tinyimagenet, "
+                     "miniplaces)",
         "data.mirror": "when a dataset is downloaded",
         "data.manifest": "when a dataset is downloaded",
         "data.path": "dataset imagefolder",

@@ -37,7 +37,7 @@ from transferlab.data.catalog import (
     read_manifest,
     validate_manifest,
 )
-from transferlab.data.download import ChecksumError, download_file
+from transferlab.data.download import ChecksumError, download_file, verify_file
 from transferlab.data.readers import read_miniplaces
 from transferlab.data.safe_pickle import UnsafePickleError, safe_loads
 
@@ -357,7 +357,15 @@ def test_manifest_errors_name_the_key(tmp_path):
         ({**ok, "files": [{**ok["files"][0], "name": "d/a.tar"}]}, "plain file name"),
         ({**ok, "files": [{"name": "a", "url": "http://x/a"}]}, "md5, sha256"),
         ({**ok, "files": [{**ok["files"][0], "sha256": "xyz"}]}, "hex digits"),
+        ({**ok, "files": [{**ok["files"][0], "gunzip_sha256": "a" * 32}]}, "64 hex digits"),
+        ({**ok, "local": {"a": {"gunzip": "a" * 64}}}, "gunzip_sha256"),
     ]
+    # a gzip checked by its decompressed content alone, or as well as by its bytes
+    only = {"files": [{"name": "a.gz", "url": "http://x/a.gz", "gunzip_sha256": "B" * 64}],
+            "local": {"a.gz": {"md5": "c" * 32, "gunzip_sha256": "d" * 64}}}
+    checked = validate_manifest(only)
+    assert checked["files"][0]["checksums"] == {"gunzip_sha256": "b" * 64}
+    assert checked["local"]["a.gz"] == {"md5": "c" * 32, "gunzip_sha256": "d" * 64}
     for raw, words in bad_cases:
         with pytest.raises(ValueError, match=words):
             validate_manifest(raw)
@@ -558,6 +566,37 @@ def test_ensure_local_copy_redownloads_a_corrupt_local_copy(tmp_path, served):
     verified = ensure_local_copy("mnist", entry, root, mirror=served["url"], progress=False)
     assert target in verified and len(served["url"].requests) > count
     assert target.read_bytes() == (served["dir"] / target.name).read_bytes()
+
+
+def test_gunzip_sha256_checks_a_gzip_by_its_content(tmp_path, served):
+    """Byte checksums first; failing them (or with none), the decompressed content's."""
+    import gzip
+    import hashlib
+
+    src = served["dir"] / "t10k-labels-idx1-ubyte.gz"
+    content = gzip.decompress(src.read_bytes())
+    sha = hashlib.sha256(content).hexdigest()
+    other = tmp_path / "other.gz"  # the same content, other gzip bytes
+    other.write_bytes(gzip.compress(content, compresslevel=1, mtime=12345))
+    md5 = hashlib.md5(src.read_bytes()).hexdigest()
+    for sums in ({"md5": md5, "gunzip_sha256": sha}, {"gunzip_sha256": sha}):
+        verify_file(src, sums)
+        verify_file(other, sums)
+    with pytest.raises(ChecksumError, match="md5 checksum mismatch"):
+        verify_file(other, {"md5": md5})
+    # download_file: the same rule, on the bytes before they are renamed into place
+    dest = download_file([f"{served['url']}/{src.name}"], tmp_path / "dl" / "x.gz",
+                         {"gunzip_sha256": sha}, progress=False)
+    assert dest.read_bytes() == src.read_bytes()
+    wrong = {"md5": md5, "gunzip_sha256": "0" * 64}
+    with pytest.raises(ChecksumError) as err:
+        verify_file(other, wrong)
+    assert str(other) in str(err.value) and f"expected {'0' * 64}, got {sha}" in str(err.value)
+    verify_file(src, wrong)  # its bytes match: the content digest is not needed
+    with pytest.raises(ChecksumError, match="x.gz: gunzip_sha256 .* mismatch.*deleted"):
+        download_file([f"{served['url']}/{src.name}"], tmp_path / "dl2" / "x.gz",
+                      {"gunzip_sha256": "0" * 64}, progress=False)
+    assert not (tmp_path / "dl2").exists() or _all_files(tmp_path / "dl2") == []
 
 
 def test_download_bar_shows_only_on_a_terminal(monkeypatch):

@@ -12,6 +12,7 @@ from PIL import Image
 from tests.dataset_fixtures import class_images, write_image_folder
 from transferlab.data.catalog import load_dataset
 from transferlab.data.readers import (
+    FASHION_MNIST_CLASSES,
     RawDataset,
     _decode,
     read_mnist,
@@ -120,6 +121,12 @@ def test_mnist_idx_header_is_checked(tmp_path):
         struct.pack(">II", 0x801, 25) + labels.astype(np.uint8).tobytes()))
     with pytest.raises(ValueError, match="does not match header"):
         read_mnist(raw)
+    # the same format with other class names (Fashion-MNIST); a label past them is refused
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(
+        struct.pack(">II", 0x801, 20) + labels.astype(np.uint8).tobytes()))
+    assert read_mnist(raw, FASHION_MNIST_CLASSES).class_names[0] == "T-shirt/top"
+    with pytest.raises(ValueError, match="label 9 in the idx files, but the dataset has 3"):
+        read_mnist(raw, ["a", "b", "c"])
 
 
 def test_resize_images_keeps_channels_and_dtype():

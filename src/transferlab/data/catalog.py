@@ -3,7 +3,9 @@
 `load_dataset(name, root=...)` finds a dataset under `root` in torchvision's
 layout (so a copy torchvision already downloaded is reused), and otherwise
 downloads, verifies and extracts it first. Nothing is downloaded when the local
-copy is present.
+copy is present. A few datasets are also found in another layout (`INSTALLED`:
+Debian's `dataset-fashion-mnist` under `/usr/share/datasets`), read where they
+are after their checksums matched.
 
 Manifest format
 ---------------
@@ -28,15 +30,20 @@ files, or for tests; a file may also map dataset names to entries), looks like t
 - `files`: what to download. `name` is a plain file name, saved as
   `<root>/<dir>/<name>` (`dir` defaults to "."). `urls` (or a single `url`) are
   tried in order; with `mirror`, the only URL is `<mirror>/<name>`. Each file
-  needs `md5` and/or `sha256`; a file is used only after its checksum matched.
+  needs `md5` and/or `sha256` (of its bytes) and/or `gunzip_sha256` (of a gzip
+  file's decompressed bytes: `gunzip -c FILE | sha256sum`); a file is used only
+  after its checksum matched. With both kinds, a file passes when its bytes match,
+  and otherwise only when its decompressed content does (the same data
+  recompressed, as Debian's Fashion-MNIST).
   `extract`: a directory under root to extract the archive (tar, tar.gz, zip)
   into; absent or null keeps the file as it is (MNIST's .gz files).
 - `local`: paths under root (files or directories) that together are the
   dataset in torchvision's layout. When all exist, nothing is downloaded. A
-  value of {"md5": ...} and/or {"sha256": ...} is checked before the file is
-  read; null means no check. A list of paths is the same as all-null values.
-  CIFAR's pickled batches are only read when checked this way, or when they came
-  out of an archive that was verified in the same call.
+  value of {"md5": ...}, {"sha256": ...} and/or {"gunzip_sha256": ...} is checked
+  before the file is read (as for `files`); null means no check. A list of paths
+  is the same as all-null values. CIFAR's pickled batches are only read when
+  checked this way, or when they came out of an archive that was verified in the
+  same call.
 
 All paths in a manifest must stay inside root (no absolute paths, no `..`).
 """
@@ -50,13 +57,14 @@ from pathlib import Path, PurePosixPath
 
 from transferlab.data.archives import extract_archive
 from transferlab.data.download import (
-    HASHES,
+    CHECKS,
     ChecksumError,
     DownloadError,
     download_file,
     verify_file,
 )
 from transferlab.data.readers import (
+    FASHION_MNIST_CLASSES,
     RawDataset,
     read_cifar,
     read_image_folder,
@@ -69,8 +77,8 @@ from transferlab.data.readers import (
 )
 from transferlab.progress import progress_enabled
 
-DATASETS = ("mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet", "miniplaces",
-            "imagefolder")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet",
+            "miniplaces", "imagefolder")
 OFFLINE_HINT = "`dataset: digits` is bundled with scikit-learn and runs offline"
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -80,6 +88,28 @@ _MNIST = {
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# Fashion-MNIST: torchvision's FashionMNIST (its mirror, file names and the MD5s of the
+# .gz files), and the sha256 of each decompressed idx file. Debian's package
+# dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/) ships the same files with
+# the gzip header rewritten (file name dropped, mtime set to the package's date; the
+# deflate stream is upstream's), so their MD5s differ (train images: cf8536b0... there)
+# and the decompressed digest is what accepts them. Recorded from Debian's
+# 0.0~git20200523.55506a9-1; the same idx bytes as upstream's gzips (docs/datasets.md).
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_FASHION = {  # name: (md5 of the .gz, sha256 of the decompressed idx file)
+    "train-images-idx3-ubyte.gz": (
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte.gz": (
+        "25c81989df183df01b3e8a0aad5dffbe",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte.gz": (
+        "bef4ecab320f06d8554ea6380940ec79",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte.gz": (
+        "bb300cfdad3c16e7a12a480ee83cd310",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 }
 _CIFAR10_BATCHES = {
     "data_batch_1": "c99cafc152244af753f735de768cd75f",
@@ -117,6 +147,12 @@ CATALOG: dict[str, dict] = {
         "files": [{"name": n, "urls": [u + n for u in _MNIST_URLS], "md5": md5,
                    "dir": "MNIST/raw"} for n, md5 in _MNIST.items()],
         "local": {f"MNIST/raw/{n}": {"md5": md5} for n, md5 in _MNIST.items()},
+    },
+    "fashion-mnist": {
+        "files": [{"name": n, "urls": [_FASHION_URL + n], "md5": md5, "gunzip_sha256": sha,
+                   "dir": "FashionMNIST/raw"} for n, (md5, sha) in _FASHION.items()],
+        "local": {f"FashionMNIST/raw/{n}": {"md5": md5, "gunzip_sha256": sha}
+                  for n, (md5, sha) in _FASHION.items()},
     },
     "cifar10": {
         "files": [{"name": "cifar-10-python.tar.gz",
@@ -164,6 +200,17 @@ CATALOG: dict[str, dict] = {
 }
 
 
+# Other layouts a dataset is found in under root, read where they are: the `local` paths
+# under the first prefix are looked for under the second too, when they are not all
+# present in the catalog's own layout. Such a copy is checked like any local copy, but
+# never downloaded into, replaced or deleted: a system package's files are not ours.
+# Debian's dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist/*.gz, so
+# `data.root: /usr/share/datasets` reads it as installed.
+INSTALLED: dict[str, tuple[str, str]] = {
+    "fashion-mnist": ("FashionMNIST/raw/", "fashion-mnist/"),
+}
+
+
 class DatasetUnavailableError(FileNotFoundError):
     """No local copy, and it could not (or may not) be downloaded."""
 
@@ -186,9 +233,9 @@ def _checksums(value, what: str, required: bool) -> dict[str, str] | None:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"manifest: {what} = {value!r}: expected a mapping")
-    sums = {k: value[k] for k in HASHES if k in value}
+    sums = {k: value[k] for k in CHECKS if k in value}
     if not sums:
-        raise ValueError(f"manifest: {what} needs one of {', '.join(HASHES)}")
+        raise ValueError(f"manifest: {what} needs one of {', '.join(CHECKS)}")
     for algo, digest in sums.items():
         length = 32 if algo == "md5" else 64
         if not isinstance(digest, str) or len(digest) != length or not all(
@@ -214,10 +261,10 @@ def validate_manifest(entry, source: str = "manifest") -> dict:
         what = f"files[{i}]"
         if not isinstance(f, dict):
             raise ValueError(f"{source}: {what} must be an object")
-        bad = set(f) - {"name", "url", "urls", "md5", "sha256", "dir", "extract"}
+        bad = set(f) - {"name", "url", "urls", "dir", "extract", *CHECKS}
         if bad:
             raise ValueError(f"{source}: {what}: unknown keys {sorted(bad)}; allowed: name, "
-                             f"url(s), md5, sha256, dir, extract")
+                             f"url(s), {', '.join(CHECKS)}, dir, extract")
         name = f.get("name")
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (
                 ".", ".."):
@@ -351,6 +398,37 @@ def ensure_local_copy(name: str, entry: dict, root: str | Path, *, mirror: str |
     return verified
 
 
+def installed_copy(name: str, entry: dict, root: str | Path) -> Path | None:
+    """The folder of dataset `name`'s copy in its other layout (INSTALLED) under root, when
+    the catalog's own layout is incomplete and that one complete; None otherwise.
+
+    Its files are checked against the entry's `local` checksums; a mismatch is an error
+    (such a copy is never replaced), not a reason to download.
+    """
+    if name not in INSTALLED:
+        return None
+    own, other = INSTALLED[name]
+    root = Path(root).expanduser().absolute()
+    if all((root / rel).exists() for rel in entry["local"]):
+        return None
+    if not all(rel.startswith(own) for rel in entry["local"]):
+        return None  # a manifest with another layout: only its own counts
+    local = {root / other / rel[len(own):]: sums for rel, sums in entry["local"].items()}
+    if not all(p.exists() for p in local):
+        return None
+    for p, sums in local.items():
+        if sums:
+            try:
+                verify_file(p, sums)
+            except ChecksumError as e:
+                raise ChecksumError(
+                    f"dataset {name!r}: the copy in {root / other} fails its checksums: {e}. "
+                    f"It is read as it is and never replaced: reinstall it (Debian: apt-get "
+                    f"install --reinstall dataset-{name}), or point data.root at another "
+                    f"folder to download a fresh copy there") from None
+    return root / other
+
+
 # ---------------------------------------------------------------------------- loading
 
 
@@ -387,10 +465,17 @@ def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
                          f"not {name}")
     entry = read_manifest(manifest, name) if manifest is not None else catalog_entry(name)
     root = Path(root).expanduser().absolute()
-    verified = ensure_local_copy(name, entry, root, mirror=mirror, download=download,
-                                 progress=progress)
+    installed = installed_copy(name, entry, root)
+    if installed is not None:
+        verified = set()
+    else:
+        verified = ensure_local_copy(name, entry, root, mirror=mirror, download=download,
+                                     progress=progress)
     if name == "mnist":
         return _resized(read_mnist(root / "MNIST" / "raw"), image_size)
+    if name == "fashion-mnist":
+        raw_dir = installed or root / "FashionMNIST" / "raw"
+        return _resized(read_mnist(raw_dir, FASHION_MNIST_CLASSES), image_size)
     if name == "cifar10":
         data = read_cifar(root / "cifar-10-batches-py",
                           [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],

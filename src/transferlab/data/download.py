@@ -6,16 +6,24 @@ only when the byte count matches the server's Content-Length and the checksum
 matches the expected one, so an interrupted or corrupt download is never taken
 for a complete file. On a checksum mismatch the bytes are deleted and the error
 names the file with the expected and actual checksums. urllib only.
+
+A gzip file may instead (or as well) be checked by `gunzip_sha256`, the sha256 of
+its decompressed bytes (`gunzip -c FILE | sha256sum`): the same content
+recompressed (other gzip header or settings, so other bytes) passes too. With byte
+checksums as well, the file passes when they match, and otherwise only when its
+decompressed content does.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from transferlab.io import current_umask
@@ -23,7 +31,10 @@ from transferlab.progress import progress_bar
 
 CHUNK = 1 << 20
 STALE_PART_SECONDS = 600  # a .part file untouched this long belongs to a dead download
-HASHES = ("md5", "sha256")
+HASHES = ("md5", "sha256")  # of the file's bytes
+GUNZIP_HASH = "gunzip_sha256"  # sha256 of a gzip file's decompressed bytes
+CHECKS = (*HASHES, GUNZIP_HASH)
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
 
 class ChecksumError(ValueError):
@@ -51,28 +62,65 @@ def _bar(total: int | None, desc: str, enabled: bool):
 
 
 def _hashers(checksums: dict[str, str]) -> dict[str, hashlib._Hash]:
-    unknown = set(checksums) - set(HASHES)
+    """Hashers for the byte checksums among `checksums` (none when only gunzip_sha256)."""
+    unknown = set(checksums) - set(CHECKS)
     if unknown or not checksums:
-        raise ValueError(f"checksums {checksums!r}: give md5 and/or sha256")
-    return {algo: hashlib.new(algo) for algo in checksums}
+        raise ValueError(f"checksums {checksums!r}: give md5, sha256 and/or {GUNZIP_HASH}")
+    return {algo: hashlib.new(algo) for algo in HASHES if algo in checksums}
 
 
-def _compare(path: Path, hashers: dict, checksums: dict[str, str]) -> None:
+def gunzip_sha256(path: str | Path) -> str:
+    """sha256 of the decompressed content of gzip file `path`, streamed (constant memory).
+    ChecksumError naming the file when it is not a valid gzip file."""
+    try:
+        return _gunzip_sha256(path)
+    except _GZIP_ERRORS as e:
+        raise ChecksumError(f"{path}: does not decompress as gzip ({e})") from None
+
+
+def _gunzip_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _compare(path: Path, hashers: dict, checksums: dict[str, str],
+             data: Path | None = None) -> None:
+    """Raise ChecksumError naming `path` unless its bytes (hashed into `hashers`) match, or,
+    failing that, the decompressed content of `data` (default `path`) matches gunzip_sha256."""
+    mismatches = []
     for algo, h in hashers.items():
         expected, actual = checksums[algo].lower(), h.hexdigest()
         if actual != expected:
-            raise ChecksumError(f"{path}: {algo} checksum mismatch: expected {expected}, "
-                                f"got {actual}")
+            mismatches.append(f"{algo} checksum mismatch: expected {expected}, got {actual}")
+    if hashers and not mismatches:
+        return
+    if GUNZIP_HASH in checksums:
+        expected = checksums[GUNZIP_HASH].lower()
+        try:
+            actual = _gunzip_sha256(data or path)
+        except _GZIP_ERRORS as e:
+            why = f"does not decompress as gzip ({e})"
+        else:
+            if actual == expected:
+                return
+            why = f"expected {expected}, got {actual}"
+        mismatches.append(f"{GUNZIP_HASH} (sha256 of the decompressed content) mismatch: "
+                          f"{why}")
+    raise ChecksumError(f"{path}: {'; '.join(mismatches)}")
 
 
 def verify_file(path: str | Path, checksums: dict[str, str]) -> None:
     """Raise ChecksumError naming `path`, the expected and the actual checksum on mismatch."""
     path = Path(path)
     hashers = _hashers(checksums)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            for h in hashers.values():
-                h.update(chunk)
+    if hashers:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                for h in hashers.values():
+                    h.update(chunk)
     _compare(path, hashers, checksums)
 
 
@@ -134,7 +182,7 @@ def download_file(urls: list[str], dest: str | Path, checksums: dict[str, str], 
             with os.fdopen(fd, "wb") as out:
                 _stream(url, out, hashers, progress, dest.name, timeout)
             try:
-                _compare(dest, hashers, checksums)
+                _compare(dest, hashers, checksums, data=tmp)
             except ChecksumError as e:
                 raise ChecksumError(f"{e} (downloaded from {url}; the file was deleted)") from None
             # mkstemp makes it owner-only; a dataset is not a secret: what `open` would give

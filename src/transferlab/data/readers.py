@@ -21,6 +21,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor"]
+# torchvision's FashionMNIST.classes (Zalando's label descriptions), in label order
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"]
 VOC_DEFAULT_SIZE = 32  # Spero studies VOC 2012 at 32x32
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
@@ -144,8 +147,12 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     return out
 
 
-def read_mnist(raw_dir: str | Path) -> RawDataset:
-    """MNIST from `<root>/MNIST/raw/*-ubyte.gz`: 60000 train + 10000 test, (N, 1, 28, 28)."""
+def read_mnist(raw_dir: str | Path, class_names: list[str] | None = None) -> RawDataset:
+    """MNIST from `<root>/MNIST/raw/*-ubyte.gz`: 60000 train + 10000 test, (N, 1, 28, 28).
+
+    Any set of the same four idx files (Fashion-MNIST's: `class_names` =
+    FASHION_MNIST_CLASSES); class names default to the digits "0".."9".
+    """
     raw_dir = Path(raw_dir)
     parts = []
     for prefix in ("train", "t10k"):
@@ -163,7 +170,11 @@ def read_mnist(raw_dir: str | Path) -> RawDataset:
     labels = np.concatenate([parts[0][1], parts[1][1]]).astype(np.int64)
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[n_train:] = True
-    return RawDataset(images, labels, [str(d) for d in range(10)], is_test)
+    names = [str(d) for d in range(10)] if class_names is None else list(class_names)
+    if len(labels) and labels.max() >= len(names):
+        raise ValueError(f"{raw_dir}: label {int(labels.max())} in the idx files, but the "
+                         f"dataset has {len(names)} classes")
+    return RawDataset(images, labels, names, is_test)
 
 
 # ---------------------------------------------------------------------------- CIFAR
