@@ -4,7 +4,7 @@ import json
 import torch
 
 from transferlab.config.params import parse_params
-from transferlab.keys import stage_params
+from transferlab.keys import declared
 from transferlab.training import sweep as runs
 from transferlab.training.pretrain import pretrain
 from transferlab.training.store import Store
@@ -12,7 +12,7 @@ from transferlab.training.variant import Variant, run_variant
 
 from .conftest import ROOT, TINY, deep_update
 
-KEYS = stage_params("sweep", parse_params(TINY), ROOT / "dvc.yaml")
+KEYS = declared("sweep", parse_params(TINY), ROOT / "dvc.yaml")
 
 
 def _prepared(tmp_path, digits_tasks):
@@ -97,12 +97,12 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     cache = Store(str(tmp_path / "store"))
     first = runs.run_sweep(tiny_params, 0, prepared=prepared, model_paths=sources,
                            out=tmp_path / "s.json", store=cache, progress=False,
-                   key_params=KEYS)
+                           declared=KEYS)
     n_first = len(trained)
     grown = parse_params(deep_update(TINY, {"sweep": {"layers": [1, 2, 3]}}))
     second = runs.run_sweep(grown, 0, prepared=prepared, model_paths=sources,
                             out=tmp_path / "s2.json", store=cache, progress=False,
-                   key_params=KEYS)
+                            declared=KEYS)
     new = trained[n_first:]
     assert sorted(new) == sorted(f"{t}/n2/k{k}/s0" for t in ("AnB", "AnB+", "BnB", "BnB+")
                                  for k in (1, 3))
@@ -118,7 +118,7 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     trained.clear()
     runs.run_sweep(changed, 0, prepared=prepared, model_paths=sources,
                    out=tmp_path / "s3.json", store=cache, progress=False,
-                   key_params=KEYS)
+                   declared=KEYS)
     assert len(trained) == len(runs.grid(changed, 0))
 
     # Curves on: no stored curve-less entry is served; every variant trains and holds one.
@@ -126,7 +126,7 @@ def test_a_grown_grid_trains_only_its_new_variants(tmp_path, tiny_params, digits
     trained.clear()
     with_curves = runs.run_sweep(curves, 0, prepared=prepared, model_paths=sources,
                                  out=tmp_path / "s4.json", store=cache, progress=False,
-                                 key_params=KEYS)
+                                 declared=KEYS)
     assert len(trained) == len(runs.grid(curves, 0))
     for r in with_curves["variants"]:
         assert r["curve"][-1]["test_score"] == r["test_score"]
@@ -156,7 +156,7 @@ def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, t
     # The grid's keys choose variants, they do not change one; other arches do not matter.
     assert key(cropped) == key(deep_update(cropped, {"sweep": {"layers": [1, 2, 3]}}))
     assert key(cropped) == key(deep_update(cropped, {"model": {"wrn": {"widen": 2}}}))
-    declared = {k for k in KEYS if k not in runs.GRID_KEYS}
+    declared = {k for k in KEYS.params if k not in runs.GRID_KEYS}
     assert declared == set(json.loads(key(cropped))["params"])
     # What a result holds is not the grid: curves on gives every variant a new key.
     assert "sweep.curves" in declared
