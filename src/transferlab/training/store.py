@@ -13,10 +13,23 @@ Writes never leave a torn entry: on a filesystem, a temporary beside the entry
 is renamed onto it (transferlab.io); on an object store an entry is one PUT,
 which the store makes visible whole or not at all. Two runs writing the same
 key write the same result, so the last one winning is harmless.
+
+Trust: whoever can write the store can change results, as with DVC's run-cache
+and remotes. Each entry (a variant's JSON, a pretraining checkpoint) carries the
+sha256 of its own content, inside the entry so that the one atomic write that
+stores it stores its digest too (a sidecar file would be a second write, which a
+reader could see half done). On read, an entry whose content does not match its
+digest, or that carries none, is a miss named on stderr, and the result is trained
+again. This catches corruption and careless edits (a hand-edited score, a
+checkpoint rewritten with torch.save); it does not stop a writer who recomputes
+the digest, which anyone with the code can. Against that, keep write access to
+the people whose results you accept (a read-only store is served as a read-only
+cache: `open_store`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -30,6 +43,26 @@ STORE_ENV = "TRANSFERLAB_STORE"
 class StoreError(ConfigurationError):
     """The configured store cannot be used (unknown filesystem, not writable); like a bad
     param, it stops a stage before any work, with exit status 2."""
+
+
+class EntryRejected(ValueError):
+    """A stored entry that is not served: it carries no digest, or its content does not
+    match the digest it carries. The message says which, to be printed with the entry."""
+
+
+def content_digest(key: str, content: bytes) -> str:
+    """The digest an entry carries: sha256 of its key and its content, so an entry copied
+    under another key fails as an edited one does."""
+    return hashlib.sha256(key.encode("utf-8") + b"\0" + content).hexdigest()
+
+
+def check_digest(stored: object, actual: str) -> None:
+    """Raise EntryRejected unless `stored` (the digest an entry carries) is `actual`."""
+    if stored is None:
+        raise EntryRejected("carries no digest (written before entries carried one)")
+    if stored != actual:
+        raise EntryRejected(f"fails its digest (it carries sha256 {str(stored)[:16]}..., its "
+                            f"content hashes to {actual[:16]}...: edited or corrupted)")
 
 
 def default_location() -> str:
