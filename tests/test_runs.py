@@ -248,3 +248,31 @@ def test_a_planted_variant_score_is_retrained_not_served(tmp_path, digits_tasks,
     err = capsys.readouterr().err
     assert f"variant store: entry {entry} for AnB/n3/k1/s0 fails its digest" in err
     assert result_in(entry)[1]["test_score"] == honest["AnB"]
+
+
+def test_a_sweep_on_a_read_only_store_reuses_its_entries_and_stores_nothing(
+        tmp_path, digits_tasks, monkeypatch, capsys):
+    from transferlab.training.store import open_store
+
+    from .test_store import _read_only
+
+    small = {"sweep": {"treatments": ["base", "AnB"], "layers": [3], "subsample": [1]},
+             "report": {"subsample": 1}}
+    params = parse_params(deep_update(TINY, small))
+    prepared = _prepared(tmp_path, digits_tasks)
+    sources = _sources(tmp_path, params, prepared)
+    root = tmp_path / "team-store"
+    runs.run_sweep(params, 0, prepared=prepared, model_paths=sources, out=tmp_path / "s1.json",
+                   store=open_store(str(root)), progress=False, declared=KEYS)
+    entries = sorted(root.rglob("*"))
+
+    _read_only(monkeypatch, root)
+    grown = parse_params(deep_update(TINY, deep_update(small, {"sweep": {"layers": [2, 3]}})))
+    capsys.readouterr()
+    runs.run_sweep(grown, 0, prepared=prepared, model_paths=sources, out=tmp_path / "s2.json",
+                   store=open_store(str(root)), progress=False, declared=KEYS)
+    out = capsys.readouterr()
+    assert "sweep seed 0: 3 variants, 1 trained, 2 reused" in out.out
+    assert out.err.count("read-only cache") == 1
+    assert sorted(root.rglob("*")) == entries
+    assert len(json.loads((tmp_path / "s2.json").read_text())["variants"]) == 3
