@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.ray_scaling import Head, free_port, pids_using
 from transferlab.config.params import parse_params
-from transferlab.keys import stage_params
+from transferlab.keys import declared
 from transferlab.training import executors
 from transferlab.training import sweep as runs
 from transferlab.training.pretrain import pretrain
@@ -65,7 +65,7 @@ def trained_sources(tmp_path_factory, digits_tasks):
 def _sweep(raw, prepared, paths, out: Path, store: Path) -> bytes:
     params = parse_params(raw)
     runs.run_sweep(params, 0, prepared=prepared, model_paths=paths, out=out,
-                   key_params=stage_params("sweep", params, ROOT / "dvc.yaml"),
+                   declared=declared("sweep", params, ROOT / "dvc.yaml"),
                    store=Store(str(store)), progress=False)
     return out.read_bytes()
 
@@ -156,8 +156,8 @@ def test_a_variant_that_keeps_failing_names_itself_and_the_others_are_kept(
     variants = runs.grid(params, 0)
     poisoned = variants[1].key
     with pytest.raises(executors.VariantFailed) as err:
-        executors.train_on_ray(params, target, sources, variants, device=torch.device("cpu"),
-                               progress=False,
+        executors.train_on_ray(runs.train_variants_local, params, target, sources, variants,
+                               device=torch.device("cpu"), progress=False,
                                on_result=_Poisoned(Store(str(tmp_path / "store")), poisoned))
     message = str(err.value)
     assert f"variant {poisoned}: RuntimeError: poisoned variant {poisoned}" in message
@@ -191,7 +191,7 @@ def test_a_local_sweep_imports_no_ray(trained_sources, tmp_path):
 import sys
 from pathlib import Path
 from transferlab.training import sweep as runs
-from transferlab.keys import stage_params
+from transferlab.keys import declared
 from transferlab.config.params import parse_params
 from transferlab.training.store import open_store
 from tests.conftest import TINY, deep_update
@@ -199,7 +199,7 @@ params = parse_params(deep_update(TINY, {{"sweep": {{"layers": [3], "subsample":
 runs.run_sweep(params, 0, prepared=Path({str(prepared)!r}),
                model_paths={{"A": Path({str(paths["A"])!r}), "B": Path({str(paths["B"])!r})}},
                out=Path({str(tmp_path / "s.json")!r}), store=open_store(), progress=False,
-               key_params=stage_params("sweep", params, {str(ROOT / "dvc.yaml")!r}))
+               declared=declared("sweep", params, {str(ROOT / "dvc.yaml")!r}))
 assert "ray" not in sys.modules, "a local sweep imported ray"
 """
     env = {k: v for k, v in os.environ.items() if k not in ("TRANSFERLAB_EXECUTOR",
