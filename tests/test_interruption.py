@@ -129,3 +129,44 @@ def test_a_planted_checkpoint_runs_no_code(tmp_path, tiny_raw):
     assert not marker.exists(), "unpickling the checkpoint ran code"
     assert "discarding checkpoint" in proc.stderr and "cannot be read" in proc.stderr
     assert (cwd / "models" / "A.pt").exists()
+
+
+def test_a_checkpoint_with_zeroed_weights_fails_its_digest_and_is_not_resumed(
+        tmp_path, tiny_raw):
+    """The red-team's S8: the first checkpoint of a killed run read with weights_only,
+    every float tensor of the model zeroed, `epoch` set to 30, written back with
+    torch.save under the same key. It was resumed ("after epoch 30") and its zeroed
+    model became models/A.pt."""
+    import torch
+
+    raw = deep_update(tiny_raw, LONG)
+    cwd = project(tmp_path / "run", raw)
+    stage(cwd, "stages/prepare.py")
+    checkpoint = killed_after_first_checkpoint(cwd)
+    state = torch.load(checkpoint, weights_only=True)
+    for tensor in state["model"].values():
+        if tensor.is_floating_point():
+            tensor.zero_()
+    state["epoch"] = 30
+    torch.save(state, checkpoint)  # the key, and any digest, kept as they were
+
+    proc = stage(cwd, "stages/pretrain.py", "--source", "A")
+    assert "resuming" not in proc.stderr
+    assert f"discarding checkpoint {checkpoint}: it fails its digest" in proc.stderr
+    assert (cwd / "models" / "A.pt").read_bytes() == pretrained_bytes(tmp_path / "clean", raw)
+
+
+def test_a_checkpoint_without_a_digest_is_not_resumed(tmp_path, tiny_raw):
+    import torch
+
+    raw = deep_update(tiny_raw, LONG)
+    cwd = project(tmp_path, raw)
+    stage(cwd, "stages/prepare.py")
+    checkpoint = killed_after_first_checkpoint(cwd)
+    state = torch.load(checkpoint, weights_only=True)
+    state.pop("sha256", None)  # as every checkpoint was written before they carried one
+    torch.save(state, checkpoint)
+    proc = stage(cwd, "stages/pretrain.py", "--source", "A")
+    assert "resuming" not in proc.stderr
+    assert f"discarding checkpoint {checkpoint}: it carries no digest" in proc.stderr
+    assert (cwd / "models" / "A.pt").exists() and not checkpoints(cwd)

@@ -29,8 +29,8 @@ BAD = [
     ({"freeze": "conv9"}, "freeze = 'conv9'", "a layer name of arch 'convnet'"),
     ({"model": {"convnet": {"width": "wide"}}}, "model.convnet.width = 'wide'", "an integer"),
     # Degenerate networks: a chance-level model must not be recorded as a result.
-    ({"model": {"convnet": {"hidden": 0}}}, "model.convnet.hidden = 0", ">= 1"),
-    ({"model": {"convnet": {"width": 0}}}, "model.convnet.width = 0", ">= 1"),
+    ({"model": {"convnet": {"hidden": 0}}}, "model.convnet.hidden = 0", "from 1 to"),
+    ({"model": {"convnet": {"width": 0}}}, "model.convnet.width = 0", "from 1 to"),
     ({"model": {"alexnet": {"channels": [96, 256]}}}, "model.alexnet.channels = [96, 256]",
      "5 values"),
     ({"model": {"convnet": {"depth": 3}}}, "unknown key 'model.convnet.depth'", "hidden"),
@@ -53,7 +53,7 @@ BAD = [
     ({"pretrain": {"binary_aux": {"heads": 0, "compare": True}}},
      "pretrain.binary_aux.compare = True", "false when pretrain.binary_aux.heads is 0"),
     ({"heads": {"ap": "voc10"}}, "heads.ap = 'voc10'", "voc07, voc12, sklearn"),
-    ({"transfer": {"epochs": 0}}, "transfer.epochs = 0", ">= 1"),
+    ({"transfer": {"epochs": 0}}, "transfer.epochs = 0", "from 1 to"),
     ({"features": {"augment": {"rotate": 270}}}, "features.augment.rotate = 270", "<= 180"),
     ({"transfer": {"copied_milestones": [3, 2]}}, "transfer.copied_milestones = [3, 2]",
      "increasing"),
@@ -64,19 +64,19 @@ BAD = [
      "conv1"),
     ({"features": {"pool": "max"}}, "features.pool = 'max'", "flatten, avg"),
     ({"diagnostics": {"tsne_iterations": 100}}, "diagnostics.tsne_iterations = 100",
-     ">= 250"),
+     "from 250 to"),
     ({"diagnostics": {"decoder_lr": 0}}, "diagnostics.decoder_lr = 0", "> 0.0"),
     ({"features": {"source_model": "torchvision:resnet18"}}, "features.weights = None",
      "local weights file"),
     ({"heads": {"transform": "pca"}}, "heads.transform = 'pca'", "l2, power"),
-    ({"heads": {"lowshot": {"shots": [0]}}}, "heads.lowshot.shots[0] = 0", ">= 1"),
+    ({"heads": {"lowshot": {"shots": [0]}}}, "heads.lowshot.shots[0] = 0", "from 1 to"),
     ({"source": "C"}, "source = 'C'", "one of A, B"),
     ({"freeze": 6}, "freeze = 6", "from 0 to 5"),
     ({"freeze": -1}, "freeze = -1", "from 0 to 5"),
     ({"freeze": "3"}, "freeze = '3'", "a layer count or a layer name"),
     ({"freeze": 2.5}, "freeze = 2.5", "an integer"),
     ({"finetune": "yes"}, "finetune = 'yes'", "true or false"),
-    ({"subsample": -2}, "subsample = -2", ">= 0"),
+    ({"subsample": -2}, "subsample = -2", "from 0 to"),
     ({"seed": True}, "seed = True", "an integer"),
     ({"sweep": {"treatments": ["base", "CnB"]}}, "sweep.treatments[1] = 'CnB'", "AnB+"),
     ({"sweep": {"treatments": []}}, "sweep.treatments = []", "non-empty"),
@@ -85,18 +85,18 @@ BAD = [
     ({"sweep": {"subsample": []}}, "sweep.subsample = []", "non-empty"),
     ({"sweep": {"layers": [1, 7]}}, "sweep.layers[1] = 7", "from 1 to 5"),
     ({"sweep": {"layers": [1, 1]}}, "sweep.layers = [1, 1]", "without repeated"),
-    ({"sweep": {"subsample": [-1]}}, "sweep.subsample[0] = -1", ">= 0"),
+    ({"sweep": {"subsample": [-1]}}, "sweep.subsample[0] = -1", "from 0 to"),
     ({"sweep": {"seeds": "0"}}, "sweep.seeds = '0'", "a list"),
     ({"features": {"layers": ["conv9"]}}, "features.layers[0] = 'conv9'", "conv1"),
     ({"transfer": {"lr": 0}}, "transfer.lr = 0", "> 0.0"),
     ({"transfer": {"lr_mult": 2}}, "transfer.lr_mult = 2", "<= 1.0"),
     ({"transfer": {"optimizer": "rmsprop"}}, "transfer.optimizer = 'rmsprop'", "adam, sgd"),
-    ({"pretrain": {"epochs": 0}}, "pretrain.epochs = 0", ">= 1"),
+    ({"pretrain": {"epochs": 0}}, "pretrain.epochs = 0", "from 1 to"),
     ({"data": {"split": "halves"}}, "data.split = 'halves'", "fixed, random"),
     ({"data": {"target_classes": [4, 5]}}, "data.target_classes = [4, 5]", "disjoint"),
     ({"data": {"test_fraction": 1.5}}, "data.test_fraction = 1.5", "<= 0.9"),
-    ({"heads": {"svm": {"C": [0, 1]}}}, "heads.svm.C[0] = 0", "positive"),
-    ({"heads": {"cv_folds": 1}}, "heads.cv_folds = 1", ">= 2"),
+    ({"heads": {"svm": {"C": [0, 1]}}}, "heads.svm.C[0] = 0", "> 0.0"),
+    ({"heads": {"cv_folds": 1}}, "heads.cv_folds = 1", "from 2 to"),
     ({"report": {"layer": 4}}, "report.layer = 4", "one of sweep.layers"),
     ({"report": {"subsample": 7}}, "report.subsample = 7", "one of sweep.subsample"),
     ({"model": None, "data": 3}, "data = 3", "a mapping"),
@@ -304,3 +304,54 @@ def test_a_path_outside_data_root_is_refused_naming_both(tiny_raw, tmp_path, key
         parse_params(raw)
     inside = deep_update(raw, {"data": {key: str(tmp_path / "raw" / "x")}})
     parse_params(inside)
+
+
+# The red-team's §4: values that passed validation, each set as `dvc exp run -S` sets it
+# (written into its file, read back with DVC's YAML rules).
+UNFINISHABLE = [
+    ({"pretrain": {"epochs": 100000000000000000000}},
+     "pretrain.epochs = 100000000000000000000", "an integer from 1 to 10000"),
+    ({"sweep": {"subsample": [1, 5, 1000000000000]}},
+     "sweep.subsample[2] = 1000000000000", "an integer from 0 to 1000000 (0 = all)"),
+    ({"features": {"batch_size": 99999999999999999999}},
+     "features.batch_size = 99999999999999999999", "an integer from 1 to 65536"),
+    ({"transfer": {"lr": 1e308}}, "transfer.lr = 1e+308", "a finite number > 0.0 and <= 10.0"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "allowed"), UNFINISHABLE,
+                         ids=[u[1].split(" ")[0] for u in UNFINISHABLE])
+def test_a_value_no_run_could_finish_is_refused_naming_the_key(tmp_path, change, key, allowed):
+    write_params(tmp_path / "params.yaml",
+                 deep_update(read_params_file(ROOT / "params.yaml"), change))
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert str(err.value) == f"params: {key} is not allowed; expected {allowed}"
+
+
+def test_a_bound_itself_is_allowed(tiny_raw):
+    assert parse_params(deep_update(tiny_raw, {"pretrain": {"epochs": 10_000}})).pretrain.epochs \
+        == 10_000
+    with pytest.raises(ParamsError, match=r"pretrain.epochs = 10001 "):
+        parse_params(deep_update(tiny_raw, {"pretrain": {"epochs": 10_001}}))
+
+
+# Not a count, size or rate of a run: a number printed in a paper (only the report reads it).
+UNBOUNDED = {"paper.numbers[].value"}
+
+
+def test_every_int_and_float_of_the_schema_has_an_upper_bound():
+    """A new numeric field without an upper bound (transferlab.config.bounds) fails here."""
+    from transferlab.config.params import Params
+    from transferlab.config.spec import Float, Int, walk
+
+    numeric = [(key, spec) for key, spec in walk(Params) if isinstance(spec, Int | Float)]
+    keys = {key for key, _ in numeric}
+    # The walk reaches nested specs: list items, a OneOf's alternatives, model.<arch>
+    # options, per-layer rates.
+    assert {"sweep.subsample[]", "freeze", "model.densenet_bc.depth",
+            "transfer.layer_lr_mult.<layer>", "sweep.treatment_layers.<treatment>[]",
+            "heads.svm.C[]"} <= keys
+    assert UNBOUNDED <= keys
+    assert sorted(key for key, spec in numeric if spec.hi is None and key not in UNBOUNDED) \
+        == []

@@ -156,8 +156,8 @@ def test_a_variant_that_keeps_failing_names_itself_and_the_others_are_kept(
     variants = runs.grid(params, 0)
     poisoned = variants[1].key
     with pytest.raises(executors.VariantFailed) as err:
-        executors.train_on_ray(params, target, sources, variants, device=torch.device("cpu"),
-                               progress=False,
+        executors.train_on_ray(runs.train_variants_local, params, target, sources, variants,
+                               device=torch.device("cpu"), progress=False,
                                on_result=_Poisoned(Store(str(tmp_path / "store")), poisoned))
     message = str(err.value)
     assert f"variant {poisoned}: RuntimeError: poisoned variant {poisoned}" in message

@@ -179,3 +179,100 @@ def test_an_unreadable_store_entry_is_a_miss_that_names_the_file(tmp_path, capsy
     path.write_text('{"treatment": "AnB", "test_sc')  # a torn write
     assert store.get(variant) is None
     assert str(path) in capsys.readouterr().err
+
+
+def test_a_stored_entry_without_a_digest_is_a_named_miss(tmp_path, capsys):
+    store = runs.VariantCache(Store(str(tmp_path)), {"any": "context"})
+    variant = Variant("AnB", 3, 5, 0)
+    path = tmp_path / store.key(variant)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"treatment": "AnB", "test_score": 0.5}))  # the old format
+    assert store.get(variant) is None
+    err = capsys.readouterr().err
+    assert str(path) in err and "carries no digest" in err and "training it again" in err
+
+
+def test_an_entry_copied_under_another_key_fails_its_digest(tmp_path, capsys):
+    store = runs.VariantCache(Store(str(tmp_path)), {"any": "context"})
+    one, other = Variant("AnB", 3, 5, 0), Variant("AnB", 3, 5, 1)
+    store.put(one, {"treatment": "AnB", "test_score": 0.5})
+    (tmp_path / store.key(other)).write_bytes((tmp_path / store.key(one)).read_bytes())
+    assert store.get(other) is None and "fails its digest" in capsys.readouterr().err
+    assert store.get(one)["test_score"] == 0.5
+
+
+def test_a_planted_variant_score_is_retrained_not_served(tmp_path, digits_tasks, monkeypatch,
+                                                         capsys):
+    """The red-team's S7: test_score set to 0.999 by hand in a stored variant (AnB, n 3)
+    reached the results and the plots, with no warning."""
+    params = parse_params(deep_update(TINY, {"sweep": {"treatments": ["base", "AnB"],
+                                                       "layers": [3], "subsample": [1]},
+                                             "report": {"subsample": 1}}))
+    prepared = _prepared(tmp_path, digits_tasks)
+    sources = _sources(tmp_path, params, prepared)
+    trained = []
+    real = runs.train_variants_batched
+
+    def counting(params, target, srcs, variants, **kw):
+        trained.extend(v.key for v in variants)
+        return real(params, target, srcs, variants, **kw)
+
+    monkeypatch.setattr(runs, "train_variants_batched", counting)
+    store = Store(str(tmp_path / "store"))
+
+    def sweep(out):
+        payload = runs.run_sweep(params, 0, prepared=prepared, model_paths=sources,
+                                 out=tmp_path / out, store=store, progress=False,
+                                 declared=DECLARED)
+        return {r["treatment"]: r["test_score"] for r in payload["variants"]}
+
+    honest = sweep("s1.json")
+    assert sorted(trained) == ["AnB/n3/k1/s0", "base/n0/k1/s0"]
+
+    def result_in(entry):  # an entry holds its result beside its digest (before: alone)
+        data = json.loads(entry.read_text())
+        return data, data.get("result", data)
+
+    (entry,) = [p for p in (tmp_path / "store" / "variants").glob("*.json")
+                if result_in(p)[1]["treatment"] == "AnB"]
+    planted, result = result_in(entry)
+    result["test_score"] = 0.999  # the edit, any digest kept as it was
+    entry.write_text(json.dumps(planted, indent=2))
+    trained.clear()
+    capsys.readouterr()
+
+    again = sweep("s2.json")
+    assert trained == ["AnB/n3/k1/s0"], "the planted variant must be trained again"
+    assert again["AnB"] == honest["AnB"] != 0.999
+    assert again["base"] == honest["base"]  # the untouched entry is still served
+    err = capsys.readouterr().err
+    assert f"variant store: entry {entry} for AnB/n3/k1/s0 fails its digest" in err
+    assert result_in(entry)[1]["test_score"] == honest["AnB"]
+
+
+def test_a_sweep_on_a_read_only_store_reuses_its_entries_and_stores_nothing(
+        tmp_path, digits_tasks, monkeypatch, capsys):
+    from transferlab.training.store import open_store
+
+    from .test_store import _read_only
+
+    small = {"sweep": {"treatments": ["base", "AnB"], "layers": [3], "subsample": [1]},
+             "report": {"subsample": 1}}
+    params = parse_params(deep_update(TINY, small))
+    prepared = _prepared(tmp_path, digits_tasks)
+    sources = _sources(tmp_path, params, prepared)
+    root = tmp_path / "team-store"
+    runs.run_sweep(params, 0, prepared=prepared, model_paths=sources, out=tmp_path / "s1.json",
+                   store=open_store(str(root)), progress=False, declared=DECLARED)
+    entries = sorted(root.rglob("*"))
+
+    _read_only(monkeypatch, root)
+    grown = parse_params(deep_update(TINY, deep_update(small, {"sweep": {"layers": [2, 3]}})))
+    capsys.readouterr()
+    runs.run_sweep(grown, 0, prepared=prepared, model_paths=sources, out=tmp_path / "s2.json",
+                   store=open_store(str(root)), progress=False, declared=DECLARED)
+    out = capsys.readouterr()
+    assert "sweep seed 0: 3 variants, 1 trained, 2 reused" in out.out
+    assert out.err.count("read-only cache") == 1
+    assert sorted(root.rglob("*")) == entries
+    assert len(json.loads((tmp_path / "s2.json").read_text())["variants"]) == 3

@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from transferlab.config import bounds as bound
 from transferlab.config.spec import (
     Bool,
     Choice,
@@ -53,9 +54,18 @@ POOLS = ("flatten", "avg")
 DECODERS = ("mlp", "conv")  # diagnostics.decoder; transferlab.diagnostics.probes
 SEED = Int(lo=0, hi=2**31 - 1)
 SEEDS = List(item=SEED)
-POSITIVE = Float(lo=0.0, lo_open=True)
 FRACTION = Float(lo=0.0, lo_open=True, hi=1.0)  # (0, 1]
-CLASSES = OneOf(specs=(Literal(value="all"), List(item=Int(lo=0))))
+# Every count, size and rate has an upper bound; the bounds and why: transferlab.config.bounds.
+CLASSES = OneOf(specs=(Literal(value="all"), List(item=Int(lo=0, hi=bound.CLASS_INDEX))))
+EPOCHS = Int(lo=1, hi=bound.EPOCHS)
+STEPS = Int(lo=1, hi=bound.STEPS)
+BATCH = Int(lo=1, hi=bound.BATCH)
+PER_CLASS = Int(lo=0, hi=bound.IMAGES_PER_CLASS, why="0 = all")  # images per class
+LR = Float(lo=0.0, lo_open=True, hi=bound.LR)
+LAYER_COUNT = Int(lo=1, hi=bound.LAYERS)  # an n of layers; the arch's count: _check_layer_bounds
+THREADS = Int(lo=0, hi=bound.THREADS, why="0 = leave as is")
+LAYER_RATE = Float(lo=0.0, lo_open=True, hi=bound.RATE_MULT)  # transfer.layer_lr_mult.<layer>
+TREATMENT_LAYERS = List(item=LAYER_COUNT, increasing=True)  # sweep.treatment_layers.<name>
 PATH = Text(nullable=True, what="a path")
 
 __all__ = ["ParamsError", "Params", "load_params", "parse_params"]
@@ -79,7 +89,7 @@ class DataParams(Section):
     voc_lists: str = spec(Choice(options=("main", "segmentation")))  # VOC's train/val lists
     image_size: int | None = spec(Int(lo=4, hi=1024, nullable=True))
     normalise: str = spec(Choice(options=NORMALISE))
-    crop: int = spec(Int(lo=0, why="0 = no cropping"))
+    crop: int = spec(Int(lo=0, hi=bound.PIXELS, why="0 = no cropping"))
     pad: int = spec(Int(lo=0, hi=64, why="pixels of zero padding before the random crop"))
     flip: bool = spec(Bool())
 
@@ -107,7 +117,7 @@ def _model_section(arch: str):
         check_keys(raw, list(options), key + ".")
         return {name: options[name].check(f"{key}.{name}", raw[name]) for name in options}
 
-    return spec(Mapping(checker=check))
+    return spec(Mapping(checker=check, items=tuple(options.items())))
 
 
 # One field per architecture of the registry, so the section and the registry cannot drift.
@@ -124,7 +134,7 @@ class BinaryAuxParams(Section):
     in_model_A: bool = spec(Bool())  # model A (sweep, transfer, features) trains with them
     compare: bool = spec(Bool())  # stage binary_aux runs the paired with/without comparison
     seeds: tuple[int, ...] = spec(SEEDS)  # the paired comparison's replicates
-    subsample: int = spec(Int(lo=0, why="0 = all"))  # its target images per class
+    subsample: int = spec(PER_CLASS)  # its target images per class
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,32 +142,35 @@ class TrainParams(Section):
     """What pretraining and transfer share; `PretrainParams` counts epochs,
     `TransferParams` steps."""
 
-    batch_size: int = spec(Int(lo=1))
+    batch_size: int = spec(BATCH)
     optimizer: str = spec(Choice(options=OPTIMIZERS))
-    lr: float = spec(POSITIVE)
+    lr: float = spec(LR)
     momentum: float = spec(Float(lo=0.0, hi=1.0))  # sgd only
-    weight_decay: float = spec(Float(lo=0.0))
-    milestones: tuple[int, ...] = spec(List(item=Int(lo=1), may_be_empty=True, increasing=True))
+    weight_decay: float = spec(Float(lo=0.0, hi=bound.WEIGHT_DECAY))
+    # epochs (pretrain) or steps (transfer); each below the run's length: _check_milestones
+    milestones: tuple[int, ...] = spec(List(item=STEPS, may_be_empty=True, increasing=True))
     lr_decay: float = spec(FRACTION)
-    gamma: float = spec(POSITIVE)  # weight gamma^i of iteration i's loss (feedback networks)
+    # weight gamma^i of iteration i's loss (feedback networks)
+    gamma: float = spec(Float(lo=0.0, lo_open=True, hi=bound.GAMMA))
     compile: bool = spec(Bool())  # torch.compile the loss (one-at-a-time loops only)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PretrainParams(TrainParams):
-    epochs: int = spec(Int(lo=1))
+    epochs: int = spec(EPOCHS)
     binary_aux: BinaryAuxParams
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransferParams(TrainParams):
-    steps: int = spec(Int(lo=1))  # the budget, or its minimum when `epochs` is set
-    epochs: int | None = spec(Int(lo=1, nullable=True))  # null: `steps` only
+    steps: int = spec(STEPS)  # the budget, or its minimum when `epochs` is set
+    epochs: int | None = spec(Int(lo=1, hi=bound.EPOCHS, nullable=True))  # null: `steps` only
     lr_mult: float = spec(FRACTION)  # copied layers' rate multiplier in the + treatments
-    layer_lr_mult: dict = spec(Mapping(checker=lambda key, raw: _layer_rates(key, raw)))
+    layer_lr_mult: dict = spec(Mapping(checker=lambda key, raw: _layer_rates(key, raw),
+                                       items=(("<layer>", LAYER_RATE),)))
     # steps at which the copied layers' rate decays (null: `milestones`, as every group)
     copied_milestones: tuple[int, ...] | None = spec(
-        List(item=Int(lo=1), may_be_empty=True, increasing=True, nullable=True))
+        List(item=STEPS, may_be_empty=True, increasing=True, nullable=True))
     frozen_dropout: bool = spec(Bool())  # dropout stays on in frozen layers (Caffe lr_mult 0)
 
     def budget(self, train_images: int) -> int:
@@ -171,8 +184,7 @@ class TransferParams(TrainParams):
 
 def _layer_rates(key: str, raw: dict) -> dict[str, float]:
     """layer name -> rate multiplier; names are checked against the arch in `_check`."""
-    rate = Float(lo=0.0, lo_open=True)
-    return {str(name): rate.check(f"{key}.{name}", value) for name, value in raw.items()}
+    return {str(name): LAYER_RATE.check(f"{key}.{name}", value) for name, value in raw.items()}
 
 
 def _treatment_layers(key: str, raw: dict) -> dict[str, tuple[int, ...]]:
@@ -181,18 +193,18 @@ def _treatment_layers(key: str, raw: dict) -> dict[str, tuple[int, ...]]:
         if name not in copying:
             raise fail(f"{key}.{name}", raw[name], "a key naming a treatment that copies "
                        "layers: " + ", ".join(copying))
-    return {name: List(item=Int(lo=1), increasing=True).check(f"{key}.{name}", value)
-            for name, value in raw.items()}
+    return {name: TREATMENT_LAYERS.check(f"{key}.{name}", value) for name, value in raw.items()}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepParams(Section):
     treatments: tuple[str, ...] = spec(List(item=Choice(options=tuple(TREATMENTS))))
-    layers: tuple[int, ...] = spec(List(item=Int(lo=1)))
-    subsample: tuple[int, ...] = spec(List(item=Int(lo=0, why="0 = all")))
+    layers: tuple[int, ...] = spec(List(item=LAYER_COUNT))
+    subsample: tuple[int, ...] = spec(List(item=PER_CLASS))
     seeds: tuple[int, ...] = spec(SEEDS)
     # {treatment: [n, ...]}: that treatment runs at these n instead of sweep.layers
-    treatment_layers: dict = spec(Mapping(checker=_treatment_layers))
+    treatment_layers: dict = spec(Mapping(checker=_treatment_layers,
+                                          items=(("<treatment>", TREATMENT_LAYERS),)))
     reuse_variants: bool = spec(Bool())
     swap: bool = spec(Bool())
     # each variant also stores its curve (test score, train loss) at about 30 epochs
@@ -213,7 +225,7 @@ class AugmentParams(Section):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FeatureParams(Section):
     layers: tuple[str, ...] = spec(List(item=Text(what="a layer name")))
-    batch_size: int = spec(Int(lo=1))
+    batch_size: int = spec(BATCH)
     augment: AugmentParams
     iterations: bool = spec(Bool())  # feedback nets: also each iteration's head input
     source_model: str = spec(Text(what='A (model A) or "torchvision:<model name>"'))
@@ -224,25 +236,26 @@ class FeatureParams(Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CostGrid(Section):
-    C: tuple[float, ...] = spec(List(item=POSITIVE))
+    C: tuple[float, ...] = spec(List(item=Float(lo=0.0, lo_open=True, hi=bound.COST)))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ForestParams(Section):
-    n_estimators: int = spec(Int(lo=1))
+    n_estimators: int = spec(Int(lo=1, hi=bound.TREES))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LowShotParams(Section):
-    shots: tuple[int, ...] = spec(List(item=Int(lo=1), may_be_empty=True))  # [] = off
-    draws: int = spec(Int(lo=1))
+    shots: tuple[int, ...] = spec(List(item=Int(lo=1, hi=bound.IMAGES_PER_CLASS),
+                                       may_be_empty=True))  # [] = off
+    draws: int = spec(Int(lo=1, hi=bound.DRAWS))
     heads: tuple[str, ...] = spec(List(item=Choice(options=HEAD_NAMES)))
     layers: tuple[str, ...] | None = spec(List(item=Text(what="a layer name"), nullable=True))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HeadParams(Section):
-    cv_folds: int = spec(Int(lo=2))
+    cv_folds: int = spec(Int(lo=2, hi=bound.FOLDS))
     heads: tuple[str, ...] = spec(List(item=Choice(options=HEAD_NAMES)))
     transform: str = spec(Choice(options=HEAD_TRANSFORMS))
     power: float = spec(FRACTION)
@@ -251,7 +264,8 @@ class HeadParams(Section):
     random_forest: ForestParams
     iterations: bool = spec(Bool())
     # feedback nets: iterations t whose head input (iter<t>, 256-d) gets the heads of a layer
-    on_iterations: tuple[int, ...] = spec(List(item=Int(lo=1), may_be_empty=True))
+    on_iterations: tuple[int, ...] = spec(List(item=Int(lo=1, hi=bound.ITERATIONS),
+                                               may_be_empty=True))
     lowshot: LowShotParams
     ap: str = spec(Choice(options=AP_DEFINITIONS))  # average precision wherever mAP is scored
 
@@ -260,45 +274,50 @@ class HeadParams(Section):
 class DiagnosticsParams(Section):
     """Sharma's probes; lower bounds are what the probes need (t-SNE >= 250 iterations)."""
 
-    images_per_class: int = spec(Int(lo=2))  # test images per class probed
-    tsne_perplexity: float = spec(POSITIVE)
-    tsne_iterations: int = spec(Int(lo=250))
-    inversion_images_per_class: int = spec(Int(lo=0))
-    inversion_steps: int = spec(Int(lo=1))
-    inversion_lr: float = spec(POSITIVE)
-    inversion_init_std: float = spec(Float(lo=0.0))
-    decoder_epochs: int = spec(Int(lo=1))
-    decoder_lr: float = spec(POSITIVE)
+    images_per_class: int = spec(Int(lo=2, hi=bound.IMAGES_PER_CLASS))  # test images per class
+    tsne_perplexity: float = spec(Float(lo=0.0, lo_open=True, hi=bound.PERPLEXITY))
+    tsne_iterations: int = spec(Int(lo=250, hi=bound.TSNE_ITERATIONS))
+    inversion_images_per_class: int = spec(Int(lo=0, hi=bound.IMAGES_PER_CLASS))
+    inversion_steps: int = spec(STEPS)
+    inversion_lr: float = spec(LR)
+    inversion_init_std: float = spec(Float(lo=0.0, hi=bound.INIT_STD))
+    decoder_epochs: int = spec(EPOCHS)
+    decoder_lr: float = spec(LR)
     # mlp: every layer's decoder is an MLP on the flattened activation; conv: a layer with a
     # (C, H, W) map gets a convolutional decoder, flat layers keep the MLP
     decoder: str = spec(Choice(options=DECODERS))
-    decoder_hidden: int = spec(Int(lo=0, why="0 = linear decoder"))  # the MLP's hidden units
-    decoder_channels: int = spec(Int(lo=1))  # the conv decoder's channels per layer
-    decoder_batch_size: int = spec(Int(lo=1))
-    decoder_train_per_class: int = spec(Int(lo=0, why="0 = all"))
-    cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))
+    # the MLP's hidden units
+    decoder_hidden: int = spec(Int(lo=0, hi=bound.UNITS, why="0 = linear decoder"))
+    decoder_channels: int = spec(Int(lo=1, hi=bound.CHANNELS))  # the conv decoder's channels
+    decoder_batch_size: int = spec(BATCH)
+    decoder_train_per_class: int = spec(PER_CLASS)
+    cpu_threads: int = spec(THREADS)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransferabilityParams(Section):
     """Estimators of each layer's transferability (docs/transferability.md)."""
 
-    knn_neighbours: int = spec(Int(lo=1))
-    transrate_eps2: float = spec(POSITIVE)  # TransRate's distortion eps^2
-    gbc_dims: int = spec(Int(lo=1))  # GBC's PCA components
-    sfda_shrinkage_rate: float = spec(POSITIVE)  # SFDA's a: lambda = exp(-a max eig S_W)
+    knn_neighbours: int = spec(Int(lo=1, hi=bound.NEIGHBOURS))
+    # TransRate's distortion eps^2
+    transrate_eps2: float = spec(Float(lo=0.0, lo_open=True, hi=bound.TRANSRATE_EPS2))
+    gbc_dims: int = spec(Int(lo=1, hi=bound.FEATURE_DIMS))  # GBC's PCA components
+    # SFDA's a: lambda = exp(-a max eig S_W)
+    sfda_shrinkage_rate: float = spec(Float(lo=0.0, lo_open=True, hi=bound.SFDA_SHRINKAGE))
     linear_probe: bool = spec(Bool())  # also the logreg head's CV accuracy (seconds per layer)
-    source_images_per_class: int = spec(Int(lo=0, why="0 = all"))
-    cpu_threads: int = spec(Int(lo=0, why="0 = leave as is"))
-    bootstrap: int = spec(Int(lo=1))  # resamples of the interval over seeds / splits
+    source_images_per_class: int = spec(PER_CLASS)
+    cpu_threads: int = spec(THREADS)
+    # resamples of the interval over seeds / splits
+    bootstrap: int = spec(Int(lo=1, hi=bound.BOOTSTRAP))
     bootstrap_seed: int = spec(SEED)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReportParams(Section):
-    layer: int = spec(Int(lo=1))  # n of the size curve
-    subsample: int = spec(Int(lo=0))  # target size of the transferability curve
-    tolerance: float = spec(Float(lo=0.0))  # sweep verdict: AnB this far below = retrain
+    layer: int = spec(LAYER_COUNT)  # n of the size curve
+    subsample: int = spec(PER_CLASS)  # target size of the transferability curve
+    # sweep verdict: AnB this far below = retrain
+    tolerance: float = spec(Float(lo=0.0, hi=bound.TOLERANCE))
 
 
 # raw: a measure whose scale differs from ours (shown side by side, no difference)
@@ -306,18 +325,23 @@ PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%", "raw")
 PAPER_NUMBER_KEYS = ("what", "value", "unit", "source", "ours")
 
 
+# A published number is not a count, size or rate of a run (only the report reads it):
+# the one Float without an upper bound (tests/test_params.py names it).
+PAPER_NUMBER = {
+    "what": Text(what="a description"),
+    "value": Float(nullable=True),
+    "unit": Choice(options=PAPER_UNITS),
+    "source": Text(what="page, table or figure"),
+    "ours": List(item=Text(what="a key of metrics/details.json"), unique=False, nullable=True),
+}
+
+
 def _paper_number(key: str, raw: dict) -> dict[str, Any]:
     """One published number: what it is, its value as printed (null: figure only),
     its unit, where it is printed, and where our number is in metrics/details.json."""
     check_keys(raw, list(PAPER_NUMBER_KEYS), key + ".")
-    return {
-        "what": Text(what="a description").check(key + ".what", raw["what"]),
-        "value": Float(nullable=True).check(key + ".value", raw["value"]),
-        "unit": Choice(options=PAPER_UNITS).check(key + ".unit", raw["unit"]),
-        "source": Text(what="page, table or figure").check(key + ".source", raw["source"]),
-        "ours": List(item=Text(what="a key of metrics/details.json"), unique=False,
-                     nullable=True).check(key + ".ours", raw["ours"]),
-    }
+    return {name: PAPER_NUMBER[name].check(f"{key}.{name}", raw[name])
+            for name in PAPER_NUMBER_KEYS}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -328,7 +352,8 @@ class PaperParams(Section):
     study: str | None = spec(Text(nullable=True, what="the paper"))
     reproduces: str | None = spec(Text(nullable=True, what="the figure or table"))
     note: str | None = spec(Text(nullable=True, what="a note for the report"))
-    numbers: tuple[dict, ...] = spec(List(item=Mapping(checker=_paper_number),
+    numbers: tuple[dict, ...] = spec(List(item=Mapping(checker=_paper_number,
+                                                       items=tuple(PAPER_NUMBER.items())),
                                           may_be_empty=True, unique=False))
 
 
@@ -337,9 +362,10 @@ class Params(Section):
     dataset: str = spec(Choice(options=DATASETS))
     arch: str = spec(Choice(options=tuple(ARCHITECTURES)))
     source: str = spec(Choice(options=SOURCES))
-    freeze: int = spec(OneOf(specs=(Int(), Text(what="a layer name"))))  # bounds: _freeze_count
+    # bounds below the count: _freeze_count
+    freeze: int = spec(OneOf(specs=(Int(hi=bound.LAYERS), Text(what="a layer name"))))
     finetune: bool = spec(Bool())
-    subsample: int = spec(Int(lo=0, why="0 = all"))
+    subsample: int = spec(PER_CLASS)
     seed: int = spec(SEED)
     data: DataParams
     model: ModelParams

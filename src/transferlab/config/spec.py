@@ -203,9 +203,12 @@ class Literal(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class Mapping(Spec):
-    """A mapping checked by a function of (key, value) -> value (used for model.<arch>)."""
+    """A mapping checked by a function of (key, value) -> value (used for model.<arch>).
+    `items` names the specs the checker applies to the mapping's values ("<layer>" for
+    any key), so a walk of the schema (`walk`) sees them too."""
 
     checker: Any = None
+    items: tuple[tuple[str, Spec], ...] = ()
 
     def describe(self) -> str:
         return "a mapping"
@@ -270,6 +273,30 @@ def _section_types(cls: type) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
     return {name: hint for name, hint in hints.items()
             if isinstance(hint, type) and issubclass(hint, Section)}
+
+
+def walk(cls: type, prefix: str = "") -> Iterator[tuple[str, Spec]]:
+    """(dotted key, spec) of every spec in section `cls`, nested ones included: a list's
+    items as `key[]`, each alternative of a OneOf under its key, a Mapping's items as
+    `key.<name>`."""
+
+    def inner(key: str, s: Spec) -> Iterator[tuple[str, Spec]]:
+        yield key, s
+        if isinstance(s, List):
+            yield from inner(key + "[]", s.item)
+        elif isinstance(s, OneOf):
+            for alternative in s.specs:
+                yield from inner(key, alternative)
+        elif isinstance(s, Mapping):
+            for name, item in s.items:
+                yield from inner(f"{key}.{name}", item)
+
+    for f in dataclasses.fields(cls):
+        sub = _section_types(cls).get(f.name)
+        if sub is not None:
+            yield from walk(sub, f"{prefix}{f.name}.")
+        else:
+            yield from inner(prefix + f.name, f.metadata["spec"])
 
 
 def plain(value: Any) -> Any:

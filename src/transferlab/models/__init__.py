@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from transferlab.config import bounds as bound
 from transferlab.config.spec import Bool, Float, Int, List, Spec
 
 if TYPE_CHECKING:
@@ -82,41 +83,44 @@ def _feedback_names(**_: Any) -> tuple[str, ...]:
 
 
 _DROPOUT = Float(lo=0.0, hi=1.0, hi_open=True)
+# Upper bounds of the shapes, and why: transferlab.config.bounds.
+_CHANNELS = Int(lo=1, hi=bound.CHANNELS)
+_UNITS = Int(lo=1, hi=bound.UNITS)
+_DEPTH = Int(lo=10, hi=bound.DEPTH, why="6 k + 4")
 
 ARCHITECTURES: dict[str, Architecture] = {
     "convnet": Architecture(
         builder="transferlab.models.convnet:build_convnet",
         layer_names=_convnet_names,
-        options={"width": Int(lo=1), "hidden": Int(lo=1)},
+        options={"width": _CHANNELS, "hidden": _UNITS},
     ),
     "alexnet": Architecture(
         builder="transferlab.models.alexnet:build_alexnet",
         layer_names=_alexnet_names,
-        options={"channels": List(item=Int(lo=1), length=5, unique=False), "fc": Int(lo=1),
-                 "groups": Int(lo=1), "lrn": Bool(), "dropout": _DROPOUT},
+        options={"channels": List(item=_CHANNELS, length=5, unique=False), "fc": _UNITS,
+                 "groups": Int(lo=1, hi=bound.GROUPS), "lrn": Bool(), "dropout": _DROPOUT},
     ),
     "densenet_bc": Architecture(
         builder="transferlab.models.densenet:build_densenet_bc",
         layer_names=_densenet_names,
-        options={"depth": Int(lo=10, why="6 k + 4"), "growth": Int(lo=1),
+        options={"depth": _DEPTH, "growth": Int(lo=1, hi=bound.GROWTH),
                  "compression": Float(lo=0.0, lo_open=True, hi=1.0)},
     ),
     "wrn": Architecture(
         builder="transferlab.models.wrn:build_wrn",
         layer_names=_wrn_names,
-        options={"depth": Int(lo=10, why="6 k + 4"), "widen": Int(lo=1), "dropout": _DROPOUT},
+        options={"depth": _DEPTH, "widen": Int(lo=1, hi=bound.WIDEN), "dropout": _DROPOUT},
     ),
     "feedback": Architecture(
         builder="transferlab.models.feedback:build_feedback",
         layer_names=_feedback_names,
-        options={"iterations": Int(lo=1), "width": Int(lo=1), "hidden": Int(lo=1),
-                 "dropout": _DROPOUT},
+        options={"iterations": Int(lo=1, hi=bound.ITERATIONS), "width": _CHANNELS,
+                 "hidden": _UNITS, "dropout": _DROPOUT},
     ),
     "twoconv": Architecture(  # Sharma's two-conv-layer MNIST network
         builder="transferlab.models.twoconv:build_twoconv",
         layer_names=_twoconv_names,
-        options={"channels": List(item=Int(lo=1), length=2, unique=False),
-                 "hidden": Int(lo=1)},
+        options={"channels": List(item=_CHANNELS, length=2, unique=False), "hidden": _UNITS},
     ),
 }
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from transferlab.config.params import TrainParams
 from transferlab.io import clean_stale_temporaries, write_bytes_atomic
 from transferlab.progress import progress_bar
 from transferlab.training.distributed import is_main_process
+from transferlab.training.store import EntryRejected, check_digest
 
 
 class TrainingDiverged(RuntimeError):
@@ -243,12 +245,50 @@ def restore_rng_states(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda[:torch.cuda.device_count()]])
 
 
+def state_digest(state: dict) -> str:
+    """sha256 of a checkpoint's content: every entry but its digest ("sha256"), tensors
+    by dtype, shape and bytes, mappings in key order; the same after torch.save and
+    torch.load, on whichever device the tensors were."""
+    h = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"tensor {flat.dtype} {tuple(value.shape)}:".encode())
+            h.update(flat.view(torch.uint8).numpy())
+        elif isinstance(value, Mapping):
+            h.update(b"{")
+            for k in sorted(value, key=repr):
+                h.update(repr(k).encode() + b":")
+                feed(value[k])
+            h.update(b"}")
+        elif isinstance(value, list | tuple):
+            h.update(b"[")
+            for item in value:
+                feed(item)
+            h.update(b"]")
+        else:
+            h.update(f"{type(value).__name__} {value!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != "sha256"})
+    return h.hexdigest()
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """A checkpoint with its content digest inside, in one atomic write (save_state)."""
+    save_state({**state, "sha256": state_digest(state)}, path)
+
+
 def _read_checkpoint(path: Path | None, key: str | None, device) -> dict | None:
-    """The checkpoint at `path` if it was written under `key`; otherwise None, and a
-    checkpoint that cannot be read or belongs to another run is deleted with a message.
+    """The checkpoint at `path` if it was written under `key` and its content matches the
+    digest it carries; otherwise None, and a checkpoint that cannot be read, carries no
+    digest or fails it, or belongs to another run is deleted with a message.
 
     weights_only=True: the file is read as tensors and plain containers only, so a
-    planted or corrupt file cannot run code."""
+    planted or corrupt file cannot run code. The digest catches an edited or corrupt
+    one (the red-team's S8: weights zeroed and the epoch set with torch.save, the key
+    kept); a writer who recomputes the digest is trusted, as every writer of the
+    store is (transferlab.training.store)."""
     if path is None:
         return None
     clean_stale_temporaries([path])  # a killed run's half-written checkpoint
@@ -256,8 +296,13 @@ def _read_checkpoint(path: Path | None, key: str | None, device) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        reason = None if isinstance(state, dict) and state.get("key") == key else \
+        if not isinstance(state, dict):
+            raise EntryRejected("is not a checkpoint")
+        check_digest(state.get("sha256"), state_digest(state))
+        reason = None if state.get("key") == key else \
             "it was written by a run with other params, data or code"
+    except EntryRejected as err:
+        state, reason = None, f"it {err}"
     except Exception as err:  # any unreadable file: start over rather than fail every run
         state, reason = None, f"it cannot be read ({type(err).__name__}: {err})"
     if reason is None:
@@ -466,12 +511,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         if log_now and live is not None:
             _log(live, record)
         if checkpoint is not None and is_main_process():  # under torchrun: rank 0 only
-            save_state({"key": checkpoint_key, "model": model.state_dict(),
-                        "objective": objective.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": None if scheduler is None else scheduler.state_dict(),
-                        **rng_states(), "gen": gen.get_state(),
-                        "history": history, "epoch": epoch + 1}, checkpoint)
+            save_checkpoint({"key": checkpoint_key, "model": model.state_dict(),
+                             "objective": objective.state_dict(),
+                             "optimizer": optimizer.state_dict(),
+                             "scheduler": None if scheduler is None else scheduler.state_dict(),
+                             **rng_states(), "gen": gen.get_state(),
+                             "history": history, "epoch": epoch + 1}, checkpoint)
     if bar is not None:
         bar.close()
     return history

@@ -21,7 +21,7 @@ from transferlab.timing import compute
 from transferlab.training import executors
 from transferlab.training.batched import mode_of, problems, train_variants_batched
 from transferlab.training.loop import pick_device
-from transferlab.training.store import Store
+from transferlab.training.store import EntryRejected, Store, check_digest, content_digest
 from transferlab.training.variant import Variant, load_model, run_variant
 
 
@@ -99,8 +99,11 @@ class VariantCache:
 
     DVC caches a sweep stage as a whole; this lets a stage whose grid grew, and
     any other run of the same variants (another workspace, a queued or `--temp`
-    experiment, a Ray worker), reuse what was already trained. An entry that
-    cannot be read is a miss (with a message naming it), never an error or an answer.
+    experiment, a Ray worker), reuse what was already trained. An entry is
+    `{"result": ..., "sha256": ...}`, the digest taken over the entry's key and the
+    result's canonical JSON (transferlab.training.store.content_digest). An entry that
+    cannot be read, carries no digest or fails it is a miss with a message naming it,
+    never an error or an answer.
     """
 
     def __init__(self, store: Store | None, context: dict, modes: dict[str, str] | None = None):
@@ -115,6 +118,11 @@ class VariantCache:
                            self.modes.get(variant.key, "single")]).encode()
         return f"variants/{hashlib.sha256(blob).hexdigest()}.json"
 
+    @staticmethod
+    def digest(key: str, result: dict) -> str:
+        canonical = json.dumps(result, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return content_digest(key, canonical.encode("utf-8"))
+
     def get(self, variant: Variant) -> dict | None:
         if self.store is None:
             return None
@@ -124,9 +132,17 @@ class VariantCache:
             data = self.store.read(key)
             if data is None:
                 return None
-            result = parse_json(data.decode("utf-8"), allow_nan=False)
-            if not isinstance(result, dict) or result.get("treatment") != variant.treatment:
+            entry = parse_json(data.decode("utf-8"), allow_nan=False)
+            if not isinstance(entry, dict) or not isinstance(entry.get("result"), dict):
+                raise EntryRejected("carries no digest (written before entries carried one)")
+            result = entry["result"]
+            check_digest(entry.get("sha256"), self.digest(key, result))
+            if result.get("treatment") != variant.treatment:
                 raise ValueError(f"not a result of {variant.key}")
+        except EntryRejected as err:
+            print(f"variant store: entry {where} for {variant.key} {err}; training it again",
+                  file=sys.stderr)
+            return None
         except (OSError, ValueError) as err:
             print(f"variant store: ignoring unreadable entry {where} for {variant.key} "
                   f"({err}); training it again", file=sys.stderr)
@@ -135,7 +151,9 @@ class VariantCache:
 
     def put(self, variant: Variant, result: dict) -> None:
         if self.store is not None:
-            self.store.write(self.key(variant), json_text(result, allow_nan=False).encode("utf-8"))
+            key = self.key(variant)
+            entry = {"result": result, "sha256": self.digest(key, result)}
+            self.store.write(key, json_text(entry, allow_nan=False).encode("utf-8"))
 
 
 def train_variants(params: Params, target: TaskData, sources: dict[str, torch.nn.Module],
