@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import typing
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 
