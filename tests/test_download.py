@@ -159,7 +159,7 @@ def test_miniplaces_official_val_images_are_the_test_part(tmp_path, served):
     root = tmp_path / "root"
     params = parse_params(deep_update(TINY, {"dataset": "miniplaces", "data": {
         "split": "random", "root": str(root), "mirror": str(served["url"]),
-        "manifest": str(_manifest_file(tmp_path, served, "miniplaces"))}}))
+        "manifest": str(_manifest_file(root, served, "miniplaces"))}}))
     source, target, meta = prepare_tasks("miniplaces", params.data, 0, progress=False)
     images = root / "miniplaces" / "data" / "images"
     lists = served["miniplaces_lists"]
