@@ -185,7 +185,12 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     if name.endswith("-voc"):  # VOC target: mAP per iteration, the sweep's gain (Fig. 2)
         assert summary["metric"] == "map"
         assert len(details["pretrain"]["B"]["iteration_map"]) == 2
-        assert len(details["sweep_iterations"]["k1"]["AnB"]["n13"]["gain_over_base"]) == 2
+        gains = details["sweep_iterations"]["k1"]["AnB"]["n13"]
+        assert len(gains["gain_over_base"]) == len(gains["gain_over_model_B"]) == 2
+        # Fig. 2's gain rows: over model B, beside the paper's range, no difference
+        fig2 = [r for r in rows if "gain_over_model_B" in (r["ours_from"] or "")]
+        assert len(fig2) == 4 and all(isinstance(r["paper"], list) and r["difference"] is None
+                                      for r in fig2)
     if name.endswith("cifar100-cifar10"):  # Fig. 4: per-iteration logistic regression
         assert details["iteration_heads"]["rows"] == ["iter1", "iter2", "all"]
     if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned

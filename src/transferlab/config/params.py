@@ -305,15 +305,20 @@ class ReportParams(Section):
 # raw: a measure whose scale differs from ours (shown side by side, no difference)
 PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%", "raw")
 PAPER_NUMBER_KEYS = ("what", "value", "unit", "source", "ours")
+# as printed: a number; [low, high] for a range the paper prints as "4-5" (no difference is
+# taken against a range); null for a figure without a number
+PAPER_VALUE = OneOf(specs=(Float(), List(item=Float(), length=2, increasing=True)),
+                    nullable=True)
 
 
 def _paper_number(key: str, raw: dict) -> dict[str, Any]:
-    """One published number: what it is, its value as printed (null: figure only),
+    """One published number: what it is, its value as printed (a number, a range
+    [low, high], or null: figure only),
     its unit, where it is printed, and where our number is in metrics/details.json."""
     check_keys(raw, list(PAPER_NUMBER_KEYS), key + ".")
     return {
         "what": Text(what="a description").check(key + ".what", raw["what"]),
-        "value": Float(nullable=True).check(key + ".value", raw["value"]),
+        "value": PAPER_VALUE.check(key + ".value", raw["value"]),
         "unit": Choice(options=PAPER_UNITS).check(key + ".unit", raw["unit"]),
         "source": Text(what="page, table or figure").check(key + ".source", raw["source"]),
         "ours": List(item=Text(what="a key of metrics/details.json"), unique=False,
