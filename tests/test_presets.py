@@ -69,7 +69,8 @@ SHRINK = {
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
         "pretrain": {"milestones": [1]},
         "transfer": {"milestones": [1, 2], "copied_milestones": [2]},
-        "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7]},
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7],
+                                  "treatment_layers": {"AnB+": [7]}},
         "report": {"subsample": 3, "layer": 3}, "freeze": "trans1",
         "features": {"layers": ["final"]}, "heads": {"lowshot": {"layers": ["final"]}}},
     "borthakur-einhorn-wrn-cifar100": {
@@ -193,9 +194,10 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
                                       for r in fig2)
     if name.endswith("cifar100-cifar10"):  # Fig. 4: per-iteration logistic regression
         assert details["iteration_heads"]["rows"] == ["iter1", "iter2", "all"]
-    if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned
+    if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned;
+        # the "0" point (nothing frozen) is AnB+ at every layer
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
-            ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7)}
+            ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7), ("AnB+", 7)}
     if raw["pretrain"]["binary_aux"]["compare"]:  # Borthakur & Einhorn: the paired comparison
         _check_binary_aux(raw, details["binary_aux"], rows)
         assert summary["binary_aux"] == {key: details["binary_aux"][key] for key in (
@@ -271,7 +273,8 @@ def _check_seed001_variants(project: Path, raw: dict, sweep: dict) -> None:
     names = list(params.layer_names)
     sw = raw["sweep"]
     expected = {("base", 0, k, s) for k in sw["subsample"] for s in sw["seeds"]} | {
-        (t, n, k, s) for t in sw["treatments"] if t != "base" for n in sw["layers"]
+        (t, n, k, s) for t in sw["treatments"] if t != "base"
+        for n in sw["treatment_layers"].get(t, sw["layers"])
         for k in sw["subsample"] for s in sw["seeds"]}
     assert {(v["treatment"], v["n"], v["subsample"], v["seed"])
             for v in sweep["variants"]} == expected
