@@ -89,3 +89,32 @@ def test_soekhoe_states_its_caffe_departures(name):
     text = _text(name)
     for what in ("initialisation", "bias", "mean image"):
         assert what in text, (name, what)
+
+
+# CIFAR-100's coarse label (superclass) of each fine label 0..99, as its train and test
+# files pair them ("coarse_labels" beside "fine_labels"), and the superclasses that
+# are man-made: food containers (3), household electrical devices (5), household
+# furniture (6), large man-made outdoor things (9), vehicles 1 (18), vehicles 2 (19).
+CIFAR100_COARSE = (4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+                   6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+                   5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+                   10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+                   16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13)
+MANMADE = {3, 5, 6, 9, 18, 19}
+
+
+def test_the_cifar100_manmade_natural_split_is_by_superclass():
+    split = yaml.safe_load((ROOT / "splits" / "cifar100-manmade-natural.yaml").read_text())
+    source, target = split["source"], split["target"]
+    assert sorted(source + target) == list(range(100))  # every class once
+    assert {CIFAR100_COARSE[c] for c in source} == MANMADE
+    assert {CIFAR100_COARSE[c] for c in target} == set(range(20)) - MANMADE
+    for superclass in range(20):  # whole superclasses, five classes each
+        members = [c for c in range(100) if CIFAR100_COARSE[c] == superclass]
+        assert len(members) == 5
+        assert set(members) <= set(source) or set(members) <= set(target)
+    # the Yosinski dissimilar preset and Hong's "different" run use it
+    p = _params("yosinski-2014-cifar100-dissimilar")
+    assert (p.dataset, p.data.split, p.data.classes_file) == (
+        "cifar100", "file", "splits/cifar100-manmade-natural.yaml")
+    assert "splits/cifar100-manmade-natural.yaml" in _text("hong-alexnet-cifar100")

@@ -48,9 +48,9 @@ YOSINSKI = merge(ALEXNET, {"subsample": 3, "sweep": {"subsample": [3], "layers":
                            "report": {"subsample": 3, "layer": 7}})
 SHRINK = {
     "yosinski-2014-cifar100-similar": YOSINSKI,
-    # the fixture's CIFAR-10 names its classes class0..class9: the split by index
-    "yosinski-2014-cifar10-dissimilar": merge(YOSINSKI, {"data": {
-        "classes_file": "{tmp}/manmade-natural.yaml"}}),
+    # the fixture's CIFAR-100 has 8 classes: the split by index, in its range
+    "yosinski-2014-cifar100-dissimilar": merge(YOSINSKI, {"data": {
+        "classes_file": "{tmp}/raw/manmade-natural.yaml"}}),
     "spero-feedback-cifar10-voc": merge(FEEDBACK, VOC),
     "spero-feedback-cifar100-voc": merge(FEEDBACK, VOC),
     "spero-feedback-cifar100-cifar10": merge(FEEDBACK, {"data": {"target_classes": "all"},
@@ -144,8 +144,10 @@ def _datasets(params) -> set[str]:
 @pytest.mark.parametrize("name", PRESETS)
 def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     files = tmp_path / "files"
-    (tmp_path / "manmade-natural.yaml").write_text("source: [0, 1, 8, 9]\n"
-                                                   "target: [2, 3, 4, 5, 6, 7]\n")
+    # under data.root, where a classes file from outside splits/ must be
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "manmade-natural.yaml").write_text("source: [0, 1, 2]\n"
+                                                          "target: [3, 4, 5, 6, 7]\n")
     raw = apply_preset(name, ROOT / "params.yaml", ROOT / "presets")
     manifest = {}
     for dataset in sorted(_datasets(parse_params(raw))):
