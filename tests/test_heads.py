@@ -276,3 +276,18 @@ def test_iteration_table_shape_and_informative_iteration():
     assert np.all((acc >= 0) & (acc <= 1))
     assert acc[2, 2] == 1.0 and max(acc[0, 0], acc[1, 1], acc[3, 3]) < 0.7
     assert acc[4, 2] > 0.9  # the stacked model learns the informative iteration too
+
+
+def test_the_forest_sees_the_features_as_extracted_the_linear_heads_normalised():
+    """Classes that differ only in the scale of their features: L2 normalisation makes
+    them one point (the linear heads cannot tell them apart), the forest on the raw
+    features can (Spero's forests were fit on the iteration output as it is)."""
+    rng = np.random.default_rng(0)
+    direction = rng.uniform(1.0, 2.0, size=8)
+    y = np.tile(np.arange(2), 30)
+    x = direction * np.where(y == 0, 1.0, 3.0)[:, None] * rng.uniform(0.9, 1.1, (60, 1))
+    for transform in ("l2", "power"):
+        results = fit_heads(x[:40], y[:40], x[40:], y[40:],
+                            grids((1.0,), (1.0,), 16, 2, transform=transform), seed=0)
+        assert results["random_forest"]["test_accuracy"] == 1.0, transform
+        assert results["logreg"]["test_accuracy"] <= 0.75, transform

@@ -182,3 +182,40 @@ def test_center_crop_57_of_64():
     assert torch.equal(out, x[:, :, 3:60, 3:60])
     with pytest.raises(ValueError, match="crop size 65"):
         center_crop(x, 65)
+
+
+def test_padding_is_black_in_the_normalised_batches():
+    """Training batches are normalised before they are padded and cropped: the padding
+    is a black pixel's normalised value (-mean / std per channel), as torchvision's
+    RandomCrop(padding=4) before Normalize gives, not the mean colour (0)."""
+    import numpy as np
+
+    from transferlab.config.params import parse_params
+    from transferlab.data.prepared import TaskData
+    from transferlab.training.augment import pad_images
+    from transferlab.training.loop import to_tensor
+    from transferlab.training.variant import black, train_transform
+
+    from .conftest import TINY, complete
+
+    images = np.full((4, 3, 6, 6), 200, np.uint8)
+    task = TaskData([0, 1], images, np.array([0, 1, 0, 1]), images, np.array([0, 1, 0, 1]),
+                    255, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.1))
+    zero = to_tensor(np.zeros((1, 3, 1, 1), np.uint8), 255, torch.device("cpu"),
+                     task.mean, task.std)
+    assert torch.allclose(torch.tensor(black(task)), zero.flatten())
+    x = to_tensor(images, 255, torch.device("cpu"), task.mean, task.std)
+    padded = pad_images(x, 2, black(task))
+    assert padded.shape == (4, 3, 10, 10)
+    assert torch.equal(padded[:, :, 2:8, 2:8], x)
+    assert torch.allclose(padded[:, :, 0, 0], zero.flatten().expand(4, 3))
+    params = parse_params(complete({**TINY, "data": {"crop": 6, "pad": 2}}))
+    out = train_transform(params, task)(x, torch.Generator().manual_seed(0))
+    # every pixel is the image's or black; some crop reaches into the padding
+    is_image = torch.isclose(out, x[:1, :, :1, :1].expand_as(out))
+    is_black = torch.isclose(out, zero.expand_as(out))
+    assert (is_image | is_black).all() and is_black.any()
+    # the half normalisation's black is -1, a single value (F.pad's fast path)
+    half = TaskData([0], images, np.zeros(4), images, np.zeros(4), 255)
+    assert black(half) == (-1.0,)
+    assert torch.equal(pad_images(x, 1, (-1.0,))[:, :, 0, 0], torch.full((4, 3), -1.0))

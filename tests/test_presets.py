@@ -48,9 +48,9 @@ YOSINSKI = merge(ALEXNET, {"subsample": 3, "sweep": {"subsample": [3], "layers":
                            "report": {"subsample": 3, "layer": 7}})
 SHRINK = {
     "yosinski-2014-cifar100-similar": YOSINSKI,
-    # the fixture's CIFAR-10 names its classes class0..class9: the split by index
-    "yosinski-2014-cifar10-dissimilar": merge(YOSINSKI, {"data": {
-        "classes_file": "{tmp}/manmade-natural.yaml"}}),
+    # the fixture's CIFAR-100 has 8 classes: the split by index, in its range
+    "yosinski-2014-cifar100-dissimilar": merge(YOSINSKI, {"data": {
+        "classes_file": "{tmp}/raw/manmade-natural.yaml"}}),
     "spero-feedback-cifar10-voc": merge(FEEDBACK, VOC),
     "spero-feedback-cifar100-voc": merge(FEEDBACK, VOC),
     "spero-feedback-cifar100-cifar10": merge(FEEDBACK, {"data": {"target_classes": "all"},
@@ -69,7 +69,8 @@ SHRINK = {
         "model": {"densenet_bc": {"depth": 10, "growth": 4}},
         "pretrain": {"milestones": [1]},
         "transfer": {"milestones": [1, 2], "copied_milestones": [2]},
-        "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7]},
+        "subsample": 3, "sweep": {"subsample": [3], "layers": [3, 7],
+                                  "treatment_layers": {"AnB+": [7]}},
         "report": {"subsample": 3, "layer": 3}, "freeze": "trans1",
         "features": {"layers": ["final"]}, "heads": {"lowshot": {"layers": ["final"]}}},
     "borthakur-einhorn-wrn-cifar100": {
@@ -143,8 +144,10 @@ def _datasets(params) -> set[str]:
 @pytest.mark.parametrize("name", PRESETS)
 def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     files = tmp_path / "files"
-    (tmp_path / "manmade-natural.yaml").write_text("source: [0, 1, 8, 9]\n"
-                                                   "target: [2, 3, 4, 5, 6, 7]\n")
+    # under data.root, where a classes file from outside splits/ must be
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "manmade-natural.yaml").write_text("source: [0, 1, 2]\n"
+                                                          "target: [3, 4, 5, 6, 7]\n")
     raw = apply_preset(name, ROOT / "params.yaml", ROOT / "presets")
     manifest = {}
     for dataset in sorted(_datasets(parse_params(raw))):
@@ -185,12 +188,18 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
     if name.endswith("-voc"):  # VOC target: mAP per iteration, the sweep's gain (Fig. 2)
         assert summary["metric"] == "map"
         assert len(details["pretrain"]["B"]["iteration_map"]) == 2
-        assert len(details["sweep_iterations"]["k1"]["AnB"]["n13"]["gain_over_base"]) == 2
+        gains = details["sweep_iterations"]["k1"]["AnB"]["n13"]
+        assert len(gains["gain_over_base"]) == len(gains["gain_over_model_B"]) == 2
+        # Fig. 2's gain rows: over model B, beside the paper's range, no difference
+        fig2 = [r for r in rows if "gain_over_model_B" in (r["ours_from"] or "")]
+        assert len(fig2) == 4 and all(isinstance(r["paper"], list) and r["difference"] is None
+                                      for r in fig2)
     if name.endswith("cifar100-cifar10"):  # Fig. 4: per-iteration logistic regression
         assert details["iteration_heads"]["rows"] == ["iter1", "iter2", "all"]
-    if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned
+    if name.endswith("fig2"):  # every layer copied; frozen up to n, the rest fine-tuned;
+        # the "0" point (nothing frozen) is AnB+ at every layer
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
-            ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7)}
+            ("base", 0), ("AnB-ft", 3), ("AnB-ft", 7), ("AnB+", 7)}
     if raw["pretrain"]["binary_aux"]["compare"]:  # Borthakur & Einhorn: the paired comparison
         _check_binary_aux(raw, details["binary_aux"], rows)
         assert summary["binary_aux"] == {key: details["binary_aux"][key] for key in (
@@ -266,7 +275,8 @@ def _check_seed001_variants(project: Path, raw: dict, sweep: dict) -> None:
     names = list(params.layer_names)
     sw = raw["sweep"]
     expected = {("base", 0, k, s) for k in sw["subsample"] for s in sw["seeds"]} | {
-        (t, n, k, s) for t in sw["treatments"] if t != "base" for n in sw["layers"]
+        (t, n, k, s) for t in sw["treatments"] if t != "base"
+        for n in sw["treatment_layers"].get(t, sw["layers"])
         for k in sw["subsample"] for s in sw["seeds"]}
     assert {(v["treatment"], v["n"], v["subsample"], v["seed"])
             for v in sweep["variants"]} == expected

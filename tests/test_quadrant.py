@@ -43,3 +43,30 @@ def test_the_table_has_four_cells_with_the_lectures_advice(tmp_path, capsys):
     assert capsys.readouterr().out == text
     assert main([*paths, "--little", "10", "--much", "500"]) == 2
     assert "no sweep at 10 images per class (this run has: 25, 500)" in capsys.readouterr().err
+
+
+def test_relative_accuracy_is_each_treatment_over_base_per_n(tmp_path, capsys):
+    """Yosinski's Fig. 3 (bottom): accuracy / base at the same size, per n, per run."""
+    from transferlab.report.relative import main as relative_main
+    from transferlab.report.relative import relative, table
+
+    def details(base, anb):
+        stats = lambda m: {"mean": m, "std": 0.0, "seeds": 2}  # noqa: E731
+        return {"sweep": {"k0": {"base": stats(base),
+                                 "AnB": {f"n{n}": stats(a) for n, a in anb.items()}}}}
+
+    similar = details(0.5, {1: 0.5, 7: 0.4})
+    dissimilar = details(0.4, {1: 0.38, 7: 0.2})
+    assert relative(similar, 0) == {"AnB": {1: pytest.approx(1.0), 7: pytest.approx(0.8)}}
+    assert relative(dissimilar, 0)["AnB"] == {1: pytest.approx(0.95), 7: pytest.approx(0.5)}
+    text = table({"similar": similar, "dissimilar": dissimilar}, 0)
+    assert "| similar | AnB | 1.000 | 0.800 |" in text
+    assert "| dissimilar | AnB | 0.950 | 0.500 |" in text
+    with pytest.raises(KeyError, match="no sweep at 5"):
+        relative(similar, 5)
+    for name, d in (("similar", similar), ("dissimilar", dissimilar)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(d))
+    assert relative_main([str(tmp_path / "similar.json"), str(tmp_path / "dissimilar.json"),
+                          "--size", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| run | treatment | n=1 | n=7 |" in out and "| dissimilar | AnB | 0.950 |" in out

@@ -322,8 +322,48 @@ def test_a_multilabel_model_b_reports_its_map_per_iteration_and_the_sweep_its_ga
     assert entry["score"] == [0.35, 0.5]
     assert entry["gain_over_base"] == pytest.approx([0.05, 0.1])
     assert "gain_over_base" not in summary["sweep_iterations"]["k3"]["base"]["n0"]
-    assert "| 3 | AnB | 3 | 0.350 (+0.050) | 0.500 (+0.100) |" in \
-        (tmp_path / "m/s.md").read_text()
+    # model B predicts after 4 iterations, these variants after 2: no gain over it
+    assert "gain_over_model_B" not in entry
+    md = (tmp_path / "m/s.md").read_text()
+    assert "| 3 | AnB | 3 | score | 0.350 | 0.500 |" in md
+    assert "| 3 | AnB | 3 | minus base | +0.050 | +0.100 |" in md
+
+
+def test_spero_fig2_gain_is_over_model_b_per_iteration():
+    """Spero's Fig. 2 gain: the transfer's per-iteration mAP minus that of model B (the
+    target-only network of stage pretrain), not minus the sweep's short base run."""
+    from transferlab.report.summary import sweep_iterations
+
+    def variant(treatment, n, seed, scores):
+        return {"treatment": treatment, "n": n, "subsample": 0, "seed": seed,
+                "test_score": scores[-1], "test_iteration_map": scores}
+
+    variants = [variant("base", 0, 0, [0.20, 0.22]), variant("base", 0, 1, [0.22, 0.24]),
+                variant("AnB", 13, 0, [0.40, 0.44]), variant("AnB", 13, 1, [0.42, 0.46])]
+    model_b = [0.36, 0.38]  # pretrain/B.json's test_iteration_map
+    table = sweep_iterations(variants, model_b)
+    anb = table["k0"]["AnB"]["n13"]
+    assert anb["score"] == pytest.approx([0.41, 0.45])  # mean over the two seeds
+    assert anb["gain_over_model_B"] == pytest.approx([0.41 - 0.36, 0.45 - 0.38])
+    assert anb["gain_over_base"] == pytest.approx([0.41 - 0.21, 0.45 - 0.23])
+    # base against model B too (the from-scratch run on the transfer budget is weaker)
+    assert table["k0"]["base"]["n0"]["gain_over_model_B"] == pytest.approx([-0.15, -0.15])
+    assert "gain_over_model_B" not in sweep_iterations(variants)["k0"]["AnB"]["n13"]
+
+    # The paper prints the gain as a range ("a 4-5% boost"): ours beside it, in mAP
+    # points, and no difference taken against a range.
+    from transferlab.report.paper import paper_markdown, paper_rows
+
+    params = parse_params(complete({**TINY, "paper": {
+        "study": "Spero", "reproduces": "Fig. 2", "note": None, "numbers": [
+            {"what": "gain, iteration 2", "value": [4, 5], "unit": "map%",
+             "source": "sec. 7.1", "ours": ["sweep_iterations", "k0", "AnB", "n13",
+                                            "gain_over_model_B", "1"]}]}}))
+    rows = paper_rows(params.paper, {"sweep_iterations": table})
+    assert rows[0]["paper"] == [4.0, 5.0] and rows[0]["ours"] == pytest.approx(7.0)
+    assert rows[0]["difference"] is None
+    assert "| gain, iteration 2 | sec. 7.1 | map% | 4-5 | 7.00 |  |" in \
+        "\n".join(paper_markdown(params.paper, rows))
 
 
 def test_the_papers_numbers_sit_beside_ours_in_the_papers_unit(tmp_path, tiny_diagnostics):
@@ -368,6 +408,10 @@ def test_paper_numbers_are_checked_key_by_key():
     bad = {"what": "x", "value": 1.0, "unit": "percent", "source": "Table 1", "ours": None}
     with pytest.raises(ParamsError, match=r"paper.numbers\[0\].unit = 'percent'"):
         parse_params(complete({**TINY, "paper": {"numbers": [bad]}}))
+    for value in ([5, 4], [4], [4, 5, 6], "4-5"):  # a range is [low, high]
+        with pytest.raises(ParamsError, match=r"paper.numbers\[0\].value"):
+            parse_params(complete({**TINY, "paper": {"numbers": [{**bad, "unit": "error",
+                                                                  "value": value}]}}))
     with pytest.raises(ParamsError, match=r"unknown key 'paper.numbers\[0\].page'"):
         parse_params(complete({**TINY, "paper": {"numbers": [{**bad, "unit": "error",
                                                               "page": 3}]}}))

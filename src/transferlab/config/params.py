@@ -323,13 +323,17 @@ class ReportParams(Section):
 # raw: a measure whose scale differs from ours (shown side by side, no difference)
 PAPER_UNITS = ("accuracy", "error", "accuracy%", "error%", "map", "map%", "raw")
 PAPER_NUMBER_KEYS = ("what", "value", "unit", "source", "ours")
+# as printed: a number; [low, high] for a range the paper prints as "4-5" (no difference is
+# taken against a range); null for a figure without a number
+PAPER_VALUE = OneOf(specs=(Float(), List(item=Float(), length=2, increasing=True)),
+                    nullable=True)
 
 
 # A published number is not a count, size or rate of a run (only the report reads it):
 # the one Float without an upper bound (tests/test_params.py names it).
 PAPER_NUMBER = {
     "what": Text(what="a description"),
-    "value": Float(nullable=True),
+    "value": PAPER_VALUE,
     "unit": Choice(options=PAPER_UNITS),
     "source": Text(what="page, table or figure"),
     "ours": List(item=Text(what="a key of metrics/details.json"), unique=False, nullable=True),
@@ -337,7 +341,8 @@ PAPER_NUMBER = {
 
 
 def _paper_number(key: str, raw: dict) -> dict[str, Any]:
-    """One published number: what it is, its value as printed (null: figure only),
+    """One published number: what it is, its value as printed (a number, a range
+    [low, high], or null: figure only),
     its unit, where it is printed, and where our number is in metrics/details.json."""
     check_keys(raw, list(PAPER_NUMBER_KEYS), key + ".")
     return {name: PAPER_NUMBER[name].check(f"{key}.{name}", raw[name])

@@ -1,7 +1,8 @@
 """Classical heads on one layer's frozen features: linear SVM, logistic regression,
 random forest.
 
-Features are L2-normalised per image (optionally after a signed power transform).
+The linear heads get features L2-normalised per image (optionally after a signed power
+transform, `heads.transform`); the random forest gets them as extracted.
 Every choice of the cost C is made by stratified k-fold cross-validation on the
 training part only; the test part is touched once per chosen model, to score it.
 
@@ -202,12 +203,17 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     marks test labels to leave out). `groups` names the image each training row
     came from, when rows are augmented copies.
     Every record has `metric` ("accuracy" or "mAP") and `score`.
+
+    The linear heads see the features after `cfg.transform` (L2, or the power transform
+    then L2); the random forest sees them as extracted: its splits need no scaling, and
+    Spero's Fig. 3 forests were fit "on the output of iteration 4" as it is.
     """
     from sklearn.ensemble import RandomForestClassifier
 
     svm_c, logreg_c = cfg.svm.C, cfg.logreg.C
     trees, cv_folds = cfg.random_forest.n_estimators, cfg.cv_folds
     heads = cfg.heads if heads is None else heads
+    raw_train, raw_test = x_train, x_test  # the forest's
     x_train = transform_features(x_train, cfg.transform, cfg.power)
     x_test = transform_features(x_test, cfg.transform, cfg.power)
     multilabel = y_train.ndim == 2
@@ -254,13 +260,13 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
             results["logreg"] = finish(record, pred=model.predict(x_test))
     if "random_forest" in heads:
         forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1)
-        forest.fit(x_train, y_train)
+        forest.fit(raw_train, y_train)
         record = {"n_estimators": trees}
         if multilabel:
             results["random_forest"] = finish(
-                record, _forest_scores(forest, x_test, y_train.shape[1]))
+                record, _forest_scores(forest, raw_test, y_train.shape[1]))
         else:
-            results["random_forest"] = finish(record, pred=forest.predict(x_test))
+            results["random_forest"] = finish(record, pred=forest.predict(raw_test))
     return results
 
 

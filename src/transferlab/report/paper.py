@@ -32,20 +32,34 @@ def in_unit(score: float, unit: str) -> float:
     return 100.0 * value if unit.endswith("%") else value
 
 
+def is_range(value) -> bool:
+    """A published range ("4-5"), held as [low, high]."""
+    return isinstance(value, list | tuple)
+
+
 def paper_rows(paper, details: dict) -> list[dict]:
-    """Each published number beside ours (same unit) and the difference ours - paper."""
+    """Each published number beside ours (same unit) and the difference ours - paper;
+    none against a figure (null), a range or a raw measure."""
     rows = []
     for number in paper.numbers:
         ours = _ours_at(details, number["ours"])
         ours = None if ours is None else round(in_unit(ours, number["unit"]), 6)
         value = number["value"]
         rows.append({"what": number["what"], "source": number["source"],
-                     "unit": number["unit"], "paper": value, "ours": ours,
+                     "unit": number["unit"],
+                     "paper": list(value) if is_range(value) else value, "ours": ours,
                      "ours_from": None if number["ours"] is None else
                      ".".join(number["ours"]),
-                     "difference": None if ours is None or value is None
+                     "difference": None if ours is None or value is None or is_range(value)
                      or number["unit"] == "raw" else round(ours - value, 6)})
     return rows
+
+
+def printed(value) -> str:
+    """The paper's value as it prints it: a number, a range "4-5", or "figure only"."""
+    if is_range(value):
+        return "-".join(fmt(v, "g") for v in value)
+    return fmt(value, "g", missing="figure only")
 
 
 def paper_details(paper, rows: list[dict]) -> dict | None:
@@ -71,7 +85,7 @@ def paper_markdown(paper, rows: list[dict]) -> list[str]:
     def cells(r: dict) -> list:
         # a percentage to 2 decimals, a fraction to 3, a raw measure to 4 significant digits
         spec = ".4g" if r["unit"] == "raw" else ".2f" if r["unit"].endswith("%") else ".3f"
-        return [r["what"], r["source"], r["unit"], fmt(r["paper"], "g", missing="figure only"),
+        return [r["what"], r["source"], r["unit"], printed(r["paper"]),
                 fmt(r["ours"], spec, missing="not run"),
                 fmt(r["difference"], "+" + spec, missing="")]
 

@@ -5,6 +5,10 @@ The project's one pad-crop-flip: training augments each batch on its device
 training time, the centre crop at test time; Borthakur & Einhorn: random 32 crop of the
 zero-padded 32x32 image plus horizontal flip), and the features stage makes
 its CNNaug copies with the same function on uint8 images on the CPU.
+
+Padding is black, as when a pipeline pads the images before normalising them: training
+batches arrive normalised, so they are padded with `fill`, the normalised value of a
+zero pixel (`train_transform` passes it); uint8 images are padded with 0.
 """
 
 from __future__ import annotations
@@ -25,17 +29,33 @@ def _check(x: Tensor, size: int | tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def pad_images(x: Tensor, pad: int, fill: float | tuple[float, ...] = 0.0) -> Tensor:
+    """Images padded by `pad` pixels per side with `fill`: one value, or one per channel."""
+    fills = (fill,) if isinstance(fill, int | float) else tuple(fill)
+    if len(set(fills)) == 1:
+        return F.pad(x, (pad, pad, pad, pad), value=fills[0])
+    if len(fills) != x.shape[1]:
+        raise ValueError(f"{len(fills)} fill values for {x.shape[1]} channels")
+    n, c, h, w = x.shape
+    out = torch.tensor(fills, dtype=x.dtype, device=x.device).view(1, c, 1, 1).repeat(
+        n, 1, h + 2 * pad, w + 2 * pad)
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
+
+
 def random_crop_flip(x: Tensor, size: int | tuple[int, int], generator: torch.Generator, *,
-                     flip: bool = True, pad: int = 0) -> Tensor:
+                     flip: bool = True, pad: int = 0,
+                     fill: float | tuple[float, ...] = 0.0) -> Tensor:
     """A random crop of each image (size x size, or (height, width)), mirrored left-right
     with probability 0.5 when `flip`.
 
-    With `pad`, the images are first zero-padded by that many pixels per side.
+    With `pad`, the images are first padded by that many pixels per side with `fill`
+    (`pad_images`: a value, or one per channel).
     Offsets and flips are drawn from `generator` (on its own device), so the
     same generator state gives the same batch. Any dtype works (uint8 included).
     """
     if pad:
-        x = F.pad(x, (pad, pad, pad, pad))
+        x = pad_images(x, pad, fill)
     size_h, size_w = _check(x, size)
     n, _, height, width = x.shape
     gdev = generator.device
@@ -81,4 +101,4 @@ def random_rotate(x: Tensor, max_degrees: float, generator: torch.Generator) -> 
     return out.round().clamp(info.min, info.max).to(x.dtype)
 
 
-__all__ = ["center_crop", "random_crop_flip", "random_rotate"]
+__all__ = ["center_crop", "pad_images", "random_crop_flip", "random_rotate"]

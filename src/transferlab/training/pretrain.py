@@ -51,7 +51,7 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
         history = fit(trained, batches, cfg, epochs=cfg.epochs, test=test, live=live,
                       checkpoint=checkpoint, checkpoint_key=checkpoint_key,
                       progress=progress, desc=desc, objective=objective,
-                      transform=train_transform(params), ap=ap)
+                      transform=train_transform(params, task), ap=ap)
         result = evaluate(model, *test, ap=ap)
     metrics = {"metric": "map" if task.multilabel else "accuracy",
                "test_score": score_of(result),

@@ -82,19 +82,27 @@ def input_shape(params: Params, image_shape) -> tuple[int, int, int]:
     return (c, crop, crop) if crop else (c, h, w)
 
 
-def train_transform(params: Params):
+def train_transform(params: Params, task: TaskData | None = None):
     """Random crop (data.crop, after data.pad) and mirror (data.flip) of each training
-    batch, or None."""
+    batch, or None. The batches are normalised with `task`'s mean and std, so the padding
+    is the normalised value of a black pixel, as padding before normalising gives."""
     if not params.data.crop and not params.data.flip:
         return None
     from transferlab.training.augment import random_crop_flip
 
     crop, flip, pad = params.data.crop, params.data.flip, params.data.pad
+    fill = 0.0 if task is None else black(task)
 
     def transform(x, generator):
-        return random_crop_flip(x, crop or x.shape[-1], generator, flip=flip, pad=pad)
+        return random_crop_flip(x, crop or x.shape[-1], generator, flip=flip, pad=pad,
+                                fill=fill)
 
     return transform
+
+
+def black(task: TaskData) -> tuple[float, ...]:
+    """A zero pixel after normalisation (loop.to_tensor): -mean / std per channel."""
+    return tuple(-m / s for m, s in zip(task.mean, task.std, strict=True))
 
 
 def new_model(params: Params, task: TaskData, seed: int, device) -> TransferableNet:
@@ -157,7 +165,7 @@ def run_variant(params: Params, target: TaskData, sources: dict[str, Transferabl
                   test=s.test if live is not None or curves else None,
                   live=live, progress=progress, desc=variant.key,
                   log_every=curve_every(s.steps, s.batches.steps_per_epoch),
-                  objective=s.objective, transform=train_transform(params), ap=s.ap,
+                  objective=s.objective, transform=train_transform(params, s.task), ap=s.ap,
                   test_every_log=curves)
     return variant_result(variant, s, evaluate(s.model, *s.test, ap=s.ap), history,
                           curves=curves)
