@@ -118,3 +118,32 @@ def test_the_cifar100_manmade_natural_split_is_by_superclass():
     assert (p.dataset, p.data.split, p.data.classes_file) == (
         "cifar100", "file", "splits/cifar100-manmade-natural.yaml")
     assert "splits/cifar100-manmade-natural.yaml" in _text("hong-alexnet-cifar100")
+
+
+ALEXNET_CIFAR = ["yosinski-2014-cifar100-similar", "yosinski-2014-cifar100-dissimilar",
+                 "hong-alexnet-cifar100"]
+
+
+@pytest.mark.parametrize("name", ALEXNET_CIFAR)
+def test_every_conv_layer_of_the_alexnet_presets_sees_a_map_of_3x3_or_more(name):
+    """At 32 px, AlexNet's conv1 (11x11/4) and two pools leave conv3-conv5 a 1x1 map: they
+    would be fully connected layers called convolutions. Each conv layer's input is
+    measured by running an image of the preset's input size through the network."""
+    import torch
+
+    from transferlab.models import build_model
+    from transferlab.training.variant import input_shape
+
+    params = parse_params(apply_preset(name, ROOT / "params.yaml", ROOT / "presets"))
+    size = params.data.image_size
+    shape = input_shape(params, (3, size, size))
+    model = build_model(params.arch, shape, 10, **params.model_kwargs)
+    seen = {}
+    hooks = [model.layer(n).register_forward_pre_hook(
+        lambda _m, args, n=n: seen.__setitem__(n, tuple(args[0].shape[-2:])))
+        for n in model.layer_names if n.startswith("conv")]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    assert seen and all(min(hw) >= 3 for hw in seen.values()), seen
