@@ -23,9 +23,12 @@ SHIPPED = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")
 
 def torchvision_params(**features):
     """The shipped params with a torchvision source and these `features` keys (low-shot
-    heads on every layer: the shipped low-shot layer is one of model A's)."""
+    heads on every layer: the shipped low-shot layer is one of model A's); data.root is
+    the weights file's folder, as a weights file must lie under it."""
+    weights = features.get("weights")
+    data = {"data": {"root": str(Path(weights).parent)}} if weights else {}
     return parse_params(merge(SHIPPED, {
-        "features": {"source_model": "torchvision:resnet18", **features},
+        **data, "features": {"source_model": "torchvision:resnet18", **features},
         "heads": {"lowshot": {"layers": None}}}))
 
 
