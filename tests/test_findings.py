@@ -117,3 +117,5 @@ def test_section_rows_per_size_and_json_ready_details():
     assert "| BnB dips at middle layers | 10 target images per class |" in table
     assert "BnB n=3 0.720 ± 0.010; n=1 0.800 ± 0.010" in table
     assert table.count("\n| ") == 1 + 3 * 2 + 1  # the rule line, 3 findings x 2 sizes, the gain
+    assert lines[-2] == ("The curves behind them, one panel per target size: "
+                         "plots/transferability.png.")

@@ -230,5 +230,7 @@ def findings_section(sweep: dict, label: str = "accuracy") -> tuple[dict, list[s
              "effect counts when larger than the spread, the larger sd over seeds of the two "
              "means compared; the papers show these as figures only):", "",
              markdown_table(["finding", "target size", "paper", "ours", "reproduces",
-                             "why"], rows), ""]
+                             "why"], rows), "",
+             "The curves behind them, one panel per target size: plots/transferability.png.",
+             ""]
     return details, lines
