@@ -94,18 +94,25 @@ SHRINK = {
     "soekhoe-alexnet-miniplaces": merge(ALEXNET, {
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7]},
         "report": {"subsample": 3, "layer": 7}}),
+    # the convnet at 28x28 as it is; two sizes and three n, so each finding is decided;
+    # the budget still grows with the size (2 epochs at batch 4: 4 steps at 1 / class, 8 at 3)
+    "yosinski-fashion-mnist": {
+        "subsample": 3, "transfer": {"steps": 1, "epochs": 2, "batch_size": 4},
+        "sweep": {"subsample": [1, 3], "layers": [1, 3, 5]},
+        "report": {"subsample": 3, "layer": 3},
+        "features": {"layers": ["conv2", "fc5"]}, "heads": {"lowshot": {"layers": None}}},
 }
 FILES = {
     "cifar10": fx.write_cifar10_archive, "cifar100": fx.write_cifar100_archive,
     "voc2012": fx.write_voc_archive, "tinyimagenet": fx.write_tinyimagenet_zip,
     "mnist": fx.write_mnist_files, "miniplaces": fx.write_miniplaces_archive,
+    "fashion-mnist": lambda d: fx.write_fashion_mnist_files(d, 12, 6),
 }
 
 
 def test_every_study_has_a_preset_and_says_what_it_reproduces():
-    studies = {re.match(r"(yosinski-2014|borthakur-einhorn|[a-z]+)-", n).group(1)
-               for n in PRESETS}
-    assert studies == {"yosinski-2014", "spero", "borthakur-einhorn", "sharma", "hong",
+    studies = {re.match(r"(borthakur-einhorn|[a-z]+)-", n).group(1) for n in PRESETS}
+    assert studies == {"yosinski", "spero", "borthakur-einhorn", "sharma", "hong",
                        "soekhoe"}
     assert set(SHRINK) == set(PRESETS)
     for name in PRESETS:
@@ -229,7 +236,30 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         assert meta["source_train_per_class"] == meta["target_train_per_class"] == [12] * 3
     if name.startswith("yosinski"):  # all five treatments at every n of the sweep
         assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
-            ("base", 0), *((t, n) for t in ("AnB", "AnB+", "BnB", "BnB+") for n in (1, 7))}
+            ("base", 0), *((t, n) for t in ("AnB", "AnB+", "BnB", "BnB+")
+                           for n in raw["sweep"]["layers"])}
+    if raw["report"]["findings"]:  # Yosinski's findings, decided per size on the sweep
+        _check_findings(raw, sweep, details["findings"],
+                        (project / "metrics/summary.md").read_text())
+    else:
+        assert "findings" not in details
+
+
+def _check_findings(raw: dict, sweep: dict, findings: dict, text: str) -> None:
+    """Each finding per target size in details.json, the gain over the sizes, summary.md's
+    table; and the budget of every variant grows with its target size (transfer.epochs)."""
+    sizes = {f"k{k}" for k in raw["sweep"]["subsample"]}
+    assert set(findings) == {"bnb_dip", "anb_falls", "anb_plus", "gain_shrinks"}
+    for key in ("bnb_dip", "anb_falls", "anb_plus"):
+        assert set(findings[key]["sizes"]) == sizes
+        assert all(f["holds"] in (True, False) and f["reason"]
+                   for f in findings[key]["sizes"].values())
+    assert findings["gain_shrinks"]["holds"] in (True, False)
+    assert "Yosinski's findings on this sweep" in text
+    assert "| finding | target size | paper | ours | reproduces | why |" in text
+    steps = {v["subsample"]: v["steps"] for v in sweep["variants"]}
+    assert steps == {k: parse_params(raw).transfer.budget(5 * k) for k in steps}
+    assert steps[1] < steps[3]
 
 
 def _check_binary_aux(raw: dict, aux: dict, rows: list[dict]) -> None:

@@ -318,6 +318,8 @@ class ReportParams(Section):
     subsample: int = spec(PER_CLASS)  # target size of the transferability curve
     # sweep verdict: AnB this far below = retrain
     tolerance: float = spec(Float(lo=0.0, hi=bound.TOLERANCE))
+    # summary.md and details.json state Yosinski's findings and whether they reproduce
+    findings: bool = spec(Bool())
 
 
 # raw: a measure whose scale differs from ours (shown side by side, no difference)

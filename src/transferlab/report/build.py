@@ -7,6 +7,7 @@ retraining anything. Each part is written by the module of its concern:
 - `transferability`: the estimators against the sweep and the fitted rule
 - `diagnostics`: Sharma's layer probes, with the fitted rule's verdict per layer
 - `paper`: the preset paper's numbers beside ours
+- `findings`: Yosinski's findings, each checked against the sweep (report.findings)
 - `tables`: the one markdown and CSV table writer and number format they share
 """
 
@@ -25,6 +26,7 @@ from transferlab.report.curves import (
     write_sweep_curves,
 )
 from transferlab.report.diagnostics import diagnostics_section
+from transferlab.report.findings import findings_section
 from transferlab.report.paper import paper_details, paper_markdown, paper_rows
 from transferlab.report.plots import (
     draw_iterations,
@@ -36,6 +38,7 @@ from transferlab.report.plots import (
 from transferlab.report.summary import (
     build_summary,
     headline,
+    metric_label,
     summary_markdown,
     sweep_variants,
     write_json,
@@ -85,8 +88,12 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     if paper is not None:
         summary["paper"] = paper
     paper_md = paper_markdown(params.paper, rows)
+    findings_md = []
+    if params.report.findings:  # off by default: the default run's outputs stay as they were
+        summary["findings"], findings_md = findings_section(sweep, metric_label(summary))
     text = (summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n"
-            + estimators_md + ("\n" + "\n".join(paper_md) if paper_md else ""))
+            + estimators_md + ("\n" + "\n".join(paper_md) if paper_md else "")
+            + ("\n" + "\n".join(findings_md) if findings_md else ""))
     write_json(details_out or summary_out.with_name("details.json"), summary)
     write_json(summary_out, {**headline(params, summary, sweep),
                              "transferability": estimators_headline})
