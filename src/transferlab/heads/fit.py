@@ -37,6 +37,7 @@ import numpy as np
 
 from transferlab.config.params import HEAD_TRANSFORMS, HeadParams
 from transferlab.features.store import FeatureSplit
+from transferlab.progress import progress_bar
 
 # ---------------------------------------------------------------------------- transforms
 
@@ -158,7 +159,9 @@ def fit_binary_per_class(make, grid, x_train: np.ndarray, y_bin: np.ndarray, x_t
     scores = np.zeros((len(x_test), y_bin.shape[1]))
     chosen: list[float | None] = []
     infos = []
-    for j in range(y_bin.shape[1]):
+    # CV over the C grid per class is the slow part at large dims: a bar with an ETA
+    for j in progress_bar(range(y_bin.shape[1]), desc="heads: per-class CV", unit="class",
+                          leave=False):
         target = y_bin[:, j].astype(np.int64)
         if len(np.unique(target)) < 2:
             chosen.append(None)

@@ -20,8 +20,10 @@ import torch
 
 from transferlab.config.params import Params
 from transferlab.data.prepared import TaskData, center_cropped
-from transferlab.features.store import load_splits
+from transferlab.features.budget import check_budget, transferability_peak
+from transferlab.features.store import load_split, split_path, split_shape
 from transferlab.heads.fit import subsample_rows
+from transferlab.progress import progress_bar
 from transferlab.transferability import estimators as est
 
 SOURCE_ACCURACY = "source accuracy"
@@ -120,13 +122,20 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
         write_json_atomic(out, result)
         return result
     layers = sorted(params.features.layers, key=names.index)
-    if load_splits(features_dir, layers[0])[0].multilabel:
+    y_first, copy_first = _labels(features_dir, layers[0])
+    if y_first.ndim == 2:
         result["note"] = ("multi-label target: the estimators are defined for one label per "
                           "image; nothing to rank")
         write_json_atomic(out, result)
         return result
     result["layers"] = layers
     result["positions"] = {layer: names.index(layer) + 1 for layer in layers}
+    shapes = {layer: split_shape(features_dir, layer, "train") for layer in layers}
+    result["dims"] = {layer: shapes[layer][1] for layer in layers}  # as stored (features.max_dim)
+    check_budget("transferability", {
+        layer: transferability_peak(d, r, _largest_draw(y_first, copy_first,
+                                                        params.sweep.subsample))
+        for layer, (r, d) in shapes.items()}, params.features.memory_gb)
     device = pick_device()
     before = torch.get_num_threads()
     if cfg.cpu_threads:
@@ -134,19 +143,26 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
     try:
         with compute():
             started = time.perf_counter()
-            stores = {layer: load_splits(features_dir, layer)[0] for layer in layers}
             scores: dict = {}
-            for k in params.sweep.subsample:
-                for seed in params.sweep.seeds:
-                    for layer, train in stores.items():
-                        rows = subsample_rows(train, k, seed)
-                        rows = rows[train.copy[rows] == 0]  # the images, not their copies
-                        x = torch.as_tensor(train.x[rows], device=device)
-                        y = torch.as_tensor(train.y[rows], device=device)
-                        for name, value in layer_scores(x, y, params, seed).items():
-                            # undefined (SFDA with one image per class): null, not a bare NaN
-                            scores.setdefault(name, {}).setdefault(str(k), {}).setdefault(
-                                str(seed), {})[layer] = None if math.isnan(value) else value
+            draws = [(k, seed) for k in params.sweep.subsample for seed in params.sweep.seeds]
+            bar = progress_bar(total=len(layers) * len(draws), desc="transferability",
+                               unit="draw")
+            # One layer in memory at a time (its training part only); the JSON keys come
+            # out in the same order as looping over layers innermost.
+            for layer in layers:
+                train = load_split(split_path(features_dir, layer, "train"))
+                for k, seed in draws:
+                    rows = subsample_rows(train, k, seed)
+                    rows = rows[train.copy[rows] == 0]  # the images, not their copies
+                    x = torch.as_tensor(train.x[rows], device=device)
+                    y = torch.as_tensor(train.y[rows], device=device)
+                    for name, value in layer_scores(x, y, params, seed).items():
+                        # undefined (SFDA with one image per class): null, not a bare NaN
+                        scores.setdefault(name, {}).setdefault(str(k), {}).setdefault(
+                            str(seed), {})[layer] = None if math.isnan(value) else value
+                    bar.update()
+                del train
+            bar.close()
             result["layer_scores"] = scores
             result["layer_seconds"] = time.perf_counter() - started
 
@@ -184,6 +200,19 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
           f"{len(params.sweep.seeds)} seeds in {result['layer_seconds']:.2f} s "
           f"(+ {result['network_seconds']:.2f} s for the source network's scores)")
     return result
+
+
+def _labels(features_dir: Path, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y, copy) of a layer's training part, read without its features."""
+    with np.load(split_path(features_dir, layer, "train")) as z:
+        return z["y"], z["copy"]
+
+
+def _largest_draw(y: np.ndarray, copy: np.ndarray, sizes) -> int:
+    """Rows of the largest (k, seed) draw: k images per class (all images at k = 0)."""
+    images = int((copy == 0).sum())
+    classes = len(np.unique(y))
+    return min(images, max(k * classes if k else images for k in sizes))
 
 
 def _subsample_index(task: TaskData, k: int, seed: int) -> np.ndarray:
