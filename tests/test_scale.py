@@ -185,3 +185,33 @@ def test_dry_run_of_the_soekhoe_alexnet_preset():
     assert round(result["peaks"]["heads"]["fc7"] / GIB, 2) == 4.88
     assert round(result["peaks"]["transferability"]["fc7"] / GIB, 2) == 9.53
     assert round(result["peaks"]["features"]["all layers"] / GIB, 2) == 4.37
+
+
+def test_source_accuracy_is_batched_on_the_stored_reduction(digits_tasks):
+    """The per-layer source accuracy reads each layer as the store holds it (pooled to
+    features.max_dim) and, batch by batch, equals the nearest class mean on whole parts."""
+    from transferlab.features.extract import reduce_activation
+    from transferlab.models import build_model
+    from transferlab.training.loop import to_tensor
+    from transferlab.transferability.compute import source_layer_accuracy
+
+    source = digits_tasks[0]
+    torch.manual_seed(0)
+    model = build_model("convnet", (1, 8, 8), 5, width=32, hidden=16).eval()
+    layers = ["conv1", "fc5"]
+    got = source_layer_accuracy(model, source, layers, 0, 0, torch.device("cpu"),
+                                max_dim=600)
+    with torch.no_grad():
+        acts = {}
+        for part, images in (("train", source.x_train), ("test", source.x_test)):
+            x = to_tensor(images, source.pixel_max, torch.device("cpu"), source.mean,
+                          source.std)
+            out = model.activations(x, layers)
+            acts[part] = {la: reduce_activation(out[la], "flatten", 600).double()
+                          for la in layers}
+    assert acts["train"]["conv1"].shape[1] == 512  # 32 x 8 x 8 pooled to 32 x 4 x 4
+    y = torch.as_tensor(source.y_train)
+    for la in layers:
+        means = torch.stack([acts["train"][la][y == c].mean(0) for c in range(5)])
+        pred = torch.cdist(acts["test"][la], means).argmin(1).numpy()
+        assert got[la] == pytest.approx(float(np.mean(pred == source.y_test)), abs=1e-12)

@@ -88,6 +88,19 @@ def own_model_features(model: TransferableNet, pixel_max: int, layers: list[str]
     return fn
 
 
+def reduce_activation(act: torch.Tensor, pool: str, max_dim: int | None) -> torch.Tensor:
+    """(B, D) rows of a batch of activations as the store holds them: averaged per channel
+    (pool "avg"), or flattened after a conv map above `max_dim` dims is average-pooled to
+    C x s x s (`budget.pooled_hw`)."""
+    if pool == "avg" and act.dim() > 2:
+        return act.flatten(2).mean(2)
+    if max_dim is not None and act.dim() == 4:
+        hw = pooled_hw(tuple(act.shape[1:]), max_dim)
+        if hw is not None:
+            act = torch.nn.functional.adaptive_avg_pool2d(act, hw)
+    return act.flatten(1)
+
+
 @torch.no_grad()
 def run_batches(fn: BatchFeatures, images: np.ndarray, batch_size: int, pool: str,
                 max_dim: int | None = None) -> dict[str, np.ndarray]:
@@ -100,13 +113,7 @@ def run_batches(fn: BatchFeatures, images: np.ndarray, batch_size: int, pool: st
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(images), batch_size):
         for name, act in fn(images[start:start + batch_size]).items():
-            if pool == "avg" and act.dim() > 2:
-                act = act.flatten(2).mean(2)
-            elif max_dim is not None and act.dim() == 4:
-                hw = pooled_hw(tuple(act.shape[1:]), max_dim)
-                if hw is not None:
-                    act = torch.nn.functional.adaptive_avg_pool2d(act, hw)
-            rows = act.flatten(1).float().cpu().numpy()
+            rows = reduce_activation(act, pool, max_dim).float().cpu().numpy()
             if name not in out:
                 out[name] = np.empty((len(images), rows.shape[1]), np.float32)
             out[name][start:start + len(rows)] = rows

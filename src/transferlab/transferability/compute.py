@@ -79,29 +79,44 @@ def _batched(fn, x: torch.Tensor, batch_size: int = 512) -> list:
 
 @torch.no_grad()
 def source_layer_accuracy(model, source: TaskData, layers: list[str], per_class: int, seed: int,
-                          device) -> dict[str, float]:
+                          device, *, pool: str = "flatten", max_dim: int | None = None
+                          ) -> dict[str, float]:
     """Nearest-class-mean accuracy of each layer on the source task: class means from at
     most `per_class` source training images per class (0 = all), tested on the source
-    test part."""
+    test part. The layers are reduced as the features store holds them (`pool`,
+    `max_dim`: `reduce_activation`).
+
+    Batch by batch: float64 only for one batch's rows and the (classes x D) sums and
+    means, never for a whole part's (N x D) activations."""
+    from transferlab.features.extract import reduce_activation
     from transferlab.training.loop import to_tensor
 
     smallest = int(np.bincount(source.y_train).min())
     # at most `per_class`: a small source class gives what it has
     train = source.subsampled(min(per_class, smallest) if per_class else 0, seed)
-    xs = {}
-    for part, images in (("train", train.x_train), ("test", source.x_test)):
+
+    def batches(images, labels):
         x = to_tensor(images, source.pixel_max, device, source.mean, source.std)
-        chunks = _batched(lambda b: model.activations(b, layers), x)
-        xs[part] = {la: torch.cat([c[la].flatten(1).double() for c in chunks]) for la in layers}
-    y_train = torch.as_tensor(train.y_train, device=device)
-    y_test = torch.as_tensor(source.y_test, device=device)
-    out = {}
-    for layer in layers:
-        onehot = torch.nn.functional.one_hot(y_train, source.num_classes).double()
-        means = (onehot.T @ xs["train"][layer]) / onehot.sum(0)[:, None]
-        pred = torch.cdist(xs["test"][layer], means).argmin(1)
-        out[layer] = float((pred == y_test).double().mean())
-    return out
+        y = torch.as_tensor(labels, device=device)
+        for i in range(0, len(x), 512):
+            acts = model.activations(x[i:i + 512], layers)
+            yield ({la: reduce_activation(acts[la], pool, max_dim).double() for la in layers},
+                   y[i:i + 512])
+
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(source.num_classes, dtype=torch.float64, device=device)
+    for acts, y in batches(train.x_train, train.y_train):
+        onehot = torch.nn.functional.one_hot(y, source.num_classes).double()
+        counts += onehot.sum(0)
+        for la in layers:
+            part = onehot.T @ acts[la]
+            sums[la] = part if la not in sums else sums[la] + part
+    means = {la: sums[la] / counts[:, None] for la in layers}
+    correct = dict.fromkeys(layers, 0)
+    for acts, y in batches(source.x_test, source.y_test):
+        for la in layers:
+            correct[la] += int((torch.cdist(acts[la], means[la]).argmin(1) == y).sum())
+    return {la: correct[la] / len(source.y_test) for la in layers}
 
 
 def compute_transferability(params: Params, *, features_dir: Path, prepared: Path,
@@ -176,7 +191,8 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
                 result["source_note"] = "multi-label source: no nearest-class-mean accuracy"
             else:
                 result["source_accuracy"] = source_layer_accuracy(
-                    model, source, layers, cfg.source_images_per_class, params.seed, device)
+                    model, source, layers, cfg.source_images_per_class, params.seed, device,
+                    pool=params.features.pool, max_dim=params.features.max_dim)
             network: dict = {"nce": {}, "leep": {}}
             if target.multilabel:
                 result["network_note"] = "NCE and LEEP need single-label targets: skipped"
