@@ -92,9 +92,10 @@ def cv_splits(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = 
 
 
 def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds: int,
-              seed: int, *, groups: np.ndarray | None = None, scoring: str = "accuracy"
-              ) -> tuple[float, dict]:
-    """Best C by mean CV score (ties go to the smaller C); grid middle if CV can't run."""
+              seed: int, *, groups: np.ndarray | None = None, scoring: str = "accuracy",
+              desc: str | None = None) -> tuple[float, dict]:
+    """Best C by mean CV score (ties go to the smaller C); grid middle if CV can't run.
+    With `desc`, a progress bar over the grid (drawn on a terminal only)."""
     from sklearn.model_selection import cross_val_score
 
     splits, k, note = cv_splits(y, folds, seed, groups)
@@ -102,7 +103,8 @@ def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds:
         chosen = sorted(grid)[len(grid) // 2]
         return chosen, {"cv_folds": 0, "note": f"{note}, C = {chosen} (middle of the grid)"}
     scores = {c: float(cross_val_score(make(c), x, y, cv=splits, scoring=scoring).mean())
-              for c in sorted(grid)}
+              for c in progress_bar(sorted(grid), desc=desc, unit="C", leave=False,
+                                    disable=desc is None)}
     chosen = max(scores, key=lambda c: (scores[c], -c))
     return chosen, {"cv_folds": k, "cv_scoring": scoring,
                     "cv_score": {str(c): s for c, s in scores.items()}}
@@ -256,7 +258,7 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
             results["logreg"] = finish(_per_class_record(chosen, infos, prefix), scores)
         else:
             c, info = choose_c(logreg_model, logreg_c, x_train, y_train, cv_folds, seed,
-                               groups=groups)
+                               groups=groups, desc="heads: logreg CV over C")
             model = logreg_model(c).fit(x_train, y_train)
             record = {"C": c, **info}
             record["notes"] = [record.pop("note")] if "note" in record else []
