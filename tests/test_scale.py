@@ -215,3 +215,39 @@ def test_source_accuracy_is_batched_on_the_stored_reduction(digits_tasks):
         means = torch.stack([acts["train"][la][y == c].mean(0) for c in range(5)])
         pred = torch.cdist(acts["test"][la], means).argmin(1).numpy()
         assert got[la] == pytest.approx(float(np.mean(pred == source.y_test)), abs=1e-12)
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, keeping what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_long_head_loops_show_a_bar_with_an_eta_on_a_terminal_only(monkeypatch):
+    from transferlab.heads.fit import fit_heads
+
+    params = shipped_with({})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    y = np.repeat(np.arange(3), 20)
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    monkeypatch.delenv("TRANSFERLAB_NO_PROGRESS", raising=False)
+    fit_heads(x, y, x, y, params.heads, seed=0, heads=("svm", "logreg"))
+    assert "heads: per-class CV" in term.text and "heads: logreg CV over C" in term.text
+    assert "<" in term.text  # tqdm's elapsed<remaining
+    quiet = _Terminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    monkeypatch.setenv("TRANSFERLAB_NO_PROGRESS", "1")
+    fit_heads(x, y, x, y, params.heads, seed=0, heads=("svm",))
+    assert quiet.text == ""
