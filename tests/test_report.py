@@ -55,7 +55,8 @@ def _write_results(root, seeds, diagnostics, layers=(1, 3), sizes=(1, 3)):
         (root / "pretrain" / f"{s}.json").write_text(json.dumps({"test_accuracy": 0.9}))
     (root / "transfer.json").write_text(json.dumps(
         {"test_accuracy": 0.8, "n": 3, "subsample": 3, "seed": 0}))
-    heads = {lay: {h: {"test_accuracy": 0.5} for h in ("svm", "logreg", "random_forest")}
+    heads = {lay: {h: {"test_accuracy": 0.5, "dim": 64}
+                   for h in ("svm", "logreg", "random_forest")}
              for lay in ("conv1", "fc5")}
     (root / "heads.json").write_text(json.dumps(heads))
     lowshot = {"shots": [1, 2], "draws": 2, "layers": {"fc5": {"svm": {
@@ -109,7 +110,9 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagn
     md = (tmp_path / "m/s.md").read_text()
     assert "## Layer diagnostics" in md and "agree at 0 of 0" in md
     assert "no hand-set threshold" in md
-    assert "| fc5 | svm | 0.400 ± 0.100 | 0.600 ± 0.000 |" in md
+    assert "| fc5 | 64 | svm | 0.400 ± 0.100 | 0.600 ± 0.000 |" in md
+    assert "| layer | dim | svm | logreg | random_forest |" in md  # the dims the heads saw
+    assert (tmp_path / "plots/heads.csv").read_text().startswith("n,layer,dim,svm,")
     assert summary["lowshot"]["layers"]["fc5"]["svm"]["2"] == {"mean": 0.6, "std": 0.0}
     assert "## Which layers to transfer" in md
     rows = {(r["estimator"], r["target"]): r for r in summary["transferability"]["rows"]}

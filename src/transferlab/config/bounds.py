@@ -54,6 +54,9 @@ PERPLEXITY = 1_000.0  # t-SNE perplexity (must stay below the points probed); pr
 INIT_STD = 10.0  # inversion's initial noise; images are normalised to about [-1, 1]
 NEIGHBOURS = 10_000  # k of the kNN estimator; presets: 3
 FEATURE_DIMS = 65_536  # GBC's PCA components (at most the feature's dimensions); presets: 32
+STORED_DIMS = 16_777_216  # features.max_dim: dims of one stored feature row; presets: 9,216
+#                          (the default); VGG's flattened conv1_1 at 224 px has 3.2 M
+MEMORY_GB = 1_048_576.0  # features.memory_gb: a budget of 1 PiB; presets: none set
 TRANSRATE_EPS2 = 100.0  # TransRate's distortion eps^2; presets: 1e-4
 SFDA_SHRINKAGE = 1_000.0  # SFDA's a in exp(-a max eig); presets: 5
 BOOTSTRAP = 1_000_000  # resamples of the report's interval; presets: 2,000

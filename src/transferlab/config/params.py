@@ -232,6 +232,13 @@ class FeatureParams(Section):
     weights: str | None = spec(PATH)  # the torchvision model's local weights file
     input_size: int = spec(Int(lo=16, hi=1024))
     pool: str = spec(Choice(options=POOLS))
+    # a conv map above this many dims is average-pooled at extraction (transferlab.features.
+    # reduce); 9,216 = 256 x 6 x 6, Goyal et al. 2019's ~9k per pooled layer
+    max_dim: int = spec(Int(lo=1, hi=bound.STORED_DIMS))
+    # GiB the features, heads, diagnostics and transferability stages may hold (estimated
+    # from the shapes before any work); null: the machine's physical memory
+    memory_gb: float | None = spec(Float(lo=0.0, lo_open=True, hi=bound.MEMORY_GB,
+                                         nullable=True))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ layout these arrays are written in.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from transferlab.config.params import AugmentParams, FeatureParams, Params
 from transferlab.data.prepared import TaskData, center_cropped
+from transferlab.features.budget import check_budget, features_peak, pooled_hw, stored_shape
 from transferlab.features.store import iteration_count, iteration_name, write_store
 from transferlab.models.base import TransferableNet
 from transferlab.timing import compute
@@ -86,18 +88,43 @@ def own_model_features(model: TransferableNet, pixel_max: int, layers: list[str]
     return fn
 
 
+def reduce_activation(act: torch.Tensor, pool: str, max_dim: int | None) -> torch.Tensor:
+    """(B, D) rows of a batch of activations as the store holds them: averaged per channel
+    (pool "avg"), or flattened after a conv map above `max_dim` dims is average-pooled to
+    C x s x s (`budget.pooled_hw`)."""
+    if pool == "avg" and act.dim() > 2:
+        return act.flatten(2).mean(2)
+    if max_dim is not None and act.dim() == 4:
+        hw = pooled_hw(tuple(act.shape[1:]), max_dim)
+        if hw is not None:
+            act = torch.nn.functional.adaptive_avg_pool2d(act, hw)
+    return act.flatten(1)
+
+
 @torch.no_grad()
-def run_batches(fn: BatchFeatures, images: np.ndarray, batch_size: int, pool: str
-                ) -> dict[str, np.ndarray]:
+def run_batches(fn: BatchFeatures, images: np.ndarray, batch_size: int, pool: str,
+                max_dim: int | None = None) -> dict[str, np.ndarray]:
     """{name: (N, D) float32}: `fn` on each batch, outputs flattened (pool "flatten") or
-    averaged over the spatial positions (pool "avg") per image."""
-    parts: dict[str, list[np.ndarray]] = {}
+    averaged over the spatial positions (pool "avg") per image. With `max_dim`, a flattened
+    conv map of more dims is first average-pooled to C x s x s (`budget.pooled_hw`).
+
+    Each output is one preallocated float32 array, filled batch by batch (no list of
+    chunks and concatenated copy)."""
+    out: dict[str, np.ndarray] = {}
     for start in range(0, len(images), batch_size):
         for name, act in fn(images[start:start + batch_size]).items():
-            if pool == "avg" and act.dim() > 2:
-                act = act.flatten(2).mean(2)
-            parts.setdefault(name, []).append(act.flatten(1).float().cpu().numpy())
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+            rows = reduce_activation(act, pool, max_dim).float().cpu().numpy()
+            if name not in out:
+                out[name] = np.empty((len(images), rows.shape[1]), np.float32)
+            out[name][start:start + len(rows)] = rows
+    return out
+
+
+@torch.no_grad()
+def layer_shapes(fn: BatchFeatures, image_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """{name: the shape of one image's output}, from `fn` on one black image."""
+    return {name: tuple(act.shape[1:])
+            for name, act in fn(np.zeros((1, *image_shape), np.uint8)).items()}
 
 
 def write_features(task: TaskData, fn: BatchFeatures, features: FeatureParams, seed: int,
@@ -106,11 +133,19 @@ def write_features(task: TaskData, fn: BatchFeatures, features: FeatureParams, s
 
     Returns the meta written to <out_dir>/meta.json.
     """
+    batch_size, pool, max_dim = features.batch_size, features.pool, features.max_dim
+    # Shapes first, so a store too large for the memory budget is refused before any work.
+    maps = layer_shapes(fn, tuple(task.x_train.shape[1:]))
+    stored = {n: stored_shape(s, max_dim, pool) for n, s in maps.items()}
+    rows_total = len(task.x_train) * (1 + features.augment.copies) + len(task.x_test)
+    check_budget("features", {"all layers": features_peak(
+        {n: math.prod(s) for n, s in stored.items()},
+        {n: math.prod(s) for n, s in maps.items()}, rows_total, batch_size)},
+        features.memory_gb)
     x_train, index, copy = augmented_training_images(task.x_train, features.augment, seed)
-    batch_size, pool = features.batch_size, features.pool
     with compute():
-        feats = {"train": run_batches(fn, x_train, batch_size, pool),
-                 "test": run_batches(fn, task.x_test, batch_size, pool)}
+        feats = {"train": run_batches(fn, x_train, batch_size, pool, max_dim),
+                 "test": run_batches(fn, task.x_test, batch_size, pool, max_dim)}
     multilabel = task.y_train.ndim == 2
     rows = {
         "train": {"y": task.y_train[index], "index": index, "copy": copy},
@@ -134,7 +169,10 @@ def write_features(task: TaskData, fn: BatchFeatures, features: FeatureParams, s
         "test_images": len(task.x_test), "dims": {n: int(feats["train"][n].shape[1])
                                                   for n in names},
         "augment": {f.name: getattr(augment, f.name) for f in dataclasses.fields(augment)},
-        "source_model": features.source_model, "pool": pool,
+        "source_model": features.source_model, "pool": pool, "max_dim": max_dim,
+        # each output's shape per image, and what was stored (pooled when above max_dim)
+        "maps": {n: list(maps[n]) for n in names},
+        "stored": {n: list(stored[n]) for n in names},
     }
     write_store(out_dir, feats, rows, meta)
     return meta
@@ -167,4 +205,8 @@ def extract_target_features(params: Params, *, prepared, model_path, out_dir) ->
     print(f"features: {meta['train_images']} train images ({meta['train_rows']} rows with "
           f"augmented copies) / {meta['test_images']} test images, "
           f"{meta['iterations']} iteration(s), dims {meta['dims']}")
+    pooled = {n: "x".join(map(str, meta["maps"][n])) + " -> " + "x".join(map(str, s))
+              for n, s in meta["stored"].items() if s != meta["maps"][n]}
+    if pooled:
+        print(f"features: pooled to at most features.max_dim = {meta['max_dim']} dims: {pooled}")
     return meta

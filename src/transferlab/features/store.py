@@ -94,6 +94,21 @@ def load_split(path: str | Path) -> FeatureSplit:
     return FeatureSplit(x, y, index, copy, difficult)
 
 
+def split_shape(features_dir: str | Path, name: str, split: str) -> tuple[int, int]:
+    """(rows, dims) of x in <name>/<split>.npz, read from its header without loading it."""
+    import zipfile
+
+    path = split_path(features_dir, name, split)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro features` first")
+    with zipfile.ZipFile(path) as z, z.open("x.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, _ = read(f)
+    return int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
+
+
 def load_splits(features_dir: str | Path, name: str) -> tuple[FeatureSplit, FeatureSplit]:
     """(train, test) of layer or iteration `name`."""
     return tuple(load_split(split_path(features_dir, name, s)) for s in SPLITS)
@@ -127,4 +142,4 @@ def write_store(out_dir: str | Path, features: dict[str, dict[str, np.ndarray]],
 
 
 __all__ = ["FeatureSplit", "iteration_count", "iteration_name", "iteration_names",
-           "load_split", "load_splits", "split_path", "write_store"]
+           "load_split", "load_splits", "split_path", "split_shape", "write_store"]

@@ -37,6 +37,7 @@ import numpy as np
 
 from transferlab.config.params import HEAD_TRANSFORMS, HeadParams
 from transferlab.features.store import FeatureSplit
+from transferlab.progress import progress_bar
 
 # ---------------------------------------------------------------------------- transforms
 
@@ -91,9 +92,10 @@ def cv_splits(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = 
 
 
 def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds: int,
-              seed: int, *, groups: np.ndarray | None = None, scoring: str = "accuracy"
-              ) -> tuple[float, dict]:
-    """Best C by mean CV score (ties go to the smaller C); grid middle if CV can't run."""
+              seed: int, *, groups: np.ndarray | None = None, scoring: str = "accuracy",
+              desc: str | None = None) -> tuple[float, dict]:
+    """Best C by mean CV score (ties go to the smaller C); grid middle if CV can't run.
+    With `desc`, a progress bar over the grid (drawn on a terminal only)."""
     from sklearn.model_selection import cross_val_score
 
     splits, k, note = cv_splits(y, folds, seed, groups)
@@ -101,7 +103,8 @@ def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds:
         chosen = sorted(grid)[len(grid) // 2]
         return chosen, {"cv_folds": 0, "note": f"{note}, C = {chosen} (middle of the grid)"}
     scores = {c: float(cross_val_score(make(c), x, y, cv=splits, scoring=scoring).mean())
-              for c in sorted(grid)}
+              for c in progress_bar(sorted(grid), desc=desc, unit="C", leave=False,
+                                    disable=desc is None)}
     chosen = max(scores, key=lambda c: (scores[c], -c))
     return chosen, {"cv_folds": k, "cv_scoring": scoring,
                     "cv_score": {str(c): s for c, s in scores.items()}}
@@ -158,7 +161,9 @@ def fit_binary_per_class(make, grid, x_train: np.ndarray, y_bin: np.ndarray, x_t
     scores = np.zeros((len(x_test), y_bin.shape[1]))
     chosen: list[float | None] = []
     infos = []
-    for j in range(y_bin.shape[1]):
+    # CV over the C grid per class is the slow part at large dims: a bar with an ETA
+    for j in progress_bar(range(y_bin.shape[1]), desc="heads: per-class CV", unit="class",
+                          leave=False):
         target = y_bin[:, j].astype(np.int64)
         if len(np.unique(target)) < 2:
             chosen.append(None)
@@ -253,7 +258,7 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
             results["logreg"] = finish(_per_class_record(chosen, infos, prefix), scores)
         else:
             c, info = choose_c(logreg_model, logreg_c, x_train, y_train, cv_folds, seed,
-                               groups=groups)
+                               groups=groups, desc="heads: logreg CV over C")
             model = logreg_model(c).fit(x_train, y_train)
             record = {"C": c, **info}
             record["notes"] = [record.pop("note")] if "note" in record else []

@@ -12,6 +12,7 @@ from transferlab.config.params import HeadParams
 from transferlab.features.store import FeatureSplit
 from transferlab.heads.fit import check_per_class, fit_layer
 from transferlab.metrics import mean_std
+from transferlab.progress import progress_bar
 
 
 def lowshot(train: FeatureSplit, test: FeatureSplit, cfg: HeadParams, *, seed: int) -> dict:
@@ -28,9 +29,13 @@ def lowshot(train: FeatureSplit, test: FeatureSplit, cfg: HeadParams, *, seed: i
         check_per_class("heads.lowshot.shots", k, train)
     seeds = [seed + r for r in range(low.draws)]
     out: dict[str, dict] = {h: {} for h in low.heads}
+    fits = {}
+    for k, s in progress_bar([(k, s) for k in low.shots for s in seeds], desc="heads: low-shot",
+                             unit="fit"):
+        fits[k, s] = fit_layer(train, test, cfg, per_class=k, seed=seed, draw_seed=s,
+                               heads=low.heads)
     for k in low.shots:
-        per_draw = [fit_layer(train, test, cfg, per_class=k, seed=seed, draw_seed=s,
-                              heads=low.heads) for s in seeds]
+        per_draw = [fits[k, s] for s in seeds]
         for h in low.heads:
             scores = [r[h]["score"] for r in per_draw]
             notes = sorted({n for r in per_draw for n in r[h]["notes"]})

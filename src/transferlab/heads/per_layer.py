@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from transferlab.config.params import HeadParams, Params
-from transferlab.features.store import iteration_name, iteration_names, load_splits
+from transferlab.features.budget import check_budget, heads_peak
+from transferlab.features.store import (
+    iteration_name,
+    iteration_names,
+    load_splits,
+    split_shape,
+)
 from transferlab.heads.fit import check_per_class, fit_layer, subsample_rows
 from transferlab.heads.iterations import iteration_table
 from transferlab.heads.lowshot import lowshot
@@ -29,19 +35,28 @@ def run_heads(params: Params, *, features_dir, out, lowshot_out=None,
     return fit_heads_per_layer(params.heads, layers=params.features.layers + readouts,
                                subsample=params.subsample, seed=params.seed,
                                features_dir=features_dir, out=out, lowshot_out=lowshot_out,
-                               iterations_out=iterations_out)
+                               iterations_out=iterations_out,
+                               memory_gb=params.features.memory_gb)
 
 
 def fit_heads_per_layer(cfg: HeadParams, *, layers: Sequence[str], subsample: int, seed: int,
-                        features_dir, out, lowshot_out=None, iterations_out=None) -> dict:
+                        features_dir, out, lowshot_out=None, iterations_out=None,
+                        memory_gb: float | None = None) -> dict:
     """Every head on every layer in `layers` (features.layers), on `subsample` training
     images per class (0 = all) drawn with `seed`; writes `out` as {layer: {head: record}}.
 
     With `heads.lowshot.shots`, also the low-shot curves ({layer: {head: {k: ...}}})
     and, when the features hold iter1..iterT, the per-iteration table; each is
     written to its own path when given. Returns {"layers", "lowshot", "iterations"}.
+    Every record carries `dim`, the stored feature dims the head saw. A layer whose
+    estimated peak memory (`budget.heads_peak`) is above `memory_gb` (null: the machine's)
+    is refused before any layer is fitted.
     """
     features_dir = Path(features_dir)
+    shapes = {layer: (split_shape(features_dir, layer, "train"),
+                      split_shape(features_dir, layer, "test")) for layer in layers}
+    check_budget("heads", {layer: heads_peak(train[1], train[0], test[0], cfg.heads)
+                           for layer, (train, test) in shapes.items()}, memory_gb)
     results: dict[str, dict] = {}
     low: dict[str, dict] = {}
     low_layers = cfg.lowshot.layers
@@ -56,9 +71,11 @@ def fit_heads_per_layer(cfg: HeadParams, *, layers: Sequence[str], subsample: in
             results[layer] = fit_layer(train, test, cfg, per_class=subsample, seed=seed)
             if low_note is None and (low_layers is None or layer in low_layers):
                 low[layer] = lowshot(train, test, cfg, seed=seed)
+        for record in results[layer].values():
+            record["dim"] = shapes[layer][0][1]
         scores = ", ".join(f"{h} {r['metric']} {r['score']:.3f}"
                            for h, r in results[layer].items())
-        print(f"heads {layer}: {scores}")
+        print(f"heads {layer} ({shapes[layer][0][1]} dims): {scores}")
     write_json_atomic(out, results)
     # Both side files are always written (DVC outputs), with a note when there is nothing.
     summary = {"shots": list(cfg.lowshot.shots), "draws": cfg.lowshot.draws, "layers": low}

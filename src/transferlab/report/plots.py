@@ -73,8 +73,9 @@ def write_plot_data(params: Params, sweep: dict, summary: dict, plots: Path) -> 
                 [[size, *[sweep_mean(sweep, size, t, layer) for t in treatments]]
                  for size in sorted(sweep)])
     names = params.layer_names
-    write_table(plots / "heads.csv", ["n", "layer", *HEADS],
-                [[names.index(lay) + 1 if lay in names else i + 1, lay,
+    dims = summary.get("heads_dims") or {}
+    write_table(plots / "heads.csv", ["n", "layer", "dim", *HEADS],
+                [[names.index(lay) + 1 if lay in names else i + 1, lay, dims.get(lay),
                   *[accs.get(h) for h in HEADS]]
                  for i, (lay, accs) in enumerate(summary["heads"].items())])
 

@@ -234,6 +234,10 @@ def build_summary(params: Params, results: Path, variants: list[dict]) -> tuple[
             for k, per_t in sweep.items()
         },
         "heads": {layer: {h: score(r) for h, r in per.items()} for layer, per in heads.items()},
+        # the feature dims each layer's heads saw (after features.max_dim pooling); None for
+        # results written before the heads recorded it
+        "heads_dims": {layer: next((r.get("dim") for r in per.values()), None)
+                       for layer, per in heads.items()},
     }
     iterations = sweep_iterations(variants, iteration_scores(pretrain["B"]))
     if iterations:
@@ -312,9 +316,9 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
     if "binary_aux" in summary:
         lines += binary_aux_markdown(summary["binary_aux"])
     lines += ["Heads on model A's features:", "",
-              markdown_table(["layer", *HEADS], [[lay, *(a.get(h) for h in HEADS)]
-                                                 for lay, a in summary["heads"].items()],
-                             missing="")]
+              markdown_table(["layer", "dim", *HEADS],
+                             [[lay, _dim(summary, lay), *(a.get(h) for h in HEADS)]
+                              for lay, a in summary["heads"].items()], missing="")]
     lines += _lowshot_markdown(summary) + _iterations_markdown(summary)
     lines += _sweep_iterations_markdown(summary)
     return "\n".join(lines) + "\n"
@@ -332,6 +336,11 @@ def binary_aux_markdown(aux: dict) -> list[str]:
             f"{aux['binary_better']} of {aux['seeds']}.", ""]
 
 
+def _dim(summary: dict, layer: str) -> int | None:
+    """The feature dims the heads saw on `layer` (features.max_dim), when recorded."""
+    return (summary.get("heads_dims") or {}).get(layer)
+
+
 def _lowshot_markdown(summary: dict) -> list[str]:
     low = summary.get("lowshot")
     if not low:
@@ -339,8 +348,8 @@ def _lowshot_markdown(summary: dict) -> list[str]:
     shots = low["shots"]
     return ["", f"Low-shot heads (test {metric_label(summary)}, mean ± sd over "
             f"{low['draws']} draws of k images per class):", "",
-            markdown_table(["layer", "head", *(f"k={k}" for k in shots)],
-                           [[layer, head, *(by_k[str(k)] for k in shots)]
+            markdown_table(["layer", "dim", "head", *(f"k={k}" for k in shots)],
+                           [[layer, _dim(summary, layer), head, *(by_k[str(k)] for k in shots)]
                             for layer, per_head in low["layers"].items()
                             for head, by_k in per_head.items()])]
 

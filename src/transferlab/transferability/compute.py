@@ -20,8 +20,10 @@ import torch
 
 from transferlab.config.params import Params
 from transferlab.data.prepared import TaskData, center_cropped
-from transferlab.features.store import load_splits
+from transferlab.features.budget import check_budget, transferability_peak
+from transferlab.features.store import load_split, split_path, split_shape
 from transferlab.heads.fit import subsample_rows
+from transferlab.progress import progress_bar
 from transferlab.transferability import estimators as est
 
 SOURCE_ACCURACY = "source accuracy"
@@ -77,29 +79,44 @@ def _batched(fn, x: torch.Tensor, batch_size: int = 512) -> list:
 
 @torch.no_grad()
 def source_layer_accuracy(model, source: TaskData, layers: list[str], per_class: int, seed: int,
-                          device) -> dict[str, float]:
+                          device, *, pool: str = "flatten", max_dim: int | None = None
+                          ) -> dict[str, float]:
     """Nearest-class-mean accuracy of each layer on the source task: class means from at
     most `per_class` source training images per class (0 = all), tested on the source
-    test part."""
+    test part. The layers are reduced as the features store holds them (`pool`,
+    `max_dim`: `reduce_activation`).
+
+    Batch by batch: float64 only for one batch's rows and the (classes x D) sums and
+    means, never for a whole part's (N x D) activations."""
+    from transferlab.features.extract import reduce_activation
     from transferlab.training.loop import to_tensor
 
     smallest = int(np.bincount(source.y_train).min())
     # at most `per_class`: a small source class gives what it has
     train = source.subsampled(min(per_class, smallest) if per_class else 0, seed)
-    xs = {}
-    for part, images in (("train", train.x_train), ("test", source.x_test)):
+
+    def batches(images, labels):
         x = to_tensor(images, source.pixel_max, device, source.mean, source.std)
-        chunks = _batched(lambda b: model.activations(b, layers), x)
-        xs[part] = {la: torch.cat([c[la].flatten(1).double() for c in chunks]) for la in layers}
-    y_train = torch.as_tensor(train.y_train, device=device)
-    y_test = torch.as_tensor(source.y_test, device=device)
-    out = {}
-    for layer in layers:
-        onehot = torch.nn.functional.one_hot(y_train, source.num_classes).double()
-        means = (onehot.T @ xs["train"][layer]) / onehot.sum(0)[:, None]
-        pred = torch.cdist(xs["test"][layer], means).argmin(1)
-        out[layer] = float((pred == y_test).double().mean())
-    return out
+        y = torch.as_tensor(labels, device=device)
+        for i in range(0, len(x), 512):
+            acts = model.activations(x[i:i + 512], layers)
+            yield ({la: reduce_activation(acts[la], pool, max_dim).double() for la in layers},
+                   y[i:i + 512])
+
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(source.num_classes, dtype=torch.float64, device=device)
+    for acts, y in batches(train.x_train, train.y_train):
+        onehot = torch.nn.functional.one_hot(y, source.num_classes).double()
+        counts += onehot.sum(0)
+        for la in layers:
+            part = onehot.T @ acts[la]
+            sums[la] = part if la not in sums else sums[la] + part
+    means = {la: sums[la] / counts[:, None] for la in layers}
+    correct = dict.fromkeys(layers, 0)
+    for acts, y in batches(source.x_test, source.y_test):
+        for la in layers:
+            correct[la] += int((torch.cdist(acts[la], means[la]).argmin(1) == y).sum())
+    return {la: correct[la] / len(source.y_test) for la in layers}
 
 
 def compute_transferability(params: Params, *, features_dir: Path, prepared: Path,
@@ -120,13 +137,20 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
         write_json_atomic(out, result)
         return result
     layers = sorted(params.features.layers, key=names.index)
-    if load_splits(features_dir, layers[0])[0].multilabel:
+    y_first, copy_first = _labels(features_dir, layers[0])
+    if y_first.ndim == 2:
         result["note"] = ("multi-label target: the estimators are defined for one label per "
                           "image; nothing to rank")
         write_json_atomic(out, result)
         return result
     result["layers"] = layers
     result["positions"] = {layer: names.index(layer) + 1 for layer in layers}
+    shapes = {layer: split_shape(features_dir, layer, "train") for layer in layers}
+    result["dims"] = {layer: shapes[layer][1] for layer in layers}  # as stored (features.max_dim)
+    check_budget("transferability", {
+        layer: transferability_peak(d, r, _largest_draw(y_first, copy_first,
+                                                        params.sweep.subsample))
+        for layer, (r, d) in shapes.items()}, params.features.memory_gb)
     device = pick_device()
     before = torch.get_num_threads()
     if cfg.cpu_threads:
@@ -134,19 +158,26 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
     try:
         with compute():
             started = time.perf_counter()
-            stores = {layer: load_splits(features_dir, layer)[0] for layer in layers}
             scores: dict = {}
-            for k in params.sweep.subsample:
-                for seed in params.sweep.seeds:
-                    for layer, train in stores.items():
-                        rows = subsample_rows(train, k, seed)
-                        rows = rows[train.copy[rows] == 0]  # the images, not their copies
-                        x = torch.as_tensor(train.x[rows], device=device)
-                        y = torch.as_tensor(train.y[rows], device=device)
-                        for name, value in layer_scores(x, y, params, seed).items():
-                            # undefined (SFDA with one image per class): null, not a bare NaN
-                            scores.setdefault(name, {}).setdefault(str(k), {}).setdefault(
-                                str(seed), {})[layer] = None if math.isnan(value) else value
+            draws = [(k, seed) for k in params.sweep.subsample for seed in params.sweep.seeds]
+            bar = progress_bar(total=len(layers) * len(draws), desc="transferability",
+                               unit="draw")
+            # One layer in memory at a time (its training part only); the JSON keys come
+            # out in the same order as looping over layers innermost.
+            for layer in layers:
+                train = load_split(split_path(features_dir, layer, "train"))
+                for k, seed in draws:
+                    rows = subsample_rows(train, k, seed)
+                    rows = rows[train.copy[rows] == 0]  # the images, not their copies
+                    x = torch.as_tensor(train.x[rows], device=device)
+                    y = torch.as_tensor(train.y[rows], device=device)
+                    for name, value in layer_scores(x, y, params, seed).items():
+                        # undefined (SFDA with one image per class): null, not a bare NaN
+                        scores.setdefault(name, {}).setdefault(str(k), {}).setdefault(
+                            str(seed), {})[layer] = None if math.isnan(value) else value
+                    bar.update()
+                del train
+            bar.close()
             result["layer_scores"] = scores
             result["layer_seconds"] = time.perf_counter() - started
 
@@ -160,7 +191,8 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
                 result["source_note"] = "multi-label source: no nearest-class-mean accuracy"
             else:
                 result["source_accuracy"] = source_layer_accuracy(
-                    model, source, layers, cfg.source_images_per_class, params.seed, device)
+                    model, source, layers, cfg.source_images_per_class, params.seed, device,
+                    pool=params.features.pool, max_dim=params.features.max_dim)
             network: dict = {"nce": {}, "leep": {}}
             if target.multilabel:
                 result["network_note"] = "NCE and LEEP need single-label targets: skipped"
@@ -184,6 +216,19 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
           f"{len(params.sweep.seeds)} seeds in {result['layer_seconds']:.2f} s "
           f"(+ {result['network_seconds']:.2f} s for the source network's scores)")
     return result
+
+
+def _labels(features_dir: Path, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y, copy) of a layer's training part, read without its features."""
+    with np.load(split_path(features_dir, layer, "train")) as z:
+        return z["y"], z["copy"]
+
+
+def _largest_draw(y: np.ndarray, copy: np.ndarray, sizes) -> int:
+    """Rows of the largest (k, seed) draw: k images per class (all images at k = 0)."""
+    images = int((copy == 0).sum())
+    classes = len(np.unique(y))
+    return min(images, max(k * classes if k else images for k in sizes))
 
 
 def _subsample_index(task: TaskData, k: int, seed: int) -> np.ndarray:

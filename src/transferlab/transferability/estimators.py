@@ -45,6 +45,16 @@ LAYER_ESTIMATORS = ("knn", "logme", "hscore", "transrate", "gbc", "sfda", "linea
 
 
 def _prepare(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    # Memory (issue 21 item 3): this is a float64 copy of one draw's (n x D) features, and
+    # the estimators add centred / normalised copies and SVD factors of the same size
+    # (LogME's and SFDA's spectra, GBC's PCA, the linear probe's transform). They are kept
+    # in float64 because the spectra decide which directions count (LogME's and SFDA's
+    # rank cut at max(n, D) eps, GBC's 1e-9) and an eigendecomposition of a float64 Gram
+    # matrix instead would square the condition number. The stage bounds the cost: the
+    # features are pooled to features.max_dim at extraction, one layer is held at a time,
+    # and `budget.transferability_peak` counts these copies (5 x 8 bytes per element)
+    # against features.memory_gb before any work. Open: Gram-only (float32 rows, float64
+    # n x n or D x D products) forms of knn, H-score and TransRate.
     x = x.reshape(len(x), -1).to(torch.float64)
     y = y.to(device=x.device, dtype=torch.int64)
     if len(x) != len(y):
