@@ -56,10 +56,9 @@ def repo(tmp_path_factory):
 
 def test_repro_produces_the_summary_and_plots(repo):
     summary = json.loads((repo / "metrics/details.json").read_text())
-    assert set(summary) == {"metric", "pretrain", "transfer", "sweep", "heads", "lowshot",
-                            "diagnostics", "diagnostics_per_class", "diagnostics_rule",
-                            "diagnostics_vs_sweep",
-                            "transferability"}
+    assert set(summary) == {"metric", "pretrain", "transfer", "sweep", "heads", "heads_dims",
+                            "lowshot", "diagnostics", "diagnostics_per_class",
+                            "diagnostics_rule", "diagnostics_vs_sweep", "transferability"}
     assert summary["transferability"]["rows"] and summary["transferability"]["rule"]
     assert 0 <= summary["transfer"]["test_accuracy"] <= 1
     assert summary["transfer"]["freeze"] == 3
