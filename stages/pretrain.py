@@ -13,11 +13,16 @@ from transferlab.training.store import checkpoint_dir, open_store
 PREPARED = Path("data/prepared")
 
 
+def outputs(source: str) -> tuple[Path, Path, Path]:
+    """The model, its metrics and its dvclive folder (as dvc.yaml's outs)."""
+    return (Path(f"models/{source}.pt"), Path(f"results/pretrain/{source}.json"),
+            Path(f"dvclive/pretrain-{source}"))
+
+
 def main(params, source: str) -> None:
-    pretrain(params, source, prepared=PREPARED, model_out=Path(f"models/{source}.pt"),
-             metrics_out=Path(f"results/pretrain/{source}.json"),
-             live_dir=Path(f"dvclive/pretrain-{source}"),
-             checkpoints=checkpoint_dir(open_store()),
+    model, metrics, live = outputs(source)
+    pretrain(params, source, prepared=PREPARED, model_out=model, metrics_out=metrics,
+             live_dir=live, checkpoints=checkpoint_dir(open_store()),
              declared=declared(f"pretrain@{source}", params))
 
 
@@ -26,6 +31,4 @@ if __name__ == "__main__":
     parser.add_argument("--source", choices=["A", "B"], required=True)
     source = parser.parse_args().source
     relaunch_under_torchrun(sys.argv)  # TRANSFERLAB_TORCHRUN set: this script under torchrun
-    outputs = [f"models/{source}.pt", f"results/pretrain/{source}.json",
-               f"dvclive/pretrain-{source}"]
-    run_stage(f"pretrain@{source}", lambda params: main(params, source), outputs)
+    run_stage(f"pretrain@{source}", lambda params: main(params, source), outputs(source))

@@ -12,12 +12,16 @@ from transferlab.training.sweep import run_sweep
 MODELS = {"A": Path("models/A.pt"), "B": Path("models/B.pt")}
 
 
+def output(seed: int) -> Path:
+    return Path(f"results/sweep/seed-{seed}.json")
+
+
 def main(params, seed: int) -> None:
     # Where it runs (store, executor) is checked before any work; it never changes results.
     store = open_store()
     connect()
     run_sweep(params, seed, prepared=Path("data/prepared"), model_paths=MODELS,
-              out=Path(f"results/sweep/seed-{seed}.json"),
+              out=output(seed),
               declared=declared(f"sweep@{seed}", params), store=store)
 
 
@@ -25,5 +29,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, required=True)
     seed = parser.parse_args().seed
-    run_stage(f"sweep@{seed}", lambda params: main(params, seed),
-              [f"results/sweep/seed-{seed}.json"])
+    run_stage(f"sweep@{seed}", lambda params: main(params, seed), [output(seed)])
