@@ -28,12 +28,13 @@ F32, F64 = 4, 8
 # - features: every layer's float32 rows at once (one preallocated array per layer and
 #   split; the network runs once for all layers), plus one batch of unpooled activations.
 FEATURES_BYTES = F32
-# - heads: the loaded float32 rows (4), their L2 / power transform (4), and for a linear
-#   head the float64 copy scikit-learn's liblinear (LinearSVC) and lbfgs (LogisticRegression)
-#   make of what they fit (8) plus the float64 copy of a cross-validation fold (8); test
-#   rows: loaded, transformed and float64 for decision_function. The forest fits float32.
-HEADS_TRAIN_LINEAR = F32 + F32 + F64 + F64
-HEADS_TRAIN_FOREST = F32
+# - heads: every training row of the layer loaded as float32 (4); of the rows a head fits
+#   (`subsample` images per class, or all), the drawn copy (4, when drawn), their L2 /
+#   power transform (4), and for a linear head the float64 copy scikit-learn's liblinear
+#   (LinearSVC) and lbfgs (LogisticRegression) make of what they fit (8) plus the float64
+#   copy of a cross-validation fold (8); test rows: loaded, transformed and float64 for
+#   decision_function. The forest fits the float32 rows as they are.
+HEADS_FIT_LINEAR = F32 + F64 + F64
 HEADS_TEST_LINEAR = F32 + F32 + F64
 # - transferability: the layer's whole training part loaded (4 per element of all rows);
 #   on each (k, seed) draw of n rows, the float32 draw (4), the estimators' float64 copy (8),
@@ -89,11 +90,15 @@ def features_peak(dims: dict[str, int], raw_dims: dict[str, int], rows: int,
             + 2 * min(batch_size, rows) * sum(raw_dims.values()) * F32)
 
 
-def heads_peak(dim: int, train_rows: int, test_rows: int, heads) -> int:
+def heads_peak(dim: int, train_rows: int, test_rows: int, heads,
+               fit_rows: int | None = None) -> int:
+    """`fit_rows`: the training rows the heads fit (None or >= train_rows: all of them)."""
     linear = any(h in ("svm", "logreg") for h in heads)
-    per_train = HEADS_TRAIN_LINEAR if linear else HEADS_TRAIN_FOREST
+    drawn = fit_rows is not None and fit_rows < train_rows
+    fit = min(fit_rows, train_rows) if drawn else train_rows
+    per_fit = (F32 if drawn else 0) + (HEADS_FIT_LINEAR if linear else 0)
     per_test = HEADS_TEST_LINEAR if linear else F32
-    return dim * (train_rows * per_train + test_rows * per_test)
+    return dim * (train_rows * F32 + fit * per_fit + test_rows * per_test)
 
 
 def transferability_peak(dim: int, train_rows: int, draw_rows: int) -> int:
@@ -119,12 +124,15 @@ def check_budget(stage: str, needs: dict[str, int], memory_gb: float | None) -> 
 
 
 def stage_peaks(dims: dict[str, int], raw_dims: dict[str, int], *, train_rows: int,
-                test_rows: int, draw_rows: int, heads, batch_size: int) -> dict:
-    """{stage: {layer: bytes}} (features: {"all layers": bytes})."""
+                test_rows: int, draw_rows: int, heads, batch_size: int,
+                heads_rows: int | None = None) -> dict:
+    """{stage: {layer: bytes}} (features: {"all layers": bytes}); `heads_rows`: the rows
+    the heads fit (`subsample` images per class; None = all)."""
     return {
         "features": {"all layers": features_peak(dims, raw_dims, train_rows + test_rows,
                                                  batch_size)},
-        "heads": {la: heads_peak(d, train_rows, test_rows, heads) for la, d in dims.items()},
+        "heads": {la: heads_peak(d, train_rows, test_rows, heads, heads_rows)
+                  for la, d in dims.items()},
         "transferability": {la: transferability_peak(d, train_rows, draw_rows)
                             for la, d in dims.items()},
     }

@@ -37,9 +37,13 @@ def dry_run(params, image_shape: tuple[int, int, int], *, train_images: int, tes
     train_rows = train_images * (1 + f.augment.copies)
     sizes = [k * classes if k else train_images for k in params.sweep.subsample]
     draw_rows = min(train_images, max(sizes))
+    # the heads stage fits `subsample` images per class (and their augmented copies)
+    heads_rows = (min(train_images, params.subsample * classes) * (1 + f.augment.copies)
+                  if params.subsample else None)
     peaks = stage_peaks(dims, {n: math.prod(s) for n, s in raw.items()},
                         train_rows=train_rows, test_rows=test_images, draw_rows=draw_rows,
-                        heads=params.heads.heads, batch_size=f.batch_size)
+                        heads=params.heads.heads, batch_size=f.batch_size,
+                        heads_rows=heads_rows)
     return {"max_dim": f.max_dim, "pool": f.pool, "train_rows": train_rows,
             "test_rows": test_images, "draw_rows": draw_rows,
             "layers": {n: {"map": list(raw[n]), "stored": list(stored[n]), "dim": dims[n]}

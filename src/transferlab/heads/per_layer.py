@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from transferlab.config.params import HeadParams, Params
 from transferlab.features.budget import check_budget, heads_peak
 from transferlab.features.store import (
     iteration_name,
     iteration_names,
     load_splits,
+    split_path,
     split_shape,
 )
 from transferlab.heads.fit import check_per_class, fit_layer, subsample_rows
@@ -39,6 +42,20 @@ def run_heads(params: Params, *, features_dir, out, lowshot_out=None,
                                memory_gb=params.features.memory_gb)
 
 
+def fitted_rows(features_dir, layer: str, subsample: int) -> int | None:
+    """How many training rows the heads fit at `subsample` images per class (None: all),
+    from the store's labels alone (the features are not loaded)."""
+    if not subsample:
+        return None
+    with np.load(split_path(features_dir, layer, "train")) as z:
+        y, copy = z["y"], z["copy"]
+    if y.ndim == 2:  # multi-label: the heads fit every image
+        return None
+    per_class = np.bincount(y[copy == 0])
+    copies = len(y) / max(1, int((copy == 0).sum()))
+    return int(np.minimum(per_class[per_class > 0], subsample).sum() * copies)
+
+
 def fit_heads_per_layer(cfg: HeadParams, *, layers: Sequence[str], subsample: int, seed: int,
                         features_dir, out, lowshot_out=None, iterations_out=None,
                         memory_gb: float | None = None) -> dict:
@@ -55,7 +72,8 @@ def fit_heads_per_layer(cfg: HeadParams, *, layers: Sequence[str], subsample: in
     features_dir = Path(features_dir)
     shapes = {layer: (split_shape(features_dir, layer, "train"),
                       split_shape(features_dir, layer, "test")) for layer in layers}
-    check_budget("heads", {layer: heads_peak(train[1], train[0], test[0], cfg.heads)
+    fit_rows = fitted_rows(features_dir, layers[0], subsample) if layers else None
+    check_budget("heads", {layer: heads_peak(train[1], train[0], test[0], cfg.heads, fit_rows)
                            for layer, (train, test) in shapes.items()}, memory_gb)
     results: dict[str, dict] = {}
     low: dict[str, dict] = {}
