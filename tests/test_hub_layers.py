@@ -9,6 +9,7 @@ model; real forwards only for a small member of each family at a small input.
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.error
 from collections import Counter
 from pathlib import Path
@@ -75,6 +76,15 @@ def test_layer_names_are_the_units_a_user_freezes():
     densenet = hub.hub_layer_names("torchvision:densenet121")
     assert densenet[:2] == ("conv0", "block1.layer1") and densenet[-1] == "final"
     assert "trans1" in densenet and len(densenet) == 1 + 6 + 12 + 24 + 16 + 3 + 1
+
+
+def test_the_documented_layer_counts_are_the_derived_ones():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architectures.md").read_text()
+    table = doc[doc.index("| family (library modules)"):doc.index("The special parts")]
+    counts = dict(re.findall(r"\b([a-z][a-z0-9_]*): (\d+)\b", table))
+    assert len(counts) >= 20, counts
+    for model, count in counts.items():
+        assert len(hub.hub_layer_names(f"torchvision:{model}")) == int(count), model
 
 
 def test_parse_hub_name_says_what_is_allowed():
