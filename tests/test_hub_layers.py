@@ -165,22 +165,19 @@ def test_squeezenet_embeds_the_pooled_last_fire_module(tmp_path):
     assert net.head.weight.shape == (4, 512)
 
 
-def tiny(cls_name: str) -> nn.Module:
-    """Family members too large for a unit test at their real size, built small."""
-    if cls_name == "vit":
-        return tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
-                                    hidden_dim=16, mlp_dim=32, num_classes=10)
-    if cls_name == "vit_pre_logits":
-        return tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
-                                    hidden_dim=16, mlp_dim=32, num_classes=10,
-                                    representation_size=8)
+def tiny(family: str) -> nn.Module:
+    """Members of the families whose smallest model is too large to save in a unit
+    test (ViT 88 M, VGG 133 M parameters), built small from the family's class;
+    AlexNet (61 M) at its own size, straight from its class."""
     from torchvision.models.vgg import VGG, make_layers
 
-    vgg = VGG(make_layers([8, "M", 16, "M", 16, 512, "M"], batch_norm=True), num_classes=10)
-    if cls_name == "vgg":
-        return vgg
-    alexnet = tv.AlexNet(num_classes=10)
-    return alexnet
+    vit = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2,
+           "hidden_dim": 16, "mlp_dim": 32, "num_classes": 10}
+    return {"vit": lambda: tv.VisionTransformer(**vit),
+            "vit_pre_logits": lambda: tv.VisionTransformer(**vit, representation_size=8),
+            "vgg": lambda: VGG(make_layers([8, "M", 16, "M", 16, 512, "M"], batch_norm=True),
+                               num_classes=10),
+            "alexnet": lambda: tv.AlexNet(num_classes=10)}[family]()
 
 
 @pytest.mark.parametrize("family", ["vit", "vit_pre_logits", "vgg", "alexnet"])
@@ -195,6 +192,15 @@ def test_large_families_give_the_library_logits_at_a_small_size(family):
         assert_same_logits(net(x), library(x))
     if family == "vgg":
         assert net.layer_names == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7"]
+
+
+def test_a_vit_file_sets_the_image_size_from_its_position_embedding():
+    """vit_h_14's DEFAULT weights are at 518 px, its other SWAG weights at 224."""
+    small, large = (tv.VisionTransformer(image_size=size, patch_size=8, num_layers=1,
+                                         num_heads=1, hidden_dim=8, mlp_dim=8)
+                    for size in (32, 64))
+    assert hub._vit_image_size(small, large.state_dict()) == 64
+    assert hub._vit_image_size(small, small.state_dict()) is None
 
 
 def test_the_new_head_is_new_when_the_class_count_differs(tmp_path):

@@ -167,6 +167,11 @@ class TimmTokenPool(nn.Module):
                                reduce_include_prefix=self.include_prefix)
 
 
+def _dropout(p: float) -> nn.Module:
+    """timm's functional head dropout as a module (none when its rate is 0)."""
+    return nn.Dropout(float(p)) if p else nn.Identity()
+
+
 def _seq(*modules: nn.Module) -> nn.Module:
     parts = [m for m in modules if not isinstance(m, nn.Identity)]
     return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
@@ -401,7 +406,7 @@ def _timm_resnet(m: nn.Module) -> Split:
     layers = [("stem", _seq(m.conv1, m.bn1, m.act1, m.maxpool))]
     for s in (1, 2, 3, 4):
         layers += _blocks(f"layer{s}", getattr(m, f"layer{s}"))
-    layers = _with_tail(layers, m.global_pool, nn.Dropout(float(m.drop_rate)))
+    layers = _with_tail(layers, m.global_pool, _dropout(m.drop_rate))
     return _split_linear_classifier(layers, m.fc, "fc")
 
 
@@ -410,7 +415,7 @@ def _timm_efficientnet(m: nn.Module) -> Split:
     for s, stage in enumerate(m.blocks, 1):
         layers += _blocks(f"stage{s}", stage)
     layers.append(("final", nn.Sequential(m.conv_head, m.bn2)))
-    layers = _with_tail(layers, m.global_pool, nn.Dropout(float(m.drop_rate)))
+    layers = _with_tail(layers, m.global_pool, _dropout(m.drop_rate))
     return _split_linear_classifier(layers, m.classifier, "classifier")
 
 
