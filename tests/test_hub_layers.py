@@ -399,3 +399,30 @@ def test_timm_names_are_checked():
     assert hub.parse_hub_name("timm:resnet18.a1_in1k") == ("timm", "resnet18.a1_in1k")
     with pytest.raises(ValueError, match=r"'timm:resnet19': not a timm model"):
         hub.parse_hub_name("timm:resnet19")
+
+
+def test_timm_cache_hit_is_loaded_and_its_blob_hash_checked(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    import huggingface_hub
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    library = timm.create_model("resnet10t", pretrained=False).eval()
+    blob = tmp_path / "blobs" / ("0" * 64)  # the hub cache names a blob by its sha256
+    blob.parent.mkdir()
+    save_file(library.state_dict(), str(blob))
+    snapshot = tmp_path / "snapshots" / "model.safetensors"
+    snapshot.parent.mkdir()
+    snapshot.symlink_to(blob)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, filename: str(snapshot))
+    with pytest.raises(ValueError, match=r"does not match its sha256 0{64}: a damaged"):
+        hub.build_hub_model("timm:resnet10t", 1000)
+    good = blob.with_name(hashlib.sha256(blob.read_bytes()).hexdigest())
+    blob.rename(good)
+    snapshot.unlink()
+    snapshot.symlink_to(good)
+    net = hub.build_hub_model("timm:resnet10t", 1000).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert_same_logits(net(x), library(x))

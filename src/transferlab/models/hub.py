@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferlab.keys import file_digest
 from transferlab.models.base import TransferableNet
 from transferlab.models.hub_families import split
 
@@ -116,6 +116,7 @@ def _parameters_on_meta() -> Iterator[None]:
     `torch.device("meta")` as a context cannot build RegNet (its builder computes
     the stage widths with tensors and reads them back) nor timm models (drop-path
     rates from torch.linspace), so parameters are moved as they are registered.
+    It patches nn.Module while the block runs: build in one thread at a time.
     """
     register = nn.Module.register_parameter
 
@@ -170,14 +171,6 @@ def weights_origin(name: str) -> tuple[str | None, str | None]:
     return cfg.url or None, None
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _save_hint(library: str, model: str) -> str:
     if library == "torchvision":
         build = (f"import torch, torchvision; m = torchvision.models.get_model('{model}', "
@@ -210,7 +203,7 @@ def _torchvision_cached(name: str, model: str) -> Path:
                 f"torch hub cache and cannot be downloaded here ({err}). Download {url} "
                 f"(its sha256 starts with {prefix}) and put it at {path}, "
                 + _save_hint("torchvision", model)) from err
-    digest = sha256_of(path)
+    digest = file_digest(path)
     if prefix and not digest.startswith(prefix):
         raise ValueError(f"{WEIGHTS_KEY} = null: {path} has sha256 {digest}, but its name says "
                          f"it starts with {prefix}: a damaged or wrong file; delete it and "
@@ -246,7 +239,7 @@ def _timm_cached(name: str, model: str) -> Path:
                 f"`hf download {repo}`, " + _save_hint("timm", model)) from err
     # The cache stores each large file as a blob named by its sha256.
     blob = path.resolve()
-    if re.fullmatch(r"[0-9a-f]{64}", blob.name) and sha256_of(blob) != blob.name:
+    if re.fullmatch(r"[0-9a-f]{64}", blob.name) and file_digest(blob) != blob.name:
         raise ValueError(f"{WEIGHTS_KEY} = null: {path} does not match its sha256 {blob.name}: "
                          "a damaged download; delete it and download again")
     return path
