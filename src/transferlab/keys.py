@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.config.params import PARAMS_FILE
-from transferlab.config.spec import value_at
+from transferlab.config.spec import ConfigurationError, value_at
 
 CODE_ROOTS = ("src/", "stages/")
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
@@ -84,6 +84,24 @@ def file_digest(path: Path | str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def pretrained_weights(params: Any) -> dict[str, str]:
+    """{"weights": ...} for arch pretrained: the sha256 of model.pretrained.weights, or for
+    null (the library's cache) the download URL and hash the library verifies. {} for
+    every other arch, so their keys stay what they were."""
+    if params.arch != "pretrained":
+        return {}
+    chosen = params.model.pretrained
+    if chosen["weights"] is not None:
+        if not Path(chosen["weights"]).is_file():
+            raise ConfigurationError(f"params: model.pretrained.weights = "
+                                     f"{chosen['weights']!r}: no such file")
+        return {"weights": file_digest(chosen["weights"])}
+    from transferlab.models.hub import weights_origin
+
+    url, digest = weights_origin(chosen["name"])
+    return {"weights": f"{chosen['name']} {url} {digest}"}
 
 
 def derive_key(params: Any, keys: tuple[str, ...] | list[str], **parts: Any) -> str:

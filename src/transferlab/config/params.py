@@ -46,7 +46,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "voc2012"
 SOURCES = ("A", "B")
 SPLITS = ("fixed", "random", "file")
 OPTIMIZERS = ("adam", "sgd")
-NORMALISE = ("half", "source")
+NORMALISE = ("half", "source", "pretrained")  # pretrained: the weights' own (arch pretrained)
 HEAD_NAMES = ("svm", "logreg", "random_forest")
 HEAD_TRANSFORMS = ("l2", "power")
 AP_DEFINITIONS = ("voc07", "voc12", "sklearn")  # transferlab.metrics.average_precision
@@ -513,7 +513,7 @@ def _check_data(p: Params) -> None:
 # dvc.yaml declares as a dependency (`${data.root}`): DVC then hashes what is read, so a
 # changed image or weights file reruns its readers and nothing else needs fingerprinting.
 EXTERNAL_PATHS = ("data.path", "data.source_path", "data.target_path", "data.manifest",
-                  "features.weights")
+                  "features.weights", "model.pretrained.weights")
 
 
 def _check_external_paths(p: Params) -> None:
@@ -556,12 +556,30 @@ def _check_features(p: Params) -> None:
                    "(weights cannot be downloaded at run time)")
 
 
+def _check_pretrained(p: Params) -> None:
+    """Arch pretrained sees its images as its weights were trained on them (their size,
+    mean and std, RGB), which prepare gives with data.normalise: pretrained only."""
+    normalise = p.data.normalise
+    if p.arch == "pretrained" and normalise != "pretrained":
+        raise fail("data.normalise", normalise, "pretrained when arch is pretrained (the "
+                   "weights' own mean and std, images resized to their size and grey ones "
+                   "repeated to RGB): add -S recipe.yaml:data.normalise=pretrained")
+    if normalise == "pretrained" and p.arch != "pretrained":
+        raise fail("data.normalise", normalise, "half or source unless arch is pretrained "
+                   "(pretrained: the mean and std of model.pretrained's weights)")
+    if p.arch == "pretrained" and p.pretrain.binary_aux.in_model_A:
+        raise fail("pretrain.binary_aux.in_model_A", True, "false when arch is pretrained "
+                   "(model A is the pretrained network, not trained here)")
+
+
 def _check(p: Params) -> Params:
     """Checks across keys; returns `p` with `freeze` as a layer count."""
     try:
         names = layer_names_of(p.arch, p.model_kwargs)
-    except ValueError as err:  # e.g. a depth the architecture cannot be built with
+    except (ValueError, ImportError) as err:  # e.g. a depth the architecture cannot be
+        # built with, a hub model the library does not know, timm not installed
         raise ParamsError(f"params: {err}") from None
+    _check_pretrained(p)
     _check_data(p)
     _check_external_paths(p)
     _check_features(p)

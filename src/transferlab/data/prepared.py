@@ -233,9 +233,22 @@ def _class_list(spec, raw: RawImages) -> list[int]:
     return sorted(spec)
 
 
-def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
-                  ) -> tuple[TaskData, TaskData, dict]:
-    """Source task A, target task B and a description of the split, from params."""
+def weights_preprocessing(params):
+    """With data.normalise: pretrained, how the weights of model.pretrained want their
+    inputs (transferlab.models.hub: size, mean, std); else None. torch is imported
+    only then."""
+    if params.data.normalise != "pretrained":
+        return None
+    from transferlab.models.hub import hub_preprocessing
+
+    name = params.model.pretrained["name"]
+    return name, hub_preprocessing(name)
+
+
+def prepare_tasks(dataset: str, data, seed: int, progress: bool = True,
+                  preprocessing=None) -> tuple[TaskData, TaskData, dict]:
+    """Source task A, target task B and a description of the split, from params;
+    `preprocessing` (data.normalise: pretrained) is `weights_preprocessing`'s answer."""
     src_name = data.dataset_of("source", dataset)
     tgt_name = data.dataset_of("target", dataset)
     path_a, path_b = data.path_of("source", dataset), data.path_of("target", dataset)
@@ -276,7 +289,10 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
         channels, size = source.image_shape[0], source.image_shape[1:]
         target.x_train = convert_images(target.x_train, channels, size)
         target.x_test = convert_images(target.x_test, channels, size)
-    if data.image_size is not None and source.image_shape[1:] != (data.image_size,) * 2:
+    pretrained = None
+    if preprocessing is not None:
+        pretrained = _to_weights_input(source, target, data.image_size, *preprocessing)
+    elif data.image_size is not None and source.image_shape[1:] != (data.image_size,) * 2:
         for task in (source, target):
             task.x_train = convert_images(task.x_train, task.image_shape[0],
                                          (data.image_size, data.image_size))
@@ -284,7 +300,8 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
                                         (data.image_size, data.image_size))
     for task in (source, target):
         task.pixel_max = pixel_max
-    mean, std = _normalisation(source, data.normalise)
+    mean, std = (_normalisation(source, data.normalise) if pretrained is None
+                 else (tuple(pretrained["mean"]), tuple(pretrained["std"])))
     for task in (source, target):
         task.mean, task.std = mean, std
     for name, task in (("source", source), ("target", target)):
@@ -304,7 +321,29 @@ def prepare_tasks(dataset: str, data, seed: int, progress: bool = True
         "target_train_per_class": target.train_counts().tolist(),
         "target_test_per_class": _counts(target.y_test, target.num_classes).tolist(),
     }
+    if pretrained is not None:
+        meta["pretrained_input"] = pretrained
     return source, target, meta
+
+
+def _to_weights_input(source: TaskData, target: TaskData, image_size: int | None,
+                      name: str, weights) -> dict:
+    """Both tasks' images as the weights of `name` take them: RGB (grey repeated), square
+    at the weights' crop size, or at `image_size` when set (small CPU runs and tests),
+    a departure the record names. Images go straight to that size: the weights' own
+    transforms resize to `resize` and centre-crop, which would cut the border off images
+    that, like most small datasets', fill their frame."""
+    size = image_size or weights.crop
+    for task in (source, target):
+        task.x_train = convert_images(task.x_train, 3, (size, size))
+        task.x_test = convert_images(task.x_test, 3, (size, size))
+    record = {"model": name, "size": size, "weights_crop": weights.crop,
+              "weights_resize": weights.resize, "interpolation": weights.interpolation,
+              "mean": [float(m) for m in weights.mean], "std": [float(s) for s in weights.std]}
+    if size != weights.crop:
+        record["departure"] = (f"data.image_size = {size}: the weights of {name} were trained "
+                               f"on {weights.crop} x {weights.crop} crops")
+    return record
 
 
 def _check_every_class_in_both_parts(name: str, task: TaskData) -> None:
@@ -371,4 +410,6 @@ def describe(source: TaskData, target: TaskData, meta: dict) -> str:
             f"{len(source.y_train)} train, {len(source.y_test)} test; target "
             f"{meta['target_dataset']} ({target.num_classes} classes{multi}): "
             f"{len(target.y_train)} train, {len(target.y_test)} test; "
-            f"images {meta['image_shape']}")
+            f"images {meta['image_shape']}"
+            + (f"; {meta['pretrained_input']['departure']}"
+               if "departure" in meta.get("pretrained_input", {}) else ""))

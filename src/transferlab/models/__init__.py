@@ -4,18 +4,22 @@ The registry stays free of torch imports so that params validation, data
 preparation and reporting start fast: every architecture declares its layer
 names as a plain function of its keyword arguments, and `build_model` imports
 the torch module only when a model is actually built (and checks that the
-built layers match the declared names).
+built layers match the declared names). The one exception is arch `pretrained`
+(a torchvision or timm network, transferlab.models.pretrained): its layers are
+derived from the library's model itself, so naming them imports torch, and only
+when that arch is chosen.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from transferlab.config import bounds as bound
-from transferlab.config.spec import Bool, Float, Int, List, Spec
+from transferlab.config.spec import Bool, Float, Int, List, Spec, Text, fail
 
 if TYPE_CHECKING:
     from transferlab.models.base import TransferableNet
@@ -82,6 +86,33 @@ def _feedback_names(**_: Any) -> tuple[str, ...]:
     return ("stem", *(f"lstm{i}" for i in range(1, 13)))
 
 
+HUB_LIBRARIES = ("torchvision", "timm")
+
+
+@dataclass(frozen=True)
+class HubName(Text):
+    """`<library>:<model>`; whether the library knows the model is checked when the
+    arch is chosen (its layer names are derived then, transferlab.models.hub)."""
+
+    what: str = '"torchvision:<model>" or "timm:<model>", e.g. torchvision:resnet18'
+
+    def _check(self, key: str, value: Any) -> str:
+        text = super()._check(key, value)
+        library, _, model = text.partition(":")
+        if library not in HUB_LIBRARIES or not model:
+            raise fail(key, value, self._allowed())
+        return text
+
+
+@functools.lru_cache(maxsize=16)
+def _pretrained_names(name: str = "torchvision:resnet18", **_: Any) -> tuple[str, ...]:
+    # Cached: params.layer_names is asked many times, and each answer builds the model
+    # (on the meta device: no weights, no download).
+    from transferlab.models.hub import hub_layer_names
+
+    return tuple(hub_layer_names(name))
+
+
 _DROPOUT = Float(lo=0.0, hi=1.0, hi_open=True)
 # Upper bounds of the shapes, and why: transferlab.config.bounds.
 _CHANNELS = Int(lo=1, hi=bound.CHANNELS)
@@ -121,6 +152,15 @@ ARCHITECTURES: dict[str, Architecture] = {
         builder="transferlab.models.twoconv:build_twoconv",
         layer_names=_twoconv_names,
         options={"channels": List(item=_CHANNELS, length=2, unique=False), "hidden": _UNITS},
+    ),
+    # A torchvision or timm network; pretrain@A loads its weights (model A), everything
+    # else builds it untrained (transferlab.models.pretrained).
+    "pretrained": Architecture(
+        builder="transferlab.models.pretrained:build_pretrained",
+        layer_names=_pretrained_names,
+        options={"name": HubName(),
+                 "weights": Text(nullable=True, what="a state-dict file under data.root "
+                                 "(null: the library's own cache)")},
     ),
 }
 

@@ -26,16 +26,26 @@ def _read_tsv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
-def copy_curves(live: Path, out: Path) -> list[Path]:
+# The columns of a pretraining curve, written with no rows for a model not trained here.
+PRETRAIN_COLUMNS = ("test_loss", "test_score", "train_accuracy", "train_loss")
+
+
+def copy_curves(live: Path, out: Path, untrained: frozenset[str] = frozenset()) -> list[Path]:
     """One TSV per dvclive run of CURVES: a row per logged step, a column per metric.
 
     dvclive writes one file per metric (`plots/metrics/<name>.tsv`: timestamp, step,
     value); the copy drops the timestamps (so a rerun that logs the same numbers
     leaves the git-tracked file unchanged) and names the test metric `test_score`
-    (accuracy, or mAP for a multi-label target) so one plot fits both.
+    (accuracy, or mAP for a multi-label target) so one plot fits both. A run of
+    `untrained` (arch pretrained's model A, loaded, not trained) has no curve: its file
+    holds the columns and no row.
     """
     written = []
     for name in CURVES:
+        if name in untrained:
+            write_table(out / f"{name}.tsv", ["step", *PRETRAIN_COLUMNS], [])
+            written.append(out / f"{name}.tsv")
+            continue
         metrics_dir = live / name / "plots" / "metrics"
         files = sorted(metrics_dir.glob("*.tsv"))
         if not files:

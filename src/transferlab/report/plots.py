@@ -85,7 +85,9 @@ def iteration_rows(summary: dict) -> list[list]:
     per = {s: v.get("iteration_accuracy") or v.get("iteration_map")
            or [next(iter(v.values()))] for s, v in summary["pretrain"].items()}
     count = max(len(v) for v in per.values())
-    return [[i + 1, *[round(per[s][i], 6) if i < len(per[s]) else "" for s in ("A", "B")]]
+    # a model with no score (arch pretrained's model A, not trained here) gives ""
+    return [[i + 1, *[round(per[s][i], 6) if i < len(per[s]) and per[s][i] is not None
+                      else "" for s in ("A", "B")]]
             for i in range(count)]
 
 
@@ -193,6 +195,8 @@ def draw_iterations(summary: dict, plots: Path) -> None:
     for col, (s, name) in enumerate((("A", "model A (source classes)"),
                                      ("B", "model B (target classes)")), start=1):
         points = [(r[0], r[col]) for r in rows if r[col] != ""]
+        if not points:
+            continue
         metric = next(iter(summary["pretrain"][s]))[len("test_"):]
         ax.plot(*zip(*points, strict=True), marker="o", label=f"{name}, {METRIC_LABEL[metric]}")
     for k, per_t in summary.get("sweep_iterations", {}).items():

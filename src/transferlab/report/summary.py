@@ -120,6 +120,8 @@ def iteration_scores(result: dict) -> list[float] | None:
 def _pretrain_entry(r: dict) -> dict:
     metric = r.get("metric", "accuracy")
     entry = {f"test_{metric}": score(r)}
+    if "pretrained" in r:  # arch pretrained's model A: loaded, not trained, no score
+        entry["pretrained"] = r["pretrained"]
     if iteration_scores(r):
         entry[f"iteration_{'map' if 'test_iteration_map' in r else 'accuracy'}"] = \
             iteration_scores(r)
@@ -302,6 +304,14 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
     lines.append(markdown_table(["pretrained model", f"test {label}"],
                                 [[s, next(iter(v.values()))]
                                  for s, v in summary["pretrain"].items()]))
+    for s, v in summary["pretrain"].items():
+        if "pretrained" in v:
+            p = v["pretrained"]
+            digest = f"sha256 {p['sha256']}" if p.get("sha256") else p.get("origin")
+            lines += ["", f"Model {s} is {p['name']} as loaded from "
+                      f"{p['weights'] or 'the library cache'} ({digest}), not trained here: "
+                      f"its head is new, so it has no score on the source classes. Its "
+                      f"layers: {', '.join(p['layers'])}."]
     t = summary["transfer"]
     lines += ["", f"Transfer experiment ({params.treatment}, n = {t['freeze']}, "
               f"{t['subsample']} images per class, seed {t['seed']}): "

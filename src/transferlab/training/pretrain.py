@@ -8,7 +8,7 @@ from pathlib import Path
 from transferlab.config.params import Params, check_subsample
 from transferlab.data.prepared import TaskData
 from transferlab.io import write_json_atomic
-from transferlab.keys import Declared, derive_key, file_digest
+from transferlab.keys import Declared, derive_key, file_digest, pretrained_weights
 from transferlab.metrics import mean_std
 from transferlab.timing import compute
 from transferlab.training.loop import Batches, evaluate, fit, pick_device, score_of, task_tensors
@@ -66,14 +66,15 @@ def train_network(params: Params, task: TaskData, *, seed: int, aux_heads: int,
 def checkpoint_key(params: Params, declared: Declared, source: str, task_file: Path,
                    device, world_size: int = 1) -> str:
     """What a resumable pretraining run is: the params and code its stage declares, the
-    side, the prepared file's digest, the torch version, the device type and,
-    under torchrun, the number of processes (each normalises its own part of a batch)."""
+    side, the prepared file's digest, the torch version, the device type,
+    under torchrun the number of processes (each normalises its own part of a batch) and,
+    for arch pretrained, the weights' digest."""
     import torch
 
     world = {"world_size": world_size} if world_size > 1 else {}
     return derive_key(params, declared.params, source=source, data=file_digest(task_file),
                       code=declared.code, torch=torch.__version__, device=device.type,
-                      **world)
+                      **world, **pretrained_weights(params))
 
 
 def model_a_aux_heads(params: Params) -> int:
@@ -103,6 +104,14 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
     main = world is None or world.main
     task_file = prepared / ("source.npz" if source == "A" else "target.npz")
     task = TaskData.load(task_file)
+    if params.arch == "pretrained" and source == "A":
+        metrics = {}
+        if main:
+            metrics = write_pretrained_source(params, task, model_out=model_out,
+                                              metrics_out=metrics_out, live_dir=live_dir)
+        if world is not None:
+            distributed.teardown()
+        return metrics
     key = checkpoint = None
     if checkpoints is not None:
         key = checkpoint_key(params, declared or Declared((), ""), source, task_file, pick_device(),
@@ -135,6 +144,44 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
               f"{metrics['test_score']:.4f}{where}")
     if world is not None:
         distributed.teardown()
+    return metrics
+
+
+def write_pretrained_source(params: Params, task: TaskData, *, model_out: Path,
+                            metrics_out: Path, live_dir: Path | None = None) -> dict:
+    """Model A of arch pretrained: the network with its weights, not trained here.
+
+    models/A.pt is written in the usual format (state dict and meta), so every later stage
+    loads it as any model A. Its head is new and untrained (the library's classifier
+    predicts the library's classes, not the source classes), so A has no score on the
+    source classes: results/pretrain/A.json says so, and what A is (name, weights file,
+    its sha256, layers). The dvclive folder holds the same record, no curves.
+    """
+    from transferlab.models.pretrained import load_source
+    from transferlab.training.loop import seed_everything
+
+    chosen = params.model.pretrained
+    seed_everything(params.seed)  # the new head's initialisation
+    model = load_source(chosen["name"], chosen["weights"], task.num_classes)
+    origin = pretrained_weights(params)["weights"]
+    record = {"name": chosen["name"], "weights": chosen["weights"],
+              "sha256": origin if chosen["weights"] is not None else None,
+              "origin": None if chosen["weights"] is not None else origin,
+              "layers": list(model.layer_names)}
+    metrics = {"metric": "map" if task.multilabel else "accuracy", "trained": False,
+               "pretrained": record, "classes": task.classes, "train_images": 0,
+               "note": "model A is the pretrained network as loaded, not trained here: its "
+                       "head is new, so it has no score on the source classes"}
+    meta = {"arch": params.arch, "source": "A", "classes": task.classes,
+            "in_shape": list(task.image_shape), "pretrained": record, "head_trained": False}
+    save_model(model, model_out, meta)
+    write_json_atomic(metrics_out, metrics)
+    if live_dir is not None:
+        shutil.rmtree(live_dir, ignore_errors=True)
+        write_json_atomic(live_dir / "pretrained.json", record)
+    weights = chosen["weights"] or "the library's cache"
+    print(f"pretrain A: {chosen['name']} from {weights} ({len(record['layers'])} layers), "
+          "not trained here")
     return metrics
 
 

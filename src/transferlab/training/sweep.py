@@ -14,7 +14,7 @@ from transferlab.config.params import Params, check_subsample, check_sweep_subsa
 from transferlab.config.spec import value_at
 from transferlab.data.prepared import TaskData
 from transferlab.io import json_text, parse_json, write_json_atomic
-from transferlab.keys import Declared, file_digest
+from transferlab.keys import Declared, file_digest, pretrained_weights
 from transferlab.models.treatments import TREATMENTS
 from transferlab.progress import progress_bar
 from transferlab.timing import compute
@@ -85,12 +85,14 @@ def variant_context(params: Params, declared: Declared, *, direction: str,
                     target_file: Path, source_files: dict[str, Path], device) -> dict:
     """Everything but the variant itself that decides a variant's result: the params the
     sweep stage declares (less the grid's), the input files' digests, the code the
-    training imports, the torch version and the device type."""
+    training imports, the torch version, the device type and, for arch pretrained, the
+    weights' digest (model A's file holds them too; named apart so no key can outlive them)."""
     return {"params": {k: value_at(params, k) for k in declared.params
                        if k not in GRID_KEYS},
             "direction": direction, "target": file_digest(target_file),
             "sources": {k: file_digest(p) for k, p in sorted(source_files.items())},
-            "code": declared.code, "torch": torch.__version__, "device": device.type}
+            "code": declared.code, "torch": torch.__version__, "device": device.type,
+            **pretrained_weights(params)}
 
 
 class VariantCache:

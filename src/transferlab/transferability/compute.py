@@ -60,8 +60,10 @@ def layer_scores(x: torch.Tensor, y: torch.Tensor, params: Params, seed: int) ->
     return scores
 
 
-def load_source_network(path: Path, params: Params, source: TaskData, device) -> torch.nn.Module:
-    """Model A with its own head (the source classes), for NCE / LEEP."""
+def load_source_network(path: Path, params: Params, source: TaskData, device
+                        ) -> tuple[torch.nn.Module, bool]:
+    """Model A with its own head (the source classes), for NCE / LEEP, and whether that
+    head was trained (not so for arch pretrained: a new head on the loaded network)."""
     from transferlab.models import build_model
     from transferlab.training.variant import input_shape
 
@@ -69,7 +71,7 @@ def load_source_network(path: Path, params: Params, source: TaskData, device) ->
     model = build_model(params.arch, input_shape(params, source.image_shape),
                         source.num_classes, **params.model_kwargs)
     model.load_state_dict(state["state_dict"])
-    return model.to(device).eval()
+    return model.to(device).eval(), state.get("meta", {}).get("head_trained", True)
 
 
 @torch.no_grad()
@@ -186,7 +188,7 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
                                     params.data.crop)
             target = center_cropped(TaskData.load(Path(prepared) / "target.npz"),
                                     params.data.crop)
-            model = load_source_network(model_path, params, source, device)
+            model, head_trained = load_source_network(model_path, params, source, device)
             if source.multilabel:
                 result["source_note"] = "multi-label source: no nearest-class-mean accuracy"
             else:
@@ -196,6 +198,10 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
             network: dict = {"nce": {}, "leep": {}}
             if target.multilabel:
                 result["network_note"] = "NCE and LEEP need single-label targets: skipped"
+            elif not head_trained:
+                result["network_note"] = ("NCE and LEEP need model A's predictions of the "
+                                          "source classes; a pretrained network's head here "
+                                          "is new and untrained: skipped")
             else:
                 xt = to_tensor(target.x_train, target.pixel_max, device, target.mean,
                                target.std)
