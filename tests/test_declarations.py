@@ -41,6 +41,7 @@ READ_ONLY_SOMETIMES = {
         "data.target_path": "dataset imagefolder",
         "data.voc_lists": "dataset voc2012",
         "data.classes_file": "data.split: file",
+        "model.pretrained": "data.normalise: pretrained (arch pretrained: the weights' input)",
     },
     "features": {"features.weights": "features.source_model: torchvision:<name>",
                  "features.input_size": "features.source_model: torchvision:<name>"},
