@@ -349,7 +349,8 @@ def write_voc_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 10
     local = {f"{base}/{p}": None for p in ("ImageSets/Main/train.txt",
                                           "ImageSets/Main/val.txt", "Annotations",
                                           "JPEGImages")}
-    manifest = {"files": [file_entry(path, extract=".")], "local": local}
+    # merged into VOCdevkit/ as the catalog's VOC entries are (VOC 2007 lives beside it)
+    manifest = {"files": [{**file_entry(path, extract="."), "merge": True}], "local": local}
     return manifest, {"labels": np.stack(expected_labels),
                       "difficult": np.stack(expected_difficult), "n_train": len(ids["train"])}
 

@@ -92,8 +92,7 @@ def test_segmentation_lists_of_2007_are_its_trainval_and_test_lists(tmp_path, se
 def test_voc2007_and_voc2012_live_side_by_side_under_one_root(tmp_path, served):
     """Every VOC archive fills VOCdevkit/: extracting one must not replace the other."""
     root = tmp_path / "root"
-    m2012 = write_manifest(dict(served["voc2012"], files=[
-        dict(f, merge=True) for f in served["voc2012"]["files"]]), tmp_path / "voc2012.json")
+    m2012 = write_manifest(served["voc2012"], tmp_path / "voc2012.json")
     _load(root, served, tmp_path)
     load_dataset("voc2012", root=root, mirror=served["url"], manifest=m2012, progress=False)
     assert (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").is_file()
