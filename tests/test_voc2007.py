@@ -199,3 +199,28 @@ def test_voc07_map_by_hand_with_a_difficult_image_left_out():
     assert mean == pytest.approx((28 / 33 + 1.0) / 2)
     _, counted = mean_average_precision(y, scores, definition="voc07")
     assert counted[1] == pytest.approx(0.5)
+
+
+def test_prepare_reads_voc2007_as_the_hong_presets_set_it_up(tmp_path, served):
+    """The data part of the hong-*-voc2007 presets: VOC 2012 as the source task, every
+    VOC 2007 label as the target, trainval / test as its parts, difficult kept."""
+    from tests.conftest import complete
+    from transferlab.config.params import parse_params
+    from transferlab.data.prepared import prepare_tasks
+
+    manifest = write_manifest({"voc2007": served["voc2007"], "voc2012": served["voc2012"]},
+                              tmp_path / "raw" / "manifest.json")
+    params = parse_params(complete({"dataset": "voc2007", "data": {
+        "split": "fixed", "source_dataset": "voc2012", "target_dataset": "voc2007",
+        "source_classes": "all", "target_classes": "all", "image_size": 16,
+        "root": str(tmp_path / "raw"), "mirror": str(served["url"]),
+        "manifest": str(manifest)}}))
+    source, target, meta = prepare_tasks("voc2007", params.data, 0, progress=False)
+    exp = served["expected"]
+    assert (meta["source_dataset"], meta["target_dataset"]) == ("voc2012", "voc2007")
+    assert meta["multilabel_target"] and target.class_names == VOC_CLASSES
+    assert len(target.y_train) == exp["n_train"]
+    assert len(target.y_test) == len(exp["labels"]) - exp["n_train"]
+    np.testing.assert_array_equal(target.y_test, exp["labels"][exp["n_train"]:])
+    np.testing.assert_array_equal(target.difficult_test, exp["difficult"][exp["n_train"]:])
+    assert target.x_train.shape[1:] == (3, 16, 16) and source.multilabel
