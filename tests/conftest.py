@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = read_params_file(ROOT / "params.yaml")
 
 
+def skip_without_hub(preset: dict) -> None:
+    """Skip a test of a preset on a pretrained network (`arch: pretrained`, issue 22)
+    while transferlab.models.hub, which builds it, is not in this tree; it runs once it is."""
+    if preset.get("arch") == "pretrained":
+        pytest.importorskip("transferlab.models.hub")
+
+
 def complete(changes: dict) -> dict:
     """The shipped params with `changes` merged in (params.yaml must set every key)."""
     return deep_update(copy.deepcopy(SHIPPED), changes)

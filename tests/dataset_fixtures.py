@@ -266,59 +266,48 @@ def write_cifar100_archive(dir: Path, n_per_class: int = 15, n_test_per_class: i
 # ---------------------------------------------------------------------------- VOC
 
 
-def _voc_xml(image_id: str, w: int, h: int, objects: list[tuple[str, bool]]) -> bytes:
+def _voc_xml(image_id: str, w: int, h: int, objects: list[tuple[str, bool]],
+             year: str = "2012") -> bytes:
     objs = "".join(
         f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
         f"<difficult>{int(diff)}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
         f"<xmax>{w - 1}</xmax><ymax>{h - 1}</ymax></bndbox></object>"
         for name, diff in objects)
-    return (f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
+    return (f"<annotation><folder>VOC{year}</folder><filename>{image_id}.jpg</filename>"
             f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
             f"<segmented>0</segmented>{objs}</annotation>").encode()
 
 
-def write_voc_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 10,
-                      n_val_per_class: int = 5, seed: int = 0) -> tuple[dict, dict]:
-    """VOCtrainval_11-May-2012.tar with VOCdevkit/VOC2012/{JPEGImages,Annotations,
-    ImageSets/Main/{train,val}.txt}. Images differ in size; each shows its main class's
-    pattern. Every 4th image adds a "difficult" object of the next class; every 5th adds the
-    main class once more as difficult (which must not mark it difficult). Returns the
-    manifest and the expected {"labels", "difficult", "n_train"} in train-then-val order."""
-    dir = Path(dir)
-    dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    base = "VOCdevkit/VOC2012"
-    members, ids = {}, {"train": [], "val": []}
-    expected_labels, expected_difficult = [], []
-    k = 0
-    for part, per_class in (("train", n_train_per_class), ("val", n_val_per_class)):
-        order = np.repeat(np.arange(n_classes), per_class)
-        rng.shuffle(order)
-        for c in order:
-            image_id = f"2012_{k:06d}"
-            k += 1
-            h, w = int(rng.integers(36, 60)), int(rng.integers(36, 60))
-            objects = [(VOC_CLASSES[c], False)]
-            labels = np.zeros(len(VOC_CLASSES), np.uint8)
-            difficult = np.zeros(len(VOC_CLASSES), bool)
-            labels[c] = 1
-            if k % 4 == 0:
-                other = (c + 1) % n_classes
-                objects.append((VOC_CLASSES[other], True))
-                difficult[other] = True
-            if k % 5 == 0:
-                objects.append((VOC_CLASSES[c], True))
-            members[f"{base}/JPEGImages/{image_id}.jpg"] = _jpeg(class_image(int(c), 3, h, w,
-                                                                             rng))
-            members[f"{base}/Annotations/{image_id}.xml"] = _voc_xml(image_id, w, h, objects)
-            ids[part].append(image_id)
-            expected_labels.append(labels)
-            expected_difficult.append(difficult)
-    for part in ("train", "val"):
-        members[f"{base}/ImageSets/Main/{part}.txt"] = ("\n".join(ids[part]) + "\n").encode()
-        # the segmentation lists hold a subset: every other training image, every val one
-        members[f"{base}/ImageSets/Segmentation/{part}.txt"] = (
-            "\n".join(ids[part][::2 if part == "train" else 1]) + "\n").encode()
+def _voc_part(members: dict, base: str, year: str, n_classes: int, per_class: int,
+              rng: np.random.Generator, first: int) -> tuple[list[str], list, list]:
+    """One part's JPEGs and annotations into `members`; (ids, labels, difficult). Every
+    4th image adds a "difficult" object of the next class; every 5th adds its main class
+    once more as difficult (which must not mark it difficult)."""
+    order = np.repeat(np.arange(n_classes), per_class)
+    rng.shuffle(order)
+    ids, expected_labels, expected_difficult = [], [], []
+    for k, c in enumerate(order, start=first + 1):
+        image_id = f"{year}_{k - 1:06d}" if year == "2012" else f"{k:06d}"
+        h, w = int(rng.integers(36, 60)), int(rng.integers(36, 60))
+        objects = [(VOC_CLASSES[c], False)]
+        labels = np.zeros(len(VOC_CLASSES), np.uint8)
+        difficult = np.zeros(len(VOC_CLASSES), bool)
+        labels[c] = 1
+        if k % 4 == 0:
+            other = (c + 1) % n_classes
+            objects.append((VOC_CLASSES[other], True))
+            difficult[other] = True
+        if k % 5 == 0:
+            objects.append((VOC_CLASSES[c], True))
+        members[f"{base}/JPEGImages/{image_id}.jpg"] = _jpeg(class_image(int(c), 3, h, w, rng))
+        members[f"{base}/Annotations/{image_id}.xml"] = _voc_xml(image_id, w, h, objects, year)
+        ids.append(image_id)
+        expected_labels.append(labels)
+        expected_difficult.append(difficult)
+    return ids, expected_labels, expected_difficult
+
+
+def _write_voc_tar(path: Path, base: str, members: dict) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("VOCdevkit", base, f"{base}/JPEGImages", f"{base}/Annotations",
@@ -326,14 +315,82 @@ def write_voc_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 10
             _add_dir(tar, d)
         for name, data in members.items():
             _add_bytes(tar, name, data)
-    path = dir / "VOCtrainval_11-May-2012.tar"
     path.write_bytes(buf.getvalue())
+
+
+def _lists(ids: list[str]) -> bytes:
+    return ("\n".join(ids) + "\n").encode()
+
+
+def write_voc_archive(dir: Path, n_classes: int = 6, n_train_per_class: int = 10,
+                      n_val_per_class: int = 5, seed: int = 0) -> tuple[dict, dict]:
+    """VOCtrainval_11-May-2012.tar with VOCdevkit/VOC2012/{JPEGImages,Annotations,
+    ImageSets/Main/{train,val}.txt}. Images differ in size; each shows its main class's
+    pattern, with "difficult" objects as `_voc_part` says. Returns the manifest and the
+    expected {"labels", "difficult", "n_train"} in train-then-val order."""
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = "VOCdevkit/VOC2012"
+    members, ids = {}, {}
+    expected_labels, expected_difficult = [], []
+    for part, per_class in (("train", n_train_per_class), ("val", n_val_per_class)):
+        ids[part], labels, difficult = _voc_part(members, base, "2012", n_classes, per_class,
+                                                 rng, len(expected_labels))
+        expected_labels += labels
+        expected_difficult += difficult
+    for part in ("train", "val"):
+        members[f"{base}/ImageSets/Main/{part}.txt"] = _lists(ids[part])
+        # the segmentation lists hold a subset: every other training image, every val one
+        members[f"{base}/ImageSets/Segmentation/{part}.txt"] = _lists(
+            ids[part][::2 if part == "train" else 1])
+    path = dir / "VOCtrainval_11-May-2012.tar"
+    _write_voc_tar(path, base, members)
     local = {f"{base}/{p}": None for p in ("ImageSets/Main/train.txt",
                                           "ImageSets/Main/val.txt", "Annotations",
                                           "JPEGImages")}
-    manifest = {"files": [file_entry(path, extract=".")], "local": local}
+    # merged into VOCdevkit/ as the catalog's VOC entries are (VOC 2007 lives beside it)
+    manifest = {"files": [{**file_entry(path, extract="."), "merge": True}], "local": local}
     return manifest, {"labels": np.stack(expected_labels),
                       "difficult": np.stack(expected_difficult), "n_train": len(ids["train"])}
+
+
+def write_voc2007_archives(dir: Path, n_classes: int = 6, n_trainval_per_class: int = 8,
+                           n_test_per_class: int = 5, seed: int = 0) -> tuple[dict, dict]:
+    """VOC 2007's two archives, as released: VOCtrainval_06-Nov-2007.tar (trainval images,
+    annotations, ImageSets/Main/{train,val,trainval}.txt and the segmentation lists) and
+    VOCtest_06-Nov-2007.tar (test images, annotations, ImageSets/Main/test.txt and
+    ImageSets/Segmentation/test.txt), both under VOCdevkit/VOC2007 and numbered 000001..
+    across the two as the real ones are. Their manifest merges both into one folder.
+    Returns the manifest and the expected {"labels", "difficult", "n_train"} in
+    trainval-then-test order."""
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = "VOCdevkit/VOC2007"
+    trainval, test = {}, {}
+    ids_tv, labels, difficult = _voc_part(trainval, base, "2007", n_classes,
+                                          n_trainval_per_class, rng, 0)
+    ids_test, labels_test, difficult_test = _voc_part(test, base, "2007", n_classes,
+                                                      n_test_per_class, rng, len(ids_tv))
+    half = len(ids_tv) // 2
+    for part, ids in (("train", ids_tv[:half]), ("val", ids_tv[half:]), ("trainval", ids_tv)):
+        trainval[f"{base}/ImageSets/Main/{part}.txt"] = _lists(sorted(ids))
+    # the segmentation lists hold a subset: every third image of each part
+    trainval[f"{base}/ImageSets/Segmentation/trainval.txt"] = _lists(ids_tv[::3])
+    test[f"{base}/ImageSets/Main/test.txt"] = _lists(ids_test)
+    test[f"{base}/ImageSets/Segmentation/test.txt"] = _lists(ids_test[::3])
+    files = []
+    for name, members in (("VOCtrainval_06-Nov-2007.tar", trainval),
+                          ("VOCtest_06-Nov-2007.tar", test)):
+        _write_voc_tar(dir / name, base, members)
+        files.append({**file_entry(dir / name, extract="."), "merge": True})
+    local = {f"{base}/{p}": None for p in ("ImageSets/Main/trainval.txt",
+                                          "ImageSets/Main/test.txt", "Annotations",
+                                          "JPEGImages")}
+    return {"files": files, "local": local}, {
+        "labels": np.stack(labels + labels_test),
+        "difficult": np.stack(difficult + difficult_test), "n_train": len(ids_tv)}
 
 
 # ---------------------------------------------------------------------------- Tiny ImageNet

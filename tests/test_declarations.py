@@ -39,16 +39,16 @@ READ_ONLY_SOMETIMES = {
         "data.path": "dataset imagefolder",
         "data.source_path": "dataset imagefolder",
         "data.target_path": "dataset imagefolder",
-        "data.voc_lists": "dataset voc2012",
+        "data.voc_lists": "datasets voc2007, voc2012",
         "data.classes_file": "data.split: file",
         "model.pretrained": "data.normalise: pretrained (arch pretrained: the weights' input)",
     },
     "features": {"features.weights": "features.source_model: torchvision:<name>",
                  "features.input_size": "features.source_model: torchvision:<name>"},
 }
-# AP (and so its definition) is scored only for multi-label targets (voc2012).
+# AP (and so its definition) is scored only for multi-label targets (voc2007, voc2012).
 for _stage in ("pretrain", "transfer", "sweep", "binary_aux", "heads"):
-    READ_ONLY_SOMETIMES.setdefault(_stage, {})["heads.ap"] = "multi-label targets (voc2012)"
+    READ_ONLY_SOMETIMES.setdefault(_stage, {})["heads.ap"] = "multi-label targets (VOC)"
 
 
 def _spec(name: str) -> dict:

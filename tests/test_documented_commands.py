@@ -30,7 +30,9 @@ from transferlab.config.params import (
     read_params_file,
     split_params,
 )
-from transferlab.config.presets import apply_preset
+from transferlab.config.presets import apply_preset, preset_path
+
+from .conftest import skip_without_hub
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -166,6 +168,10 @@ def test_commands_are_found_where_the_issue_found_them():
 def test_each_documented_command_passes_the_params_loader(where, preset, command, tmp_path,
                                                           monkeypatch):
     monkeypatch.chdir(ROOT)  # paths in params (splits/, data.root) are read from the root
+    if preset is not None:
+        skip_without_hub(yaml.safe_load(preset_path(preset, ROOT / "presets").read_text()))
+    if "arch=pretrained" in command:
+        pytest.importorskip("transferlab.models.hub")
     if command in DOCUMENTED_FAILURES:
         with pytest.raises(ParamsError) as err:
             _apply(command, preset, tmp_path)
@@ -184,5 +190,6 @@ def test_each_quoted_assignment_names_the_file_of_its_key(where, arg):
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_each_preset_validates(path, monkeypatch):
+    skip_without_hub(yaml.safe_load(path.read_text()))
     monkeypatch.chdir(ROOT)
     apply_preset(path.stem, ROOT / PARAMS_FILE, ROOT / "presets")

@@ -14,7 +14,7 @@ from tests import dataset_fixtures as fx
 from transferlab.config.params import home_file, parse_params, read_params_file
 from transferlab.config.presets import apply_preset, exp_args, merge
 
-from .conftest import SHIPPED, TINY, write_params
+from .conftest import SHIPPED, TINY, skip_without_hub, write_params
 from .pipeline_runner import make_project, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,13 @@ ALEXNET = {"model": {"alexnet": {"channels": [8, 8, 8, 8, 8], "fc": 16}},
 YOSINSKI = merge(ALEXNET, {"subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7],
                                                      "seeds": [0]},
                            "report": {"subsample": 3, "layer": 7}})
+# Hong's ImageNet-source presets: torchvision's AlexNet as it is (the weights file the
+# test writes: the library's model, untrained), at its smallest input (63 px), on the
+# fixture's six VOC labels, one epoch.
+HUB_VOC = {"model": {"pretrained": {"weights": "{tmp}/raw/weights/alexnet.pth"}},
+           "data": {"image_size": 64, "source_classes": [0, 1, 2, 3, 4, 5],
+                    "target_classes": [0, 1, 2, 3, 4, 5]},
+           "transfer": {"epochs": 1}, "features": {"layers": ["fc7"]}}
 SHRINK = {
     "yosinski-2014-cifar100-similar": YOSINSKI,
     # the fixture's CIFAR-100 has 8 classes: the split by index, in its range
@@ -94,6 +101,11 @@ SHRINK = {
     "soekhoe-alexnet-miniplaces": merge(ALEXNET, {
         "subsample": 3, "sweep": {"subsample": [3], "layers": [1, 7]},
         "report": {"subsample": 3, "layer": 7}}),
+    "hong-decaf-alexnet-voc2007": HUB_VOC,
+    "hong-oquab-alexnet-voc2007": HUB_VOC,
+    "hong-finetune-alexnet-voc2007": HUB_VOC,
+    "hong-cnnaug-alexnet-voc2007": merge(HUB_VOC, {"features": {
+        "layers": ["fc6"], "augment": {"copies": 1}}}),
     # the convnet at 28x28 as it is; two sizes and three n, so each finding is decided;
     # the budget still grows with the size (2 epochs at batch 4: 4 steps at 1 / class, 8 at 3)
     "yosinski-fashion-mnist": {
@@ -104,7 +116,8 @@ SHRINK = {
 }
 FILES = {
     "cifar10": fx.write_cifar10_archive, "cifar100": fx.write_cifar100_archive,
-    "voc2012": fx.write_voc_archive, "tinyimagenet": fx.write_tinyimagenet_zip,
+    "voc2007": fx.write_voc2007_archives, "voc2012": fx.write_voc_archive,
+    "tinyimagenet": fx.write_tinyimagenet_zip,
     "mnist": fx.write_mnist_files, "miniplaces": fx.write_miniplaces_archive,
     "fashion-mnist": lambda d: fx.write_fashion_mnist_files(d, 12, 6),
 }
@@ -135,8 +148,13 @@ def test_the_listing_names_each_preset_with_the_figure_it_reproduces(capsys, mon
         assert f"{name}\n" in out and reproduces.split(":")[0] in out, name
 
 
+def _preset(name: str) -> dict:
+    return yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_each_preset_validates_over_the_shipped_params(name):
+    skip_without_hub(_preset(name))
     params = parse_params(apply_preset(name, ROOT / "params.yaml", ROOT / "presets"))
     assert params.dataset != "digits"
     preset = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
@@ -150,6 +168,7 @@ def _datasets(params) -> set[str]:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
+    skip_without_hub(_preset(name))
     files = tmp_path / "files"
     # under data.root, where a classes file from outside splits/ must be
     (tmp_path / "raw").mkdir()
@@ -161,6 +180,15 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         written = FILES[dataset](files)
         manifest[dataset] = written[0] if isinstance(written, tuple) else written
     path = fx.write_manifest(manifest, tmp_path / "raw" / "manifest.json")
+    if raw["arch"] == "pretrained":  # the library's own model, untrained, as the weights file
+        import torch
+        import torchvision
+
+        library, model_name = raw["model"]["pretrained"]["name"].split(":")
+        assert library == "torchvision", name
+        (tmp_path / "raw" / "weights").mkdir()
+        torch.save(torchvision.models.get_model(model_name, weights=None).state_dict(),
+                   tmp_path / "raw" / "weights" / f"{model_name}.pth")
     project = make_project(tmp_path / "project", ROOT)
     shrink = json.loads(json.dumps(SHRINK[name]).replace("{tmp}", str(tmp_path)))
     with fx.serve_directory(files) as server:
@@ -226,6 +254,12 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
                                                    "fc3": "input_mlp"}
         assert "| class | input (conv) | input (mlp) | conv1 (conv) | conv2 (conv) | fc3 (mlp) |" \
             in (project / "metrics/summary.md").read_text()
+    if name.startswith("hong") and name.endswith("voc2007"):  # VOC 2007's devkit AP
+        assert summary["metric"] == "map" and summary["ap_definition"] == "voc07"
+        assert {(v["treatment"], v["n"]) for v in sweep["variants"]} == {
+            (t, 7) for t in raw["sweep"]["treatments"]}
+        meta = json.loads((project / "data/prepared/meta.json").read_text())
+        assert (meta["source_dataset"], meta["target_dataset"]) == ("voc2012", "voc2007")
     if name.startswith("soekhoe"):  # swapped study; AnB+ only as FTall (n = 7)
         assert {v["direction"] for v in sweep["variants"]} == {"AB", "BA"}
         assert {v["n"] for v in sweep["variants"] if v["treatment"] == "AnB+"} == {7}
@@ -353,6 +387,7 @@ def test_exp_args_rebuild_the_preset_as_dvc_would_read_them(name, capsys, monkey
     as YAML and sets the dotted key."""
     import shlex
 
+    skip_without_hub(_preset(name))
     from transferlab.config.presets import main
 
     monkeypatch.chdir(ROOT)

@@ -41,8 +41,8 @@ from transferlab.config.spec import (
 from transferlab.models import ARCHITECTURES, layer_names_of
 from transferlab.models.treatments import TREATMENTS, treatment_name
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "voc2012",
-            "tinyimagenet", "miniplaces", "imagefolder")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "voc2007",
+            "voc2012", "tinyimagenet", "miniplaces", "imagefolder")
 SOURCES = ("A", "B")
 SPLITS = ("fixed", "random", "file")
 OPTIMIZERS = ("adam", "sgd")

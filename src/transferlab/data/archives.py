@@ -6,6 +6,13 @@ would be written through, and device / fifo files are refused with an error
 naming the archive and the member. Extraction goes into a hidden temporary
 directory inside the target and each top-level entry is renamed into place only
 after the whole archive came out, so a failure leaves nothing half-extracted.
+
+With `merge=True` a directory that exists in the target and in the archive is merged
+into instead of replaced (the archive's files replace same-named ones, other files
+stay): Pascal VOC 2007 comes as two archives (trainval, test) that both fill
+VOCdevkit/VOC2007/, and VOC 2012's archive fills VOCdevkit/ beside it. Each entry
+that is new to the target is still renamed in whole, but a merge as a whole is not
+atomic: a crash part-way leaves some of the archive's files moved in.
 """
 
 from __future__ import annotations
@@ -94,10 +101,38 @@ def _extract_into(archive: Path, tmp: Path) -> None:
         tf.extractall(tmp, members=members, filter="data")
 
 
-def extract_archive(archive: str | Path, target: str | Path) -> list[str]:
+def _replace(entry: Path, dest: Path) -> None:
+    """Rename `entry` onto `dest`, an existing `dest` first moved aside and then deleted."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, old / entry.name)
+    os.replace(entry, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _merge(source: Path, dest: Path) -> None:
+    """Move `source`'s entries into the directory `dest`, recursing into directories both
+    hold (never through a link: a linked directory of the target is replaced, not entered)."""
+    for entry in sorted(source.iterdir()):
+        to = dest / entry.name
+        if _real_dir(entry) and _real_dir(to):
+            _merge(entry, to)
+        else:
+            _replace(entry, to)
+
+
+def extract_archive(archive: str | Path, target: str | Path, *, merge: bool = False
+                    ) -> list[str]:
     """Extract `archive` into `target`; return the extracted file paths relative to `target`.
 
-    Top-level entries already in `target` with the same names are replaced.
+    Top-level entries already in `target` with the same names are replaced; with `merge`,
+    directories are merged into and only same-named files replaced.
     """
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -106,15 +141,11 @@ def extract_archive(archive: str | Path, target: str | Path) -> list[str]:
         _extract_into(archive, tmp)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")
                        if p.is_file() or p.is_symlink())
-        for entry in sorted(tmp.iterdir()):
-            dest = target / entry.name
-            old = None
-            if dest.exists() or dest.is_symlink():
-                old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=target))
-                os.replace(dest, old / entry.name)
-            os.replace(entry, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+        if merge:
+            _merge(tmp, target)
+        else:
+            for entry in sorted(tmp.iterdir()):
+                _replace(entry, target / entry.name)
         return files
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -36,7 +36,9 @@ files, or for tests; a file may also map dataset names to entries), looks like t
   and otherwise only when its decompressed content does (the same data
   recompressed, as Debian's Fashion-MNIST).
   `extract`: a directory under root to extract the archive (tar, tar.gz, zip)
-  into; absent or null keeps the file as it is (MNIST's .gz files).
+  into; absent or null keeps the file as it is (MNIST's .gz files). Its top-level
+  entries replace same-named ones there, unless `merge` is true: then directories
+  are merged into (VOC's archives, several of which fill VOCdevkit/).
 - `local`: paths under root (files or directories) that together are the
   dataset in torchvision's layout. When all exist, nothing is downloaded. A
   value of {"md5": ...}, {"sha256": ...} and/or {"gunzip_sha256": ...} is checked
@@ -65,6 +67,7 @@ from transferlab.data.download import (
 )
 from transferlab.data.readers import (
     FASHION_MNIST_CLASSES,
+    VOC_PARTS,
     RawDataset,
     read_cifar,
     read_image_folder,
@@ -77,8 +80,8 @@ from transferlab.data.readers import (
 )
 from transferlab.progress import progress_enabled
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "voc2012", "tinyimagenet",
-            "miniplaces", "imagefolder")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "voc2007", "voc2012",
+            "tinyimagenet", "miniplaces", "imagefolder")
 OFFLINE_HINT = "`dataset: digits` is bundled with scikit-learn and runs offline"
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -141,6 +144,24 @@ _MINIPLACES_LISTS = {
     "val.txt": "eaee4c0605235fb0042368aa6d921db2",
 }
 
+# Pascal VOC: the Oxford mirror first (torchvision's), the original host second. VOC 2007
+# comes as two archives that both extract into VOCdevkit/VOC2007 (trainval: 5,011 images;
+# test: 4,952, released later with its annotations), and VOC 2012 into VOCdevkit/VOC2012
+# beside it, so every VOC archive merges into VOCdevkit instead of replacing it.
+_VOC_HOSTS = ("https://thor.robots.ox.ac.uk/pascal/VOC/", "http://host.robots.ox.ac.uk/pascal/VOC/")
+
+
+def _voc_files(year: str, archives: dict[str, str]) -> list[dict]:
+    return [{"name": name, "urls": [f"{host}voc{year}/{name}" for host in _VOC_HOSTS],
+             "md5": md5, "extract": ".", "merge": True} for name, md5 in archives.items()]
+
+
+def _voc_local(year: str, lists: tuple[str, ...]) -> dict[str, None]:
+    return {f"VOCdevkit/VOC{year}/{p}": None
+            for p in (*(f"ImageSets/Main/{part}.txt" for part in lists), "Annotations",
+                      "JPEGImages")}
+
+
 # The published MD5s are the ones torchvision's dataset classes list.
 CATALOG: dict[str, dict] = {
     "mnist": {
@@ -166,16 +187,17 @@ CATALOG: dict[str, dict] = {
                    "md5": "eb9058c3a382ffc7106e4002c42a8d85", "extract": "."}],
         "local": {f"cifar-100-python/{n}": {"md5": md5} for n, md5 in _CIFAR100_FILES.items()},
     },
+    "voc2007": {
+        "files": _voc_files("2007", {"VOCtrainval_06-Nov-2007.tar":
+                                     "c52e279531787c972589f7e41ab4ae64",
+                                     "VOCtest_06-Nov-2007.tar":
+                                     "b6e924de25625d8de591ea690078ad9f"}),
+        "local": _voc_local("2007", ("trainval", "test")),
+    },
     "voc2012": {
-        "files": [{"name": "VOCtrainval_11-May-2012.tar",
-                   "urls": ["https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/"
-                            "VOCtrainval_11-May-2012.tar",
-                            "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
-                            "VOCtrainval_11-May-2012.tar"],
-                   "md5": "6cd6e144f989b92b3379bac3b3de84fd", "extract": "."}],
-        "local": {f"VOCdevkit/VOC2012/{p}": None
-                  for p in ("ImageSets/Main/train.txt", "ImageSets/Main/val.txt",
-                            "Annotations", "JPEGImages")},
+        "files": _voc_files("2012", {"VOCtrainval_11-May-2012.tar":
+                                     "6cd6e144f989b92b3379bac3b3de84fd"}),
+        "local": _voc_local("2012", ("train", "val")),
     },
     "tinyimagenet": {
         "files": [{"name": "tiny-imagenet-200.zip",
@@ -261,10 +283,10 @@ def validate_manifest(entry, source: str = "manifest") -> dict:
         what = f"files[{i}]"
         if not isinstance(f, dict):
             raise ValueError(f"{source}: {what} must be an object")
-        bad = set(f) - {"name", "url", "urls", "dir", "extract", *CHECKS}
+        bad = set(f) - {"name", "url", "urls", "dir", "extract", "merge", *CHECKS}
         if bad:
             raise ValueError(f"{source}: {what}: unknown keys {sorted(bad)}; allowed: name, "
-                             f"url(s), {', '.join(CHECKS)}, dir, extract")
+                             f"url(s), {', '.join(CHECKS)}, dir, extract, merge")
         name = f.get("name")
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (
                 ".", ".."):
@@ -273,11 +295,16 @@ def validate_manifest(entry, source: str = "manifest") -> dict:
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
             raise ValueError(f"{source}: {what} ({name}) needs 'urls' (a list) or 'url'")
         extract = f.get("extract")
+        merge = f.get("merge", False)
+        if not isinstance(merge, bool) or (merge and extract is None):
+            raise ValueError(f"{source}: {what}.merge = {merge!r}: expected true or false "
+                             f"(true only with 'extract')")
         out_files.append({
             "name": name, "urls": list(urls),
             "checksums": _checksums(f, f"{what} ({name})", required=True),
             "dir": _inside(f.get("dir", "."), f"{what}.dir"),
             "extract": None if extract is None else _inside(extract, f"{what}.extract"),
+            "merge": merge,
         })
     local = entry.get("local")
     if isinstance(local, list):
@@ -385,7 +412,8 @@ def ensure_local_copy(name: str, entry: dict, root: str | Path, *, mirror: str |
             verified.add(dest)
         else:
             target = root / f["extract"]
-            verified.update(target / rel for rel in extract_archive(dest, target))
+            verified.update(target / rel for rel in extract_archive(dest, target,
+                                                                    merge=f["merge"]))
     still = [p for p in local if not p.exists()]
     if still:
         raise FileNotFoundError(f"dataset {name!r}: after downloading and extracting, still "
@@ -450,7 +478,8 @@ def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
 
     `imagefolder` reads `path` instead and never downloads. `image_size` resizes to a square
     (VOC defaults to 32; other sets keep their native size when it is None). `voc_lists`
-    picks VOC's image lists: main (classification) or segmentation.
+    picks VOC's image lists: main (classification) or segmentation; VOC 2007's are its
+    trainval and test lists, VOC 2012's its train and val lists (no test labels public).
     """
     if name not in DATASETS:
         raise ValueError(f"dataset = {name!r} is not known; allowed: {', '.join(DATASETS)}")
@@ -485,8 +514,9 @@ def load_dataset(name: str, *, root: str | Path, mirror: str | None = None,
         data = read_cifar(root / "cifar-100-python", ["train"], ["test"], "meta",
                           b"fine_labels", b"fine_label_names", _verified_check(verified))
         return _resized(data, image_size)
-    if name == "voc2012":
-        return read_voc(root / "VOCdevkit" / "VOC2012", image_size, voc_lists)
+    if name in VOC_PARTS:
+        return read_voc(root / "VOCdevkit" / f"VOC{name[3:]}", image_size, voc_lists,
+                        VOC_PARTS[name])
     if name == "miniplaces":
         return read_miniplaces(root / "miniplaces" / "data", image_size)
     return read_tinyimagenet(root / "tiny-imagenet-200", image_size)

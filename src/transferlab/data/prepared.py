@@ -148,7 +148,7 @@ def load_raw(dataset: str, data, progress: bool = True, path: str | None = None)
     raw = load_dataset(dataset, root=data.root, mirror=data.mirror, manifest=data.manifest,
                        image_size=data.image_size,
                        path=path, progress=progress,
-                       voc_lists=data.voc_lists if dataset == "voc2012" else "main")
+                       voc_lists=data.voc_lists if dataset.startswith("voc") else "main")
     return RawImages(raw.images, raw.labels, list(raw.class_names), raw.is_test,
                      getattr(raw, "difficult", None))
 

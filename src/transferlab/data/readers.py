@@ -263,19 +263,28 @@ def voc_labels(xml_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 VOC_LISTS = {"main": "Main", "segmentation": "Segmentation"}
+# dataset: (the list of its train part, the list of its test part). VOC 2007 released its
+# test part's annotations (VOCtest_06-Nov-2007.tar), so trainval / test is the devkit's
+# own protocol; VOC 2012's test labels are not public, so its val list is the test part.
+VOC_PARTS = {"voc2007": ("trainval", "test"), "voc2012": ("train", "val")}
 
 
 def read_voc(base_dir: str | Path, image_size: int | None = None,
-             lists: str = "main") -> RawDataset:
-    """VOC 2012 classification: train.txt is the train part, val.txt the official test part,
-    from ImageSets/Main (5,717 + 5,823 images) or, with `lists="segmentation"`, from
-    ImageSets/Segmentation (1,464 + 1,449: Spero's 1465-image VOC training set)."""
+             lists: str = "main", parts: tuple[str, str] = VOC_PARTS["voc2012"]
+             ) -> RawDataset:
+    """VOC classification (20 labels, multi-label, "difficult" kept) from the devkit's
+    layout: the `parts` lists are the train part and the official test part, from
+    ImageSets/Main or, with `lists="segmentation"`, ImageSets/Segmentation.
+
+    VOC 2012 (train / val): 5,717 + 5,823 images, or 1,464 + 1,449 (Spero's 1465-image
+    VOC training set). VOC 2007 (trainval / test): 5,011 + 4,952, or 422 + 210.
+    """
     base_dir = Path(base_dir)
     size = square_size(image_size or VOC_DEFAULT_SIZE)
     folder = base_dir / "ImageSets" / VOC_LISTS[lists]
-    train = _read_ids(folder / "train.txt")
-    val = _read_ids(folder / "val.txt")
-    ids = train + val
+    train = _read_ids(folder / f"{parts[0]}.txt")
+    test = _read_ids(folder / f"{parts[1]}.txt")
+    ids = train + test
     images = np.empty((len(ids), 3, size[1], size[0]), dtype=np.uint8)
     labels = np.empty((len(ids), len(VOC_CLASSES)), dtype=np.uint8)
     difficult = np.empty((len(ids), len(VOC_CLASSES)), dtype=bool)
