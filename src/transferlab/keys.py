@@ -20,6 +20,7 @@ from typing import Any
 
 from transferlab.config.params import PARAMS_FILE
 from transferlab.config.spec import ConfigurationError, value_at
+from transferlab.io import file_digest
 
 CODE_ROOTS = ("src/", "stages/")
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
@@ -76,14 +77,6 @@ def declared(stage: str, params: Any, dvc_yaml: Path | str = "dvc.yaml") -> Decl
         h.update(path.read_bytes())
     keys = [k for ks in stage_params(stage, params, dvc_yaml).values() for k in ks]
     return Declared(params=tuple(sorted(keys)), code=h.hexdigest())
-
-
-def file_digest(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pretrained_weights(params: Any) -> dict[str, str]:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transferlab.keys import file_digest
+from transferlab.io import file_digest
 from transferlab.models.base import TransferableNet
 from transferlab.models.hub_families import split
 

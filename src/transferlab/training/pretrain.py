@@ -7,8 +7,8 @@ from pathlib import Path
 
 from transferlab.config.params import Params, check_subsample
 from transferlab.data.prepared import TaskData
-from transferlab.io import write_json_atomic
-from transferlab.keys import Declared, derive_key, file_digest, pretrained_weights
+from transferlab.io import file_digest, write_json_atomic
+from transferlab.keys import Declared, derive_key, pretrained_weights
 from transferlab.metrics import mean_std
 from transferlab.timing import compute
 from transferlab.training.loop import Batches, evaluate, fit, pick_device, score_of, task_tensors

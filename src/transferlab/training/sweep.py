@@ -13,8 +13,8 @@ import torch
 from transferlab.config.params import Params, check_subsample, check_sweep_subsamples
 from transferlab.config.spec import value_at
 from transferlab.data.prepared import TaskData
-from transferlab.io import json_text, parse_json, write_json_atomic
-from transferlab.keys import Declared, file_digest, pretrained_weights
+from transferlab.io import file_digest, json_text, parse_json, write_json_atomic
+from transferlab.keys import Declared, pretrained_weights
 from transferlab.models.treatments import TREATMENTS
 from transferlab.progress import progress_bar
 from transferlab.timing import compute
