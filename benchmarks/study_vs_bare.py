@@ -182,7 +182,8 @@ def main() -> None:
                     got[who] = fn(params, target, sources, treatment, n, size, 0, device)
                     times[who].append(time.perf_counter() - start)
                 scores.append((treatment, size, got["pipeline"], got["bare"]))
-                print(f"  {treatment:5s} n={n} k={size:5d}: pipeline {times['pipeline'][-1]:6.1f} s "
+                print(f"  {treatment:5s} n={n} k={size:5d}: "
+                      f"pipeline {times['pipeline'][-1]:6.1f} s "
                       f"(acc {got['pipeline']:.4f})  bare {times['bare'][-1]:6.1f} s "
                       f"(acc {got['bare']:.4f})", flush=True)
         total = {who: sum(t) for who, t in times.items()}

@@ -46,7 +46,8 @@ def repo(tmp_path_factory):
     git(path, "add", "-A")
     git(path, "commit", "-qm", "tiny params")
     first = dvc(path, "repro")
-    assert ran(first) == {"check_params", "prepare", "pretrain@A", "pretrain@B", "transfer",
+    assert ran(first) == {"check_params", "sources_used", "prepare", "pretrain@A", "pretrain@B",
+                          "transfer",
                           "sweep@0", "binary_aux", "features", "heads", "diagnostics",
                           "transferability", "report"}
     git(path, "add", "-A")
@@ -117,7 +118,8 @@ def test_exp_show_lists_recipe_keys_and_code_and_metrics_show_works(repo):
 
 def test_exp_run_freeze_reruns_only_transfer_and_report_and_diff_shows_it(repo):
     proc = dvc(repo, "exp", "run", "-S", "freeze=2")
-    assert ran(proc) == {"check_params", "transfer", "report"}
+    # sources_used reads freeze too; what it writes does not change, so no pretrain reruns
+    assert ran(proc) == {"check_params", "sources_used", "transfer", "report"}
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
     changes = diff["metrics/summary.json"]
     assert changes["transfer.freeze"] == {"old": 3, "new": 2, "diff": -1}
@@ -146,6 +148,25 @@ def test_a_recipe_key_reruns_only_its_readers_and_params_diff_shows_it(repo):
     assert {"check_params", "heads"} <= ran(proc)
     diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
     assert diff["recipe.yaml"]["heads.cv_folds"]["new"] == 2
+
+
+def test_model_b_is_not_trained_while_nothing_reads_it(repo):
+    """The graph decides: without a B treatment, pretrain@B reruns and trains nothing, the
+    A variants keep their store keys (nothing retrained), and the report says why."""
+    proc = dvc(repo, "exp", "run", "-S", "sweep.treatments=[base,AnB,AnB+]")
+    out = proc.stdout + proc.stderr
+    assert {"sources_used", "pretrain@B", "sweep@0", "report"} <= ran(proc)
+    assert "pretrain@A" not in ran(proc)
+    assert "pretrain B: model B is not trained: no stage reads it" in out
+    assert re.search(r"sweep seed 0: \d+ variants, 0 trained", out), out[-2000:]
+    b = json.loads((repo / "results/pretrain/B.json").read_text())
+    assert b["trained"] is False
+    assert "Model B: model B is not trained" in (repo / "metrics/summary.md").read_text()
+    # A treatment that copies from B brings it back; DVC restores the trained B from its
+    # cache (the committed run), so nothing trains it again.
+    back = dvc(repo, "exp", "run", "-S", "sweep.treatments=[base,AnB,AnB+,BnB]")
+    assert "pretrain B: model B is not trained" not in back.stdout + back.stderr
+    assert json.loads((repo / "results/pretrain/B.json").read_text()).get("trained") is not False
 
 
 def test_bad_param_fails_the_run_naming_key_and_value(repo):

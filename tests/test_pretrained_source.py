@@ -227,7 +227,7 @@ def test_the_weights_bytes_enter_the_keys_and_other_arches_keys_do_not_change(tm
     plain = parse_params(tiny_raw)
     assert pretrained_weights(plain) == {}
     context = variant_context(plain, Declared((), "code"), direction="AB", target_file=task,
-                              source_files={}, device=torch.device("cpu"))
+                              device=torch.device("cpu"))
     assert "weights" not in context
 
     weights = save_weights(tmp_path / "raw" / "weights" / "r18.pth")
@@ -238,7 +238,7 @@ def test_the_weights_bytes_enter_the_keys_and_other_arches_keys_do_not_change(tm
         return (checkpoint_key(params, declared, "A", task, torch.device("cpu")),
                 checkpoint_key(params, declared, "B", task, torch.device("cpu")),
                 json.dumps(variant_context(params, declared, direction="AB", target_file=task,
-                                           source_files={}, device=torch.device("cpu"))))
+                                           device=torch.device("cpu"))))
 
     before = keys()
     assert pretrained_weights(params) == {"weights": file_digest(weights)}

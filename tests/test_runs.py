@@ -141,13 +141,12 @@ def test_the_variant_key_covers_every_declared_param_but_the_grid(tiny_params, t
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     (prepared / "target.npz").write_bytes(b"target")
-    sources = {"A": prepared / "target.npz", "B": prepared / "target.npz"}
 
     def key(raw_changes):
         p = parse_params(deep_update(TINY, raw_changes))
         return json.dumps(runs.variant_context(
             p, DECLARED, direction="AB", target_file=prepared / "target.npz",
-            source_files=sources, device=torch.device("cpu")), sort_keys=True)
+            device=torch.device("cpu")), sort_keys=True)
 
     cropped = {"data": {"crop": 6}}
     assert key(cropped) != key(deep_update(cropped, {"data": {"pad": 2}}))

@@ -110,3 +110,40 @@ def test_treatment_names_follow_yosinski():
     assert treatment_name("A", 3, True) == "AnB+"
     assert treatment_name("B", 2, False) == "BnB"
     assert treatment_name("B", 2, True) == "BnB+"
+
+
+# ---------------------------------------------------------------- which models are read
+
+
+@pytest.mark.parametrize(("treatments", "source", "freeze", "swap", "arch", "used"), [
+    (["base", "AnB", "AnB+"], "A", 3, False, "convnet", False),
+    (["base", "AnB-ft", "AnB+"], "A", 3, False, "densenet_bc", False),
+    (["base", "AnB", "BnB+"], "A", 3, False, "convnet", True),
+    (["base", "AnB"], "B", 2, False, "convnet", True),   # the transfer stage copies from B
+    (["base", "AnB"], "B", 0, False, "convnet", False),  # freeze 0 is base: nothing copied
+    (["base", "AnB"], "A", 3, True, "alexnet", True),     # the swapped direction reads B
+    (["base", "AnB"], "A", 3, False, "feedback", True),   # the gain over model B (Spero)
+])
+def test_model_b_is_used_only_where_a_stage_reads_it(treatments, source, freeze, swap, arch,
+                                                      used):
+    from transferlab.models.treatments import model_b_uses
+
+    uses = model_b_uses(treatments=treatments, source=source, freeze=freeze, swap=swap,
+                        arch=arch)
+    assert bool(uses) is used, uses
+
+
+def test_an_unused_model_file_says_why_and_cannot_be_loaded(tmp_path, capsys):
+    from transferlab.config.params import parse_params
+    from transferlab.training.pretrain import write_unused_model
+    from transferlab.training.variant import load_model
+
+    from .conftest import TINY
+
+    paths = {"model_out": tmp_path / "B.pt", "metrics_out": tmp_path / "B.json",
+             "live_dir": tmp_path / "live"}
+    metrics = write_unused_model("B", **paths)
+    assert metrics["trained"] is False and "no stage reads it" in metrics["note"]
+    assert (tmp_path / "live" / "not-trained.json").exists()
+    with pytest.raises(ValueError, match="B.pt: model B is not trained: no stage reads it"):
+        load_model(paths["model_out"], parse_params(TINY), (1, 8, 8), 5, torch.device("cpu"))

@@ -42,3 +42,18 @@ def treatment_name(source: str, freeze: int, finetune: bool) -> str:
     if freeze == 0:
         return "base"
     return f"{source}nB" + ("+" if finetune else "")
+
+
+def model_b_uses(*, treatments, source: str, freeze, swap: bool, arch: str) -> list[str]:
+    """What in a run reads model B (the network trained on the target classes); empty when
+    nothing does, and then stage pretrain@B trains nothing (presets whose grid has no
+    selffer treatment would otherwise train it for hours)."""
+    uses = [f"sweep.treatments has {name}" for name in treatments
+            if TREATMENTS[name].source == "B"]
+    if source == "B" and freeze != 0:
+        uses.append("stage transfer copies from model B (source: B)")
+    if swap:
+        uses.append("sweep.swap: the swapped direction copies from model B")
+    if arch == "feedback":
+        uses.append("the report's per-iteration gain over model B (Spero's Fig. 2)")
+    return uses

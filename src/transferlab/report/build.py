@@ -73,7 +73,8 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     write_iterations(summary, plots_dir)
     if live is not None:
         copy_curves(live, plots_dir / "curves", frozenset(
-            f"pretrain-{s}" for s, v in summary["pretrain"].items() if "pretrained" in v))
+            f"pretrain-{s}" for s, v in summary["pretrain"].items()
+            if "pretrained" in v or "not_trained" in v))
     draw_plots(params, sweep, summary, plots_dir)
     curves = sweep_curves(variants, params.report.subsample, params.report.layer)
     write_sweep_curves(curves, plots_dir / "curves" / SWEEP_CURVES)

@@ -37,8 +37,8 @@ def copy_curves(live: Path, out: Path, untrained: frozenset[str] = frozenset()) 
     value); the copy drops the timestamps (so a rerun that logs the same numbers
     leaves the git-tracked file unchanged) and names the test metric `test_score`
     (accuracy, or mAP for a multi-label target) so one plot fits both. A run of
-    `untrained` (arch pretrained's model A, loaded, not trained) has no curve: its file
-    holds the columns and no row.
+    `untrained` (arch pretrained's model A, loaded, not trained; a model no stage reads) has
+    no curve: its file holds the columns and no row.
     """
     written = []
     for name in CURVES:

@@ -122,6 +122,8 @@ def _pretrain_entry(r: dict) -> dict:
     entry = {f"test_{metric}": score(r)}
     if "pretrained" in r:  # arch pretrained's model A: loaded, not trained, no score
         entry["pretrained"] = r["pretrained"]
+    elif r.get("trained") is False:  # a model no stage reads (pretrain.write_unused_model)
+        entry["not_trained"] = r.get("note", "not trained")
     if iteration_scores(r):
         entry[f"iteration_{'map' if 'test_iteration_map' in r else 'accuracy'}"] = \
             iteration_scores(r)
@@ -312,6 +314,8 @@ def summary_markdown(summary: dict, sweep: dict, params: Params) -> str:
                       f"{p['weights'] or 'the library cache'} ({digest}), not trained here: "
                       f"its head is new, so it has no score on the source classes. Its "
                       f"layers: {', '.join(p['layers'])}."]
+        elif "not_trained" in v:
+            lines += ["", f"Model {s}: {v['not_trained']}."]
     t = summary["transfer"]
     lines += ["", f"Transfer experiment ({params.treatment}, n = {t['freeze']}, "
               f"{t['subsample']} images per class, seed {t['seed']}): "

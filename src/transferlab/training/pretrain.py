@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transferlab.config.params import Params, check_subsample
 from transferlab.data.prepared import TaskData
-from transferlab.io import file_digest, write_json_atomic
+from transferlab.io import file_digest, read_json, write_json_atomic
 from transferlab.keys import Declared, derive_key, pretrained_weights
 from transferlab.metrics import mean_std
 from transferlab.timing import compute
@@ -86,7 +86,7 @@ def model_a_aux_heads(params: Params) -> int:
 def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
              metrics_out: Path, live_dir: Path | None = None,
              checkpoints: Path | None = None, declared: Declared | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, uses: Path | None = None) -> dict:
     """Train on all training images of the source (A) or target (B) classes.
 
     B uses the whole target training part, as Yosinski et al.'s selffer
@@ -97,9 +97,15 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
     digests and the code they make the checkpoint's key, and the checkpoint is
     `checkpoints/<key>.pt` (in the shared store: any run of the same pretraining
     resumes it). Under torchrun only rank 0 logs and writes (transferlab.training.distributed).
+    `uses` (stage sources_used's file for this model) saying no stage reads the model: no
+    training, and outputs that say so (`write_unused_model`).
     """
     from transferlab.training import distributed
 
+    if uses is not None and not read_json(uses, "whether any stage reads this model",
+                                           required=["used"])["used"]:
+        return write_unused_model(source, model_out=model_out, metrics_out=metrics_out,
+                                  live_dir=live_dir)
     world = distributed.setup(params.pretrain.batch_size, "pretrain.batch_size")
     main = world is None or world.main
     task_file = prepared / ("source.npz" if source == "A" else "target.npz")
@@ -144,6 +150,30 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
               f"{metrics['test_score']:.4f}{where}")
     if world is not None:
         distributed.teardown()
+    return metrics
+
+
+UNUSED_NOTE = ("not trained: no stage reads it (no B treatment in sweep.treatments, no "
+               "transfer run from B, no sweep.swap, no per-iteration gain over model B); "
+               "pretrain@B trains it as soon as one does")
+
+
+def write_unused_model(source: str, *, model_out: Path, metrics_out: Path,
+                       live_dir: Path | None = None) -> dict:
+    """The outputs of a pretraining stage whose model nothing reads: a model file that holds
+    no weights and says why (loading it is an error naming the reason), the same in the
+    metrics and the dvclive folder, so DVC's outputs exist and nothing looks trained."""
+    from transferlab.training.loop import save_state
+
+    note = f"model {source} is {UNUSED_NOTE}"
+    save_state({"state_dict": {}, "meta": {"source": source, "trained": False,
+                                           "note": note}}, model_out)
+    metrics = {"trained": False, "note": note}
+    write_json_atomic(metrics_out, metrics)
+    if live_dir is not None:
+        shutil.rmtree(live_dir, ignore_errors=True)
+        write_json_atomic(live_dir / "not-trained.json", metrics)
+    print(f"pretrain {source}: {note}")
     return metrics
 
 

@@ -25,10 +25,17 @@ from transferlab.training.store import EntryRejected, Store, check_digest, conte
 from transferlab.training.variant import Variant, load_model, run_variant
 
 
-def load_sources(params: Params, target: TaskData, model_paths: dict[str, Path], device
-                 ) -> dict[str, torch.nn.Module]:
+def load_sources(params: Params, target: TaskData, model_paths: dict[str, Path], device,
+                 used: set[str] | None = None) -> dict[str, torch.nn.Module]:
+    """The source networks of `model_paths` (only those in `used`, when given: model B's
+    file holds no network when nothing reads it)."""
     return {name: load_model(path, params, target.image_shape, target.num_classes, device)
-            for name, path in model_paths.items()}
+            for name, path in model_paths.items() if used is None or name in used}
+
+
+def sources_of(treatments) -> set[str]:
+    """The models ("A", "B") the treatments copy layers from."""
+    return {TREATMENTS[name].source for name in treatments} - {None}
 
 
 def run_transfer(params: Params, *, prepared: Path, model_paths: dict[str, Path],
@@ -37,8 +44,9 @@ def run_transfer(params: Params, *, prepared: Path, model_paths: dict[str, Path]
     target = TaskData.load(prepared / "target.npz")
     check_subsample("subsample", params.subsample, target.smallest_train_class())
     device = pick_device()
-    sources = load_sources(params, target, model_paths, device)
     variant = Variant(params.treatment, params.freeze, params.subsample, params.seed)
+    sources = load_sources(params, target, model_paths, device,
+                           sources_of([variant.treatment]))
     live = None
     if live_dir is not None:
         from dvclive import Live
@@ -82,15 +90,16 @@ GRID_KEYS = frozenset({"sweep.treatments", "sweep.layers", "sweep.treatment_laye
 
 
 def variant_context(params: Params, declared: Declared, *, direction: str,
-                    target_file: Path, source_files: dict[str, Path], device) -> dict:
+                    target_file: Path, device) -> dict:
     """Everything but the variant itself that decides a variant's result: the params the
     sweep stage declares (less the grid's), the input files' digests, the code the
     training imports, the torch version, the device type and, for arch pretrained, the
-    weights' digest (model A's file holds them too; named apart so no key can outlive them)."""
+    weights' digest (model A's file holds them too; named apart so no key can outlive them).
+    The source models' digests enter each variant's key by the source it copies from
+    (`source_digests`), so a retrained or unused model B leaves the A variants' keys alone."""
     return {"params": {k: value_at(params, k) for k in declared.params
                        if k not in GRID_KEYS},
             "direction": direction, "target": file_digest(target_file),
-            "sources": {k: file_digest(p) for k, p in sorted(source_files.items())},
             "code": declared.code, "torch": torch.__version__, "device": device.type,
             **pretrained_weights(params)}
 
@@ -108,16 +117,19 @@ class VariantCache:
     never an error or an answer.
     """
 
-    def __init__(self, store: Store | None, context: dict, modes: dict[str, str] | None = None):
+    def __init__(self, store: Store | None, context: dict, modes: dict[str, str] | None = None,
+                 sources: dict[str, str] | None = None):
         self.store = store
         self.context = json.dumps(context, sort_keys=True)
+        self.sources = sources or {}  # digest of each source model file, by name
         # How each variant trains (batched or one at a time, transferlab.training.batched): the
         # two agree within a tolerance, not to the bit, so the mode is part of the key.
         self.modes = modes or {}
 
     def key(self, variant: Variant) -> str:
-        blob = json.dumps([self.context, variant.key,
-                           self.modes.get(variant.key, "single")]).encode()
+        source = TREATMENTS[variant.treatment].source
+        blob = json.dumps([self.context, variant.key, self.modes.get(variant.key, "single"),
+                           self.sources.get(source) if source else None]).encode()
         return f"variants/{hashlib.sha256(blob).hexdigest()}.json"
 
     @staticmethod
@@ -218,15 +230,16 @@ def run_sweep(params: Params, seed: int, *, prepared: Path, model_paths: dict[st
     for direction, target_file, paths in directions:
         target = TaskData.load(prepared / target_file)
         check_sweep_subsamples(params, target.smallest_train_class())
-        sources = load_sources(params, target, paths, device)
+        used = sources_of(params.sweep.treatments)
+        sources = load_sources(params, target, paths, device, used)
         train_device = executors.variant_device(device)  # the device the variants train on
         context = variant_context(params, declared, direction=direction,
-                                  target_file=prepared / target_file, source_files=paths,
-                                  device=train_device)
+                                  target_file=prepared / target_file, device=train_device)
         variants = grid(params, seed)
         why = problems(params, variants, target.multilabel)
         cache = VariantCache(store if params.sweep.reuse_variants else None, context,
-                             {key: mode_of(problem) for key, problem in why.items()})
+                             {key: mode_of(problem) for key, problem in why.items()},
+                             {name: file_digest(paths[name]) for name in sorted(used)})
         if store is not None:
             store.clean_stale("variants")
         total += len(variants)

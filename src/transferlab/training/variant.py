@@ -62,6 +62,9 @@ def load_model(path: str | Path, params: Params, in_shape, num_classes: int,
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise ValueError(f"{path} holds no model state_dict; delete it and rerun its "
                          "pretrain stage")
+    meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
+    if meta.get("trained") is False:  # pretrain's outputs for a model nothing read
+        raise ValueError(f"{path}: {meta.get('note', 'holds no trained model')}")
     model = build_model(params.arch, input_shape(params, in_shape), num_classes,
                         **params.model_kwargs)
     # The head of a source model has the source's class count; only layers transfer.
