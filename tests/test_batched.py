@@ -32,12 +32,15 @@ def _trained_batched(params, target, sources, variants, log=None):
                                           log=log or (lambda _: None))
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_batched_variants_agree_with_one_at_a_time(digits_tasks, optimizer):
+@pytest.mark.parametrize("optimizer, epochs", [("adam", None), ("sgd", None), ("adam", 8)])
+def test_batched_variants_agree_with_one_at_a_time(digits_tasks, optimizer, epochs):
+    """With transfer.epochs the budget differs per target size (each group has one)."""
     _, target, _ = digits_tasks
     params = parse_params(deep_update(TINY, {"transfer": {
-        "steps": 20, "optimizer": optimizer, "milestones": [8, 16],
-        "lr": 0.001 if optimizer == "adam" else 0.05}}))
+        "steps": 20, "optimizer": optimizer, "milestones": [8, 16], "epochs": epochs,
+        "lr": 0.001 if optimizer == "adam" else 0.05, "batch_size": 4 if epochs else 16}}))
+    if epochs:  # 2 steps an epoch at 1 image per class, 4 at 3: budgets 20 and 32
+        assert [params.transfer.budget(5 * k) for k in (1, 3)] == [20, 32]
     sources = _sources(params, target)
     variants = _variants(params) + _variants(params, 3)[:3]
     notes = []
@@ -128,11 +131,14 @@ def test_a_transfer_option_it_does_not_know_falls_back(digits_tasks):
     got = _trained_batched(params, target, {}, [v], log=notes.append)
     assert len(notes) == 1 and "warmup_steps" in notes[0]
     assert got[v.key] == run_variant(params, target, {}, v, device=CPU)
-    # Known options it does not reproduce batch only at their neutral value.
-    for name, value in (("copied_milestones", (10,)), ("epochs", 3)):
-        changed = dataclasses.replace(PARAMS, transfer=dataclasses.replace(cfg, **{name: value}))
-        assert name in batched.recipe_problem(changed, v)
+    # A known option it does not reproduce batches only at its neutral value.
+    changed = dataclasses.replace(PARAMS, transfer=dataclasses.replace(
+        cfg, copied_milestones=(10,)))
+    assert "copied_milestones" in batched.recipe_problem(changed, v)
     assert batched.recipe_problem(PARAMS, v) is None
+    # An epoch budget batches (a group's members share their data size, so their budget).
+    by_epochs = dataclasses.replace(PARAMS, transfer=dataclasses.replace(cfg, epochs=3))
+    assert batched.recipe_problem(by_epochs, v) is None
     # A treatment it does not list falls back too.
     assert "treatment" in batched.recipe_problem(PARAMS, Variant("AnB-ft", 1, 1, 0))
 

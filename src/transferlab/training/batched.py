@@ -81,9 +81,10 @@ TRANSFER_FIELDS = frozenset({"batch_size", "optimizer", "lr", "momentum", "weigh
                              "milestones", "lr_decay", "gamma", "steps", "lr_mult",
                              "layer_lr_mult", "frozen_dropout", "epochs",
                              "copied_milestones", "compile"})
-# ... of which these batch only at their neutral value (None): an epoch budget and a
-# second schedule for copied layers are not reproduced by the batched trainer.
-TRANSFER_ONLY_UNSET = ("epochs", "copied_milestones")
+# ... of which this batches only at its neutral value (None): a second schedule for copied
+# layers is not reproduced by the batched trainer. An epoch budget (transfer.epochs) is:
+# a group's members train on data of one size (the group key), so they share one budget.
+TRANSFER_ONLY_UNSET = ("copied_milestones",)
 # Per-layer rates (transfer.layer_lr_mult) arrive as groups with their own lr; "copied"
 # and "layer" only label groups for schedules, which batch when copied_milestones is unset.
 GROUP_KEYS = frozenset({"params", "lr", "copied", "layer"})
@@ -402,12 +403,15 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device, *
     optimizer = _Stacked(cfg, [weights[k] for k in trained])
     batches = [m.setup.batches for m in group]
     per_epoch = batches[0].steps_per_epoch
-    n_epochs = math.ceil(cfg.steps / per_epoch)
+    budget = group[0].setup.steps  # transfer.steps, or transfer.epochs of this data size
+    if any(m.setup.steps != budget for m in group):
+        raise RuntimeError("a batched group must share one step budget")
+    n_epochs = math.ceil(budget / per_epoch)
     step = 0
     milestones = list(cfg.milestones)
     histories: list[list[dict]] = [[] for _ in group]
     unread = []
-    test_every = curve_every(cfg.steps, per_epoch)
+    test_every = curve_every(budget, per_epoch)
     tested: dict[int, list[dict]] = {}  # epoch -> each member's test result
     for epoch in range(n_epochs):
         loss_sum = torch.zeros(len(group), dtype=torch.float64, device=device)
@@ -415,7 +419,7 @@ def _train_stacked(params: Params, group: list[_Member], device: torch.device, *
         seen = 0
         orders = [batches[0].indices(epoch)] if shared else [b.indices(epoch) for b in batches]
         for idx in zip(*orders, strict=True):
-            if step >= cfg.steps:
+            if step >= budget:
                 break
             if shared:
                 hs, ys = inputs[:, idx[0]], labels[:, idx[0]]
