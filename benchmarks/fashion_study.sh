@@ -55,7 +55,8 @@ for stage in check_params prepare pretrain@A pretrain@B transfer sweep@0 sweep@1
         start=$(date +%s)
         dvc repro --single-item "$stage" > "$LOGS/$stage-killed.log" 2>&1 &
         sleep "$KILL_AFTER"
-        pkill -INT -f "stages/sweep.py --seed 1" || true
+        # SIGTERM: a non-interactive shell starts background jobs with SIGINT ignored
+        pkill -TERM -f "stages/sweep.py --seed 1" || true
         wait || true
         echo "sweep@1 killed after $(( $(date +%s) - start )) s" | tee -a "$LOGS/killed.txt"
     fi

@@ -23,7 +23,8 @@ def main(params, source: str) -> None:
     model, metrics, live = outputs(source)
     pretrain(params, source, prepared=PREPARED, model_out=model, metrics_out=metrics,
              live_dir=live, checkpoints=checkpoint_dir(open_store()),
-             declared=declared(f"pretrain@{source}", params))
+             declared=declared(f"pretrain@{source}", params),
+             uses=Path(f"data/uses/{source}.json"))
 
 
 if __name__ == "__main__":
