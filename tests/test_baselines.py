@@ -314,7 +314,8 @@ def test_the_batched_sweep_trains_lp_ft_and_l2sp_variants_one_at_a_time(digits_t
     notes = []
     results = batched.train_variants_batched(params, target, sources, variants[:2] + [variants[3]],
                                              device=CPU, log=notes.append)
-    assert len(results) == 3 and all(r["steps"] == 5 for r in results.values())
+    assert len(results) == 3 and all(r["steps"] == params.transfer.budget(r["train_images"])
+                                     for r in results.values())
     assert any("1 of 3 variants one at a time: treatment 'LP-FT'" in n for n in notes)
     assert any("1 of 3 variants one at a time: transfer.l2sp" in n for n in notes)
     # train_group refuses what problems would have kept out
