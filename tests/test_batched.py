@@ -125,7 +125,8 @@ def test_a_transfer_option_it_does_not_know_falls_back(digits_tasks):
     with_option = dataclasses.make_dataclass(
         "TransferWithOption", [("warmup_steps", int, dataclasses.field(default=5))],
         bases=(type(cfg),), frozen=True, kw_only=True)
-    params = dataclasses.replace(PARAMS, transfer=with_option(**dataclasses.asdict(cfg)))
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}  # sections kept
+    params = dataclasses.replace(PARAMS, transfer=with_option(**fields))
     notes = []
     v = Variant("base", 0, 1, 0)
     got = _trained_batched(params, target, {}, [v], log=notes.append)

@@ -46,6 +46,12 @@ READ_ONLY_SOMETIMES = {
     "features": {"features.weights": "features.source_model: torchvision:<name>",
                  "features.input_size": "features.source_model: torchvision:<name>"},
 }
+# LP-FT's keys are read by treatment LP-FT only, which only a sweep runs (the top-level
+# params describe base, AnB(+) or BnB(+)); stages transfer and binary_aux declare the
+# whole transfer section.
+for _stage in ("transfer", "binary_aux"):
+    for _key in ("transfer.lp_ft.head_share", "transfer.lp_ft.lr_mult"):
+        READ_ONLY_SOMETIMES.setdefault(_stage, {})[_key] = "treatment LP-FT (sweep only)"
 # AP (and so its definition) is scored only for multi-label targets (voc2007, voc2012).
 for _stage in ("pretrain", "transfer", "sweep", "binary_aux", "heads"):
     READ_ONLY_SOMETIMES.setdefault(_stage, {})["heads.ap"] = "multi-label targets (VOC)"
@@ -152,7 +158,8 @@ BRANCHES = {
     "pretrain": {"binary_aux": {"heads": 1, "in_model_A": True, "compare": True,
                                 "seeds": [0], "subsample": 3}},
     "data": {"crop": 6, "pad": 1, "flip": True},
-    "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc"]},
+    "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc", "LP",
+                                           "FT", "LP-FT"]},
     "transferability": {"linear_probe": True},
 }
 

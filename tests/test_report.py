@@ -97,7 +97,7 @@ def test_report_reads_only_the_seeds_in_params(tmp_path, tiny_params, tiny_diagn
     assert summary["sweep"]["k3"]["base"] == {"mean": 0.5, "std": 0.0, "seeds": 1}
     assert summary["sweep"]["k1"]["AnB"]["n3"]["mean"] == pytest.approx(0.63)
     rows = (tmp_path / "plots/transferability.csv").read_text().splitlines()
-    assert rows[0] == "n,base,AnB,AnB+,BnB,BnB+,AnB-2fc,AnB-ft"
+    assert rows[0] == "n,base,AnB,AnB+,BnB,BnB+,AnB-2fc,AnB-ft,LP,FT,LP-FT"
     assert rows[1].startswith("0,0.5,") and rows[2].startswith("1,0.5,0.61")
     assert json.loads((tmp_path / "m/details.json").read_text()) == summary
     assert (tmp_path / "m/s.md").read_text().startswith("| pretrained model | test accuracy")

@@ -30,6 +30,8 @@ PIXELS = 1_024  # crop size, as data.image_size and features.input_size: images 
 LR = 10.0  # learning rates; 0.1 is SGD's usual largest start, Adam's is 1e-3; presets: 0.1
 RATE_MULT = 10.0  # a layer's multiplier of the rate (transfer.layer_lr_mult); presets: 0.1
 WEIGHT_DECAY = 1.0  # presets: 5e-4; at 1 the weights are pulled to zero faster than they learn
+PENALTY = 100.0  # transfer.l2sp.alpha and .beta; values reported for L2-SP lie in 1e-4 .. 1;
+#                  at 100 the penalty outweighs any task loss
 GAMMA = 10.0  # loss weight gamma^i of iteration i (feedback nets); Spero: 1.2
 COST = 1e6  # the C of the SVM and logistic-regression heads; presets: 100
 

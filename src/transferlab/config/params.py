@@ -162,6 +162,24 @@ class PretrainParams(TrainParams):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class L2SPParams(Section):
+    """Li, Grandvalet and Davoine (ICML 2018): loss += alpha/2 ||w - w_source||^2 over the
+    fine-tuned copied layers + beta/2 ||w||^2 over the new ones (0 = off)."""
+
+    alpha: float = spec(Float(lo=0.0, hi=bound.PENALTY))  # 0 = off
+    beta: float = spec(Float(lo=0.0, hi=bound.PENALTY))  # 0 = off
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LPFTParams(Section):
+    """Kumar et al. (ICLR 2022)'s LP-FT treatment: the head alone first, then everything."""
+
+    # share of the budget the head trains alone (floored to steps; at least one step)
+    head_share: float = spec(Float(lo=0.0, lo_open=True, hi=1.0, hi_open=True))
+    lr_mult: float = spec(FRACTION)  # copied layers' rate multiplier in the second phase
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TransferParams(TrainParams):
     steps: int = spec(STEPS)  # the budget, or its minimum when `epochs` is set
     epochs: int | None = spec(Int(lo=1, hi=bound.EPOCHS, nullable=True))  # null: `steps` only
@@ -172,6 +190,10 @@ class TransferParams(TrainParams):
     copied_milestones: tuple[int, ...] | None = spec(
         List(item=STEPS, may_be_empty=True, increasing=True, nullable=True))
     frozen_dropout: bool = spec(Bool())  # dropout stays on in frozen layers (Caffe lr_mult 0)
+    # copied trained layer i of L at lr * lr_mult * layer_decay^(L - i) (1.0 = off)
+    layer_decay: float = spec(FRACTION)
+    l2sp: L2SPParams
+    lp_ft: LPFTParams
 
     def budget(self, train_images: int) -> int:
         """Optimiser steps of one transfer run on `train_images` images: `steps`, or
@@ -188,7 +210,8 @@ def _layer_rates(key: str, raw: dict) -> dict[str, float]:
 
 
 def _treatment_layers(key: str, raw: dict) -> dict[str, tuple[int, ...]]:
-    copying = [name for name, t in TREATMENTS.items() if t.copies_layers]
+    # LP, FT and LP-FT copy every layer: they have no n to choose
+    copying = [name for name, t in TREATMENTS.items() if t.copies_layers and not t.all_layers]
     for name in raw:
         if name not in copying:
             raise fail(f"{key}.{name}", raw[name], "a key naming a treatment that copies "
@@ -468,6 +491,28 @@ def _check_transfer_rates(p: Params, names: tuple[str, ...]) -> None:
                        f"a mapping whose keys are layers of arch {p.arch!r}: {shown}")
 
 
+def _check_fine_tuning(p: Params) -> None:
+    """The fine-tuning options (L2-SP, layer decay, LP-FT) act on some run, and LP-FT's
+    first phase has at least one step in the smallest budget."""
+    t = p.transfer
+    tuning = [name for name in p.sweep.treatments if TREATMENTS[name].finetune]
+    used = bool(tuning) or (p.finetune and p.freeze != 0) or p.pretrain.binary_aux.compare
+    why = ("the default unless some run fine-tunes copied layers (finetune: true, a "
+           "fine-tuning treatment in sweep.treatments: AnB+, BnB+, AnB-ft, FT, LP-FT, or "
+           "pretrain.binary_aux.compare); with none, it would change nothing")
+    for key, value, off in (("transfer.l2sp.alpha", t.l2sp.alpha, 0.0),
+                            ("transfer.l2sp.beta", t.l2sp.beta, 0.0),
+                            ("transfer.layer_decay", t.layer_decay, 1.0)):
+        if value != off and not used:
+            raise fail(key, value, f"{off} ({why})")
+    if any(TREATMENTS[name].head_first for name in p.sweep.treatments) \
+            and int(t.lp_ft.head_share * t.steps) < 1:
+        raise fail("transfer.lp_ft.head_share", t.lp_ft.head_share,
+                   f"a share in [1 / transfer.steps, 1) = [{1 / t.steps:.4g}, 1) with LP-FT in "
+                   f"sweep.treatments, so that the head trains alone for at least one of the "
+                   f"transfer.steps = {t.steps} steps (floor(share x steps) >= 1)")
+
+
 def _check_binary_aux(p: Params) -> None:
     aux = p.pretrain.binary_aux
     for name in ("in_model_A", "compare"):
@@ -593,6 +638,7 @@ def _check(p: Params) -> Params:
             _check_milestones("transfer.copied_milestones", p.transfer.copied_milestones,
                               p.transfer.steps, "steps")
     _check_transfer_rates(p, names)
+    _check_fine_tuning(p)
     _check_binary_aux(p)
     if p.report.layer not in p.sweep.layers:
         raise fail("report.layer", p.report.layer, "one of sweep.layers: "

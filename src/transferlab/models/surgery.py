@@ -29,6 +29,18 @@ class TransferPlan:
     copied: list[str]
     frozen: list[nn.Module]
     param_groups: list[dict]
+    head_first: HeadFirst | None = None  # LP-FT's first phase, or None
+
+
+@dataclass
+class HeadFirst:
+    """LP-FT's first phase (Kumar et al., ICLR 2022): for the first `steps` optimiser steps
+    `params` (the copied layers') get no gradient and `frozen` stay in eval mode, as a
+    linear probe; then they train in their param groups (training.loop.fit)."""
+
+    steps: int
+    params: list[nn.Parameter]
+    frozen: list[nn.Module]
 
 
 def copy_first_layers(target: TransferableNet, source: TransferableNet, n: int) -> list[str]:
@@ -56,19 +68,29 @@ def eval_mode_modules(layers: list[nn.Module], dropout: bool) -> list[nn.Module]
 
 def apply_treatment(model: TransferableNet, treatment: Treatment | str, n: int,
                     sources: dict[str, TransferableNet], lr: float, lr_mult: float, *,
-                    layer_lr_mult: Mapping[str, float], frozen_dropout: bool
-                    ) -> TransferPlan:
+                    layer_lr_mult: Mapping[str, float], frozen_dropout: bool,
+                    layer_decay: float = 1.0, head_steps: int = 0) -> TransferPlan:
     """Set up a freshly initialised `model` for one treatment at depth n.
 
     Copied layers up to n are frozen (requires_grad off, kept in eval mode, or
     with `frozen_dropout` only their batch norms) or, for the `+` treatments,
     trained at lr * lr_mult, or at lr * layer_lr_mult[name] for the layers it
-    names. Layers above n keep their fresh initialisation, except for treatments
-    that copy every layer (AnB-ft): those fine-tune the copied layers above n at
-    the same rates and freeze the first n. The head is always new, at lr.
+    names; with `layer_decay` d < 1, copied trained layer i of L (input side
+    first) at lr * lr_mult * d^(L - i) (`_copied_groups`). Layers above n keep
+    their fresh initialisation, except for treatments that copy every layer
+    (AnB-ft): those fine-tune the copied layers above n at the same rates and
+    freeze the first n. Treatments of every layer (LP, FT, LP-FT) take n = the
+    model's layer count. LP-FT's copied layers are held for its first
+    `head_steps` steps (`HeadFirst`). The head is always new, at lr.
     """
     if isinstance(treatment, str):
         treatment = TREATMENTS[treatment]
+    if treatment.all_layers and n != len(model.layer_names):
+        raise ValueError(f"treatment {treatment.name} copies every layer: n = {n}, but the "
+                         f"model has {len(model.layer_names)} layers")
+    if treatment.head_first and head_steps < 1:
+        raise ValueError(f"treatment {treatment.name} trains the head alone first: "
+                         f"head_steps = {head_steps} must be at least 1")
     if not treatment.copies_layers or (n == 0 and not treatment.copies_all):
         return TransferPlan([], [], [{"params": list(model.parameters()), "lr": lr,
                                       "copied": False}])
@@ -81,18 +103,35 @@ def apply_treatment(model: TransferableNet, treatment: Treatment | str, n: int,
     for name in frozen_names:
         for p in model.layer(name).parameters():
             p.requires_grad_(False)
-    groups = _copied_groups(model, tuned_names, lr, lr_mult, layer_lr_mult)
+    groups = _copied_groups(model, tuned_names, lr, lr_mult, layer_lr_mult, layer_decay)
     groups.append({"params": new_params, "lr": lr, "copied": False})
     frozen = eval_mode_modules([model.layer(name) for name in frozen_names], frozen_dropout)
-    return TransferPlan(copied, frozen, groups)
+    head_first = None
+    if treatment.head_first:
+        layers = [model.layer(name) for name in tuned_names]
+        head_first = HeadFirst(head_steps, [p for layer in layers for p in layer.parameters()],
+                               eval_mode_modules(layers, frozen_dropout))
+    return TransferPlan(copied, frozen, groups, head_first)
 
 
 def _copied_groups(model: TransferableNet, names: list[str], lr: float, lr_mult: float,
-                   layer_lr_mult: Mapping[str, float]) -> list[dict]:
+                   layer_lr_mult: Mapping[str, float], layer_decay: float = 1.0) -> list[dict]:
     """One group for the fine-tuned copied layers at lr * lr_mult, plus one per layer
-    with its own multiplier."""
+    with its own multiplier. With `layer_decay` d != 1 every layer gets its own group:
+    layer i of the L fine-tuned copied layers (1-based, input side first) at
+    lr * lr_mult * d^(L - i), the layer next to the head at lr * lr_mult (timm's and
+    BEiT's layer-wise decay, over the copied layers only: the head is new, at lr). A
+    layer that `layer_lr_mult` names keeps its explicit lr * layer_lr_mult[name]: an
+    explicit rate wins over a derived one, and it still counts in L and i."""
     if not names:
         return []
+    if layer_decay != 1.0:
+        last = len(names)
+        return [{"params": list(model.layer(name).parameters()),
+                 "lr": lr * layer_lr_mult[name] if name in layer_lr_mult
+                 else lr * lr_mult * layer_decay ** (last - i),
+                 "copied": True, "layer": name}
+                for i, name in enumerate(names, 1)]
     shared = [p for name in names if name not in layer_lr_mult
               for p in model.layer(name).parameters()]
     groups = [{"params": shared, "lr": lr * lr_mult, "copied": True}]

@@ -13,6 +13,12 @@ class Treatment:
     new_fc: int = 0  # FC layers in the new head beyond the output layer (Oquab et al.)
     only_deepest: bool = False  # run at the deepest n of the sweep only
     copies_all: bool = False  # every layer copied; n says how many are frozen
+    # n is always every layer of the network (the sweep runs it there only): the fine-tuning
+    # baselines below, whose meaning does not depend on a depth
+    all_layers: bool = False
+    # LP-FT: the copied layers are held (frozen) for the first transfer.lp_ft.head_share of
+    # the budget while the head trains, then fine-tuned at lr * transfer.lp_ft.lr_mult
+    head_first: bool = False
 
     @property
     def copies_layers(self) -> bool:
@@ -33,6 +39,13 @@ TREATMENTS: dict[str, Treatment] = {
         # Borthakur & Einhorn's Fig. 2: every layer copied from A, the first n frozen, the copied
         # rest fine-tuned at lr * lr_mult; only the head is new (trained at lr).
         Treatment("AnB-ft", "A", True, copies_all=True),
+        # The baselines of today's fine-tuning papers, every layer copied from A, the head new:
+        # linear probe (every copied layer frozen: AnB at n = all layers), full fine-tuning
+        # (every copied layer trained at lr * lr_mult: AnB+ at n = all layers), and Kumar et
+        # al. (ICLR 2022)'s LP-FT (the linear probe first, then full fine-tuning from its head).
+        Treatment("LP", "A", False, all_layers=True),
+        Treatment("FT", "A", True, all_layers=True),
+        Treatment("LP-FT", "A", True, all_layers=True, head_first=True),
     )
 }
 

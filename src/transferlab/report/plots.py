@@ -26,7 +26,8 @@ from transferlab.report.summary import (
 from transferlab.report.tables import write_table
 
 COLOURS = {"base": "black", "AnB": "tab:blue", "AnB+": "tab:cyan", "BnB": "tab:red",
-           "BnB+": "tab:orange", "AnB-2fc": "tab:purple", "AnB-ft": "tab:green"}
+           "BnB+": "tab:orange", "AnB-2fc": "tab:purple", "AnB-ft": "tab:green",
+           "LP": "tab:brown", "FT": "tab:pink", "LP-FT": "tab:olive"}
 
 
 def pyplot():

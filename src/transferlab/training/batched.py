@@ -80,18 +80,26 @@ ACCURACY_TOLERANCE = 0.02
 TRANSFER_FIELDS = frozenset({"batch_size", "optimizer", "lr", "momentum", "weight_decay",
                              "milestones", "lr_decay", "gamma", "steps", "lr_mult",
                              "layer_lr_mult", "frozen_dropout", "epochs",
-                             "copied_milestones", "compile"})
+                             "copied_milestones", "compile", "layer_decay", "l2sp", "lp_ft"})
 # ... of which this batches only at its neutral value (None): a second schedule for copied
 # layers is not reproduced by the batched trainer. An epoch budget (transfer.epochs) is:
 # a group's members train on data of one size (the group key), so they share one budget.
 TRANSFER_ONLY_UNSET = ("copied_milestones",)
+# transfer.layer_decay, like layer_lr_mult, only sets each copied layer's rate (a group per
+# layer) and batches. transfer.l2sp adds a term to the loss that the stacked step does not
+# compute: a variant it applies to (a fine-tuning treatment, alpha or beta > 0) trains
+# alone. transfer.lp_ft is read by treatment LP-FT only, which is not batched.
 # Per-layer rates (transfer.layer_lr_mult) arrive as groups with their own lr; "copied"
 # and "layer" only label groups for schedules, which batch when copied_milestones is unset.
 GROUP_KEYS = frozenset({"params", "lr", "copied", "layer"})
 BATCHED_OPTIMIZERS = frozenset(OPTIMIZERS)  # every optimizer the recipe allows
-BATCHED_TREATMENTS = frozenset({"base", "AnB", "AnB+", "BnB", "BnB+", "AnB-2fc"})
+# LP and FT are AnB and AnB+ at n = every layer: the same plans. LP-FT's two phases
+# (head_first) are not reproduced by the stacked step.
+BATCHED_TREATMENTS = frozenset({"base", "AnB", "AnB+", "BnB", "BnB+", "AnB-2fc", "LP", "FT"})
 TREATMENT_FIELDS = frozenset({"name", "source", "finetune", "new_fc", "only_deepest",
-                              "copies_all"})  # AnB-ft (copies_all) is not in BATCHED_TREATMENTS
+                              "copies_all", "all_layers", "head_first"})
+# ... of which these batch only at their neutral value (False): AnB-ft and LP-FT
+TREATMENT_ONLY_UNSET = ("copies_all", "head_first")
 MODULES = frozenset({TransferableNet, nn.ModuleDict, nn.Sequential, nn.Conv2d, nn.Linear,
                      nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity})
 
@@ -117,8 +125,11 @@ def recipe_problem(params: Params, variant: Variant) -> str | None:
         return f"treatment {variant.treatment!r} not supported batched"
     treatment = TREATMENTS[variant.treatment]
     extra = sorted({f.name for f in dataclasses.fields(treatment)} - TREATMENT_FIELDS)
+    extra += [name for name in TREATMENT_ONLY_UNSET if getattr(treatment, name)]
     if extra:
         return f"treatment field(s) {', '.join(extra)} not supported batched"
+    if treatment.finetune and (cfg.l2sp.alpha or cfg.l2sp.beta):
+        return "transfer.l2sp (L2-SP's loss term) not supported batched"
     return None
 
 
@@ -266,6 +277,8 @@ def train_group(params: Params, target, sources: dict[str, TransferableNet],
     members = [_Member(params, target, sources, v, device) for v in variants]
     for m in members:
         problem = model_problem(m.setup.model, m.setup.plan, m.setup.task.multilabel)
+        if m.setup.penalty is not None or m.setup.plan.head_first is not None:
+            problem = "an L2-SP term or an LP-FT phase (not computed by the stacked step)"
         if problem is not None:  # mode_of said it batches: a set-up that differs is a bug
             raise RuntimeError(f"{m.variant.key} cannot batch after all: {problem}")
     groups: dict[tuple, list[_Member]] = {}

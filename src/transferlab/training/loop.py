@@ -321,6 +321,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _release(head_first, frozen: Sequence[nn.Module], optimizer) -> None:
+    """The end of LP-FT's first phase: the held layers train from now on, from a fresh
+    optimiser state (modules frozen for good stay in eval mode)."""
+    for p in head_first.params:
+        p.requires_grad_(True)
+    for module in head_first.frozen:
+        module.train()
+    for module in frozen:
+        module.eval()
+    optimizer.state.clear()
+
+
 def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         param_groups: list[dict] | None = None, frozen: Sequence[nn.Module] = (),
         epochs: int | None = None, steps: int | None = None,
@@ -328,7 +340,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         checkpoint: Path | None = None, checkpoint_key: str | None = None,
         progress: bool = True, desc: str = "train",
         log_every: int = 1, objective: nn.Module | None = None,
-        transform=None, ap: str | None = None, test_every_log: bool = False) -> list[dict]:
+        transform=None, ap: str | None = None, test_every_log: bool = False,
+        penalty=None, head_first=None) -> list[dict]:
     """Train `model` for `epochs` passes or `steps` updates.
 
     `objective` (transferlab.training.losses.Objective) gives the loss: cross-entropy by
@@ -356,6 +369,14 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
     is written. On CUDA, a convolutional model and its data are put in
     channels_last and the steps run under bfloat16 autocast; on CPU everything
     stays float32 and a run is byte-identical for the same inputs.
+    `penalty()` (losses.L2SP, or None) is added to each step's loss before the
+    backward pass; the loss logged and checked is the objective's alone, so
+    train losses compare across treatments. `head_first` (surgery.HeadFirst,
+    LP-FT) holds its parameters (no gradient, so no update, no optimiser state)
+    and keeps its modules in eval mode for its first `steps` steps; at that step
+    they are released and the optimiser's state is cleared, so the second phase
+    starts as a fresh optimiser from the trained head, as Kumar et al.'s separate
+    fine-tuning run does (rates and schedule run on over the whole budget).
     `cfg.compile` wraps the loss in `torch.compile`; the first step (which
     compiles) is timed on its own, logged, and added to the stage's timing record
     (`stage.compile_seconds`), apart from the training time.
@@ -458,16 +479,26 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
         step_outputs.clear()
 
     step = first_epoch * per_epoch
+    holding = head_first is not None and step < head_first.steps
+    if holding:
+        for p in head_first.params:
+            p.requires_grad_(False)
     for epoch in range(first_epoch, n_epochs):
         model.train()
         objective.train()
         for module in frozen:
             module.eval()
+        if holding:
+            for module in head_first.frozen:
+                module.eval()
         sizes: list[int] = []
         first_step = step + 1
         for xb, yb, ignore in train.epoch(epoch):
             if step >= total_steps:
                 break
+            if holding and step == head_first.steps:
+                _release(head_first, frozen, optimizer)
+                holding = False
             if transform is not None:
                 xb = transform(xb, gen)
             timed = cfg.compile and step == first_epoch * per_epoch
@@ -477,7 +508,7 @@ def fit(model: nn.Module, train: Batches, cfg: TrainParams, *,
             with _autocast(device):
                 loss, logits = loss_of(model, xb, yb, ignore)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if penalty is None else loss + penalty()).backward()
             optimizer.step()
             if timed:
                 _sync(device)

@@ -14,6 +14,8 @@
   in its Fig. 10 ("B = b x n"). The aux heads live in the Objective, never in
   the model, so saved models and transfer do not see them; their parameters
   must be given to the optimiser (`objective.parameters()`).
+- L2-SP (Li, Grandvalet and Davoine, ICML 2018), added to the loss in the training
+  step, apart from the objective (`L2SP`).
 """
 
 from __future__ import annotations
@@ -98,4 +100,33 @@ class Objective(nn.Module):
         return loss, logits[-1]
 
 
-__all__ = ["BinaryAux", "Objective"]
+class L2SP:
+    """Li, Grandvalet and Davoine (ICML 2018)'s penalty: alpha/2 ||w - w0||^2 over the
+    fine-tuned copied parameters (w0: their values when copied, the source's) plus
+    beta/2 ||w||^2 over the new ones (the head, new FC layers, fresh layers above n).
+
+    An explicit term of the loss, not the optimiser's weight_decay: its gradient
+    alpha (w - w0) + beta w then goes through Adam's normalisation like the task
+    loss's, as the paper's objective says, where a decoupled or Adam weight decay
+    would pull towards 0 at another strength. Every parameter of a layer counts
+    (weights, biases, normalisation scales), as tllib's SPRegularization does.
+    """
+
+    def __init__(self, tuned: list[Tensor], new: list[Tensor], alpha: float, beta: float):
+        self.tuned = list(tuned) if alpha else []
+        self.start = [p.detach().clone() for p in self.tuned]
+        self.new = list(new) if beta else []
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def __call__(self) -> Tensor:
+        # float32 sums outside autocast; a parameter's term is 0 where it has not moved
+        terms = [(p.float() - p0.float()).pow(2).sum() for p, p0 in
+                 zip(self.tuned, self.start, strict=True)]
+        total = self.alpha / 2 * torch.stack(terms).sum() if terms else None
+        if self.new:
+            new = self.beta / 2 * torch.stack([p.float().pow(2).sum() for p in self.new]).sum()
+            total = new if total is None else total + new
+        return total
+
+
+__all__ = ["BinaryAux", "L2SP", "Objective"]

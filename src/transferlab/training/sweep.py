@@ -72,6 +72,8 @@ def grid(params: Params, seed: int) -> list[Variant]:
             treatment = TREATMENTS[name]
             if not treatment.copies_layers:
                 layers = [0]
+            elif treatment.all_layers:  # LP, FT, LP-FT: n = every layer of the network
+                layers = [len(params.layer_names)]
             elif treatment.only_deepest:
                 layers = [max(params.sweep.layers_of(name))]
             else:

@@ -128,6 +128,7 @@ class VariantSetup:
     objective: torch.nn.Module
     steps: int  # the budget (transfer.steps, or transfer.epochs of this target)
     ap: str | None  # AP definition for multi-label targets
+    penalty: object = None  # losses.L2SP when transfer.l2sp applies to this variant, or None
 
 
 def setup_variant(params: Params, target: TaskData, sources: dict[str, TransferableNet],
@@ -138,15 +139,39 @@ def setup_variant(params: Params, target: TaskData, sources: dict[str, Transfera
     if extra_fc:
         model.head = fc_head(model.embed_dim, task.num_classes, extra_fc).to(device)
     cfg = params.transfer
-    plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, cfg.lr_mult,
-                           layer_lr_mult=cfg.layer_lr_mult, frozen_dropout=cfg.frozen_dropout)
+    steps = cfg.budget(len(task.y_train))
+    lr_mult, head_steps = cfg.lr_mult, 0
+    if TREATMENTS[variant.treatment].head_first:  # LP-FT: its own phase-2 rate and phase 1
+        lr_mult, head_steps = cfg.lp_ft.lr_mult, lp_ft_head_steps(cfg.lp_ft.head_share, steps)
+    plan = apply_treatment(model, variant.treatment, variant.n, sources, cfg.lr, lr_mult,
+                           layer_lr_mult=cfg.layer_lr_mult, frozen_dropout=cfg.frozen_dropout,
+                           layer_decay=cfg.layer_decay, head_steps=head_steps)
     t = task_tensors(task, device, params.data.crop)
     test = (t["x_test"], t["y_test"], t["ignore_test"])
     batches = Batches(t["x_train"], t["y_train"], cfg.batch_size, variant.seed, t["ignore_train"])
     return VariantSetup(task, model, plan, test, batches,
-                        make_objective(task.multilabel, cfg.gamma),
-                        steps=cfg.budget(len(task.y_train)),
-                        ap=params.heads.ap if task.multilabel else None)
+                        make_objective(task.multilabel, cfg.gamma), steps=steps,
+                        ap=params.heads.ap if task.multilabel else None,
+                        penalty=l2sp_penalty(plan, cfg.l2sp.alpha, cfg.l2sp.beta))
+
+
+def lp_ft_head_steps(head_share: float, steps: int) -> int:
+    """LP-FT's first phase in a budget of `steps`: floor(head_share * steps) steps
+    (params.py checks it is at least 1 at the smallest budget, transfer.steps)."""
+    return int(head_share * steps)
+
+
+def l2sp_penalty(plan, alpha: float, beta: float):
+    """The L2-SP term (losses.L2SP) of a variant, or None: with alpha = beta = 0 (off),
+    or when the treatment fine-tunes no copied layer (base, AnB, BnB, AnB-2fc, LP: the
+    penalty is the fine-tuning regulariser of Li et al., so those train as without it)."""
+    from transferlab.training.losses import L2SP
+
+    tuned = [p for g in plan.param_groups if g.get("copied") for p in g["params"]]
+    if not tuned or (alpha == 0 and beta == 0):
+        return None
+    new = [p for g in plan.param_groups if not g.get("copied") for p in g["params"]]
+    return L2SP(tuned, new, alpha, beta)
 
 
 def curve_every(steps: int, steps_per_epoch: int) -> int:
@@ -169,7 +194,7 @@ def run_variant(params: Params, target: TaskData, sources: dict[str, Transferabl
                   live=live, progress=progress, desc=variant.key,
                   log_every=curve_every(s.steps, s.batches.steps_per_epoch),
                   objective=s.objective, transform=train_transform(params, s.task), ap=s.ap,
-                  test_every_log=curves)
+                  test_every_log=curves, penalty=s.penalty, head_first=s.plan.head_first)
     return variant_result(variant, s, evaluate(s.model, *s.test, ap=s.ap), history,
                           curves=curves)
 
