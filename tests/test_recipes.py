@@ -171,7 +171,8 @@ def test_fit_with_equal_per_group_milestones_trains_the_same_weights():
 
 def test_copied_milestones_are_checked_like_milestones():
     with pytest.raises(ParamsError, match=r"transfer.copied_milestones\[0\] = 9"):
-        parse_params(deep_update(TINY, {"transfer": {"copied_milestones": [9]}}))
+        parse_params(deep_update(TINY, {"transfer": {"copied_milestones": [9],
+                                                     "epochs": None}}))
     # With a budget in epochs the steps are only its minimum: later milestones are fine.
     later = {"epochs": 40, "milestones": [26, 36], "copied_milestones": [36]}
     assert parse_params(deep_update(TINY, {"transfer": later})).transfer.milestones == (26, 36)
