@@ -207,8 +207,9 @@ def main() -> None:
                                         "plain_s": time.perf_counter() - start}
             print(f"source {side}: study {ours['test_score']:.4f} ({params.pretrain.epochs} "
                   f"epochs), plain {plain:.4f} ({args.source_epochs} epochs)", flush=True)
-        sweep = [v for f in sorted((study / "results" / "sweep").glob("seed-*.json"))
-                 for v in json.loads(f.read_text())["variants"] if v["treatment"] == "base"]
+        sweep = [v for seed in params.sweep.seeds  # not a glob: other runs' seeds may lie there
+                 for v in json.loads((study / "results" / "sweep" / f"seed-{seed}.json")
+                                     .read_text())["variants"] if v["treatment"] == "base"]
         long_cfg = params.transfer
         for size in params.sweep.subsample:
             ours = [v["test_score"] for v in sweep if v["subsample"] == size]
