@@ -7,12 +7,13 @@ DIR is a repository where the study ran (`benchmarks/fashion_study.sh` leaves on
 /tmp/fashion-study): its params, prepared data, models A and B and results are read.
 
 1. Pipeline against bare (ratio bare / pipeline, target >= 0.9). A sample of the study's
-   variants, each treatment at n = `--n` (base once) and at each of `--sizes`, is trained
-   once by the sweep stage's own code path (`train_variants_local`: the subsample draw,
-   data to tensors, the transfer surgery, the batched kernel, the test) and once by a bare
-   PyTorch script written here (the same images, initial weights, copied layers, frozen
-   layers, optimiser, batch size and steps; test on the same test images). The two
-   alternate, the order alternating too, so load from elsewhere falls on both.
+   variants, each treatment at n = `--n` (base once), at each of `--sizes`, is trained
+   by the sweep stage's own code path (`train_variants_local` on the sample of one size,
+   as the sweep calls it: the subsample draw, data to tensors, the transfer surgery, the
+   batched groups, the test) and by a bare PyTorch script written here, one variant after
+   the other (the same images, initial weights, copied layers, frozen layers, optimiser,
+   batch size and steps; test on the same test images). The two alternate per size, the
+   order alternating too, so load from elsewhere falls on both.
 2. Nothing undertrained. A plain PyTorch loop trains (a) each source network on all of its
    half's training images for `--source-epochs` epochs (the study trains
    `pretrain.epochs`), and (b) `base` at every target size and seed of the study for
@@ -111,14 +112,15 @@ def bare_variant(params, target, sources, treatment, n, size, seed, device) -> f
     return bare_test(model, xt, yt)
 
 
-def pipeline_variant(params, target, sources, treatment, n, size, seed, device) -> float:
+def pipeline_variants(params, target, sources, cases, size, seed, device) -> list[float]:
+    """The sweep stage's training call on `cases` ((treatment, n) at one size)."""
     from transferlab.training.sweep import train_variants_local
     from transferlab.training.variant import Variant
 
-    variant = Variant(treatment, 0 if treatment == "base" else n, size, seed)
-    result = train_variants_local(params, target, sources, [variant], device=device,
+    variants = [Variant(t, n, size, seed) for t, n in cases]
+    result = train_variants_local(params, target, sources, variants, device=device,
                                   progress=False)
-    return result[variant.key]["test_score"]
+    return [result[v.key]["test_score"] for v in variants]
 
 
 def converged_source(params, task, epochs, seed, device) -> float:
@@ -136,6 +138,14 @@ def converged_source(params, task, epochs, seed, device) -> float:
     bare_train(model, x, y, steps, cfg.batch_size, [{"params": list(model.parameters()),
                                                      "lr": cfg.lr}], seed)
     return bare_test(model, xt, yt)
+
+
+def merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
 
 
 def main() -> None:
@@ -159,7 +169,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     study = args.study
-    params = parse_params(read_params_file(study / "params.yaml"))
+    # The study's values over this checkout's files: a study run by older code lacks the
+    # keys added since, which keep their defaults (they change nothing it trained).
+    params = parse_params(merged(read_params_file(ROOT / "params.yaml"),
+                                 read_params_file(study / "params.yaml")))
     device = pick_device()
     print(f"device: {device} ({torch.get_num_threads()} threads); study {study}", flush=True)
     prepared = study / "data" / "prepared"
@@ -169,30 +182,38 @@ def main() -> None:
     out: dict = {"sizes": args.sizes, "n": args.n}
 
     if not args.skip_ratio:
+        # Per target size, the sweep's code path trains the sample as the sweep stage does
+        # (one call: variants that share their trained layers go in one batched group);
+        # the bare script trains the same variants one after the other.
         times: dict[str, list[float]] = {"pipeline": [], "bare": []}
-        scores = []
-        cases = [(t, args.n, k) for k in args.sizes for t in params.sweep.treatments]
+        gaps = []
         for r in range(args.rounds):
-            for i, (treatment, n, size) in enumerate(cases):
+            for i, size in enumerate(args.sizes):
+                cases = [(t, 0 if t == "base" else args.n) for t in params.sweep.treatments]
                 order = ["pipeline", "bare"] if (i + r) % 2 == 0 else ["bare", "pipeline"]
                 got = {}
                 for who in order:
-                    fn = pipeline_variant if who == "pipeline" else bare_variant
                     start = time.perf_counter()
-                    got[who] = fn(params, target, sources, treatment, n, size, 0, device)
+                    if who == "pipeline":
+                        got[who] = pipeline_variants(params, target, sources, cases, size, 0,
+                                                     device)
+                    else:
+                        got[who] = [bare_variant(params, target, sources, t, n, size, 0,
+                                                 device) for t, n in cases]
                     times[who].append(time.perf_counter() - start)
-                scores.append((treatment, size, got["pipeline"], got["bare"]))
-                print(f"  {treatment:5s} n={n} k={size:5d}: "
-                      f"pipeline {times['pipeline'][-1]:6.1f} s "
-                      f"(acc {got['pipeline']:.4f})  bare {times['bare'][-1]:6.1f} s "
-                      f"(acc {got['bare']:.4f})", flush=True)
+                gaps += [abs(p - b) for p, b in zip(got["pipeline"], got["bare"], strict=True)]
+                print(f"  k={size:5d} ({', '.join(f'{t} n={n}' for t, n in cases)}): "
+                      f"pipeline {times['pipeline'][-1]:6.1f} s, bare {times['bare'][-1]:6.1f} s; "
+                      f"accuracies pipeline {[round(a, 4) for a in got['pipeline']]}, "
+                      f"bare {[round(a, 4) for a in got['bare']]}", flush=True)
         total = {who: sum(t) for who, t in times.items()}
         ratio = total["bare"] / total["pipeline"]
         out["ratio"] = {"pipeline_s": total["pipeline"], "bare_s": total["bare"],
                         "bare_over_pipeline": ratio, "target": 0.9,
-                        "largest_accuracy_gap": max(abs(p - b) for _, _, p, b in scores)}
+                        "largest_accuracy_gap": max(gaps)}
         print(f"pipeline {total['pipeline']:.1f} s, bare {total['bare']:.1f} s: ratio bare / "
-              f"pipeline {ratio:.3f} (target >= 0.9)", flush=True)
+              f"pipeline {ratio:.3f} (target >= 0.9); largest accuracy gap {max(gaps):.4f}",
+              flush=True)
 
     if not args.skip_converged:
         checks = {}
