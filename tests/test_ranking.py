@@ -38,10 +38,11 @@ def save_weights(name: str, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def ranking_params(root: Path, candidates: list[dict], **changes) -> dict:
+def ranking_params(root: Path, candidates: list[dict], **ranking) -> dict:
+    """TINY with the candidates under data.root, the digits at 32 px, 5 images per class."""
     return deep_update(TINY, {"data": {"root": str(root), "image_size": 32},
-                              "ranking": {"candidates": candidates, "subsample": 5},
-                              **changes})
+                              "ranking": {"candidates": candidates, "subsample": 5,
+                                          **ranking}})
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +256,51 @@ def test_the_report_shows_the_table_and_the_taus(ranked):
     logme_row = next(r for r in tau_rows if r.startswith("| logme |"))
     assert f"{result['tau']['logme']['last']:.3f}" in logme_row
     assert " > ".join(result["order"]["measured"]) in text
+
+
+def test_two_checkpoints_of_one_network_scored_without_fine_tuning(tmp_path, prepared):
+    """ranking.finetune: none: the scores only, no measured order and no tau; two files of
+    one architecture are told apart by their file names."""
+    root = tmp_path / "raw"
+    files = [save_weights(NAMES[2], root / f"sq{seed}.pth", seed) for seed in (0, 1)]
+    params = parse_params(ranking_params(
+        root, [{"name": NAMES[2], "weights": str(f)} for f in files],
+        finetune="none", subsample=2, estimators=["logme", "knn"]))
+    result = rank_sources(params, prepared=prepared, out=tmp_path / "r.json")
+    labels = [c["label"] for c in result["candidates"]]
+    assert labels == [f"{NAMES[2]} (sq0.pth)", f"{NAMES[2]} (sq1.pth)"]
+    assert all("finetune" not in c and set(c["scores"]) == {"logme", "knn"}
+               for c in result["candidates"])
+    assert result["candidates"][0]["scores"] != result["candidates"][1]["scores"]
+    assert result["treatment"] is None and result["order"]["measured"] is None
+    assert result["tau"] == {"logme": {"last": None, "best": None},
+                             "knn": {"last": None, "best": None}}
+    (tmp_path / "ranking.json").write_text(json.dumps(result))
+    text = "\n".join(ranking_markdown(ranking_details(tmp_path)))
+    assert "no τ" in text and "Weighted Kendall" not in text
+
+
+def test_head_only_freezes_every_copied_layer(tmp_path, prepared, monkeypatch):
+    """ranking.finetune: head is AnB at n = all layers: only the new head trains."""
+    import transferlab.training.loop as loop
+
+    trained = []
+    real_fit = loop.fit
+
+    def spy(model, *args, param_groups, **kwargs):
+        trained.append([p for g in param_groups for p in g["params"] if p.requires_grad])
+        return real_fit(model, *args, param_groups=param_groups, **kwargs)
+
+    monkeypatch.setattr(loop, "fit", spy)
+    root = tmp_path / "raw"
+    weights = save_weights(NAMES[2], root / "sq.pth")
+    params = parse_params(ranking_params(root, [{"name": NAMES[2], "weights": str(weights)}],
+                                         finetune="head", subsample=2))
+    result = rank_sources(params, prepared=prepared, out=tmp_path / "r.json")
+    ft = result["candidates"][0]["finetune"]
+    assert ft["treatment"] == "AnB" and ft["n"] == len(hub_layer_names(NAMES[2]))
+    (params_trained,) = trained
+    assert [tuple(p.shape) for p in params_trained] == [(5, 512), (5,)]  # the head alone
 
 
 # ---------------------------------------------------------------------------- dvc
