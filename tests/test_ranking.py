@@ -30,11 +30,18 @@ ESTIMATORS = ("logme", "hscore", "transrate", "gbc", "sfda", "knn")
 
 def save_weights(name: str, path: Path, seed: int = 0) -> Path:
     """The library model's own state dict, as a user saves a pretrained one."""
-    from torchvision.models import get_model
-
+    library, _, model = name.partition(":")
     torch.manual_seed(seed)
+    if library == "timm":
+        import timm
+
+        network = timm.create_model(model, pretrained=False)
+    else:
+        from torchvision.models import get_model
+
+        network = get_model(model, weights=None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(get_model(name.partition(":")[2], weights=None).state_dict(), path)
+    torch.save(network.state_dict(), path)
     return path
 
 
@@ -280,8 +287,11 @@ def test_two_checkpoints_of_one_network_scored_without_fine_tuning(tmp_path, pre
     assert "no τ" in text and "Weighted Kendall" not in text
 
 
-def test_head_only_freezes_every_copied_layer(tmp_path, prepared, monkeypatch):
-    """ranking.finetune: head is AnB at n = all layers: only the new head trains."""
+def test_a_timm_candidate_head_only_freezes_every_copied_layer(tmp_path, prepared,
+                                                                monkeypatch):
+    """A timm network as a candidate, its weights' own mean and std; ranking.finetune: head
+    is AnB at n = all layers: only the new head trains."""
+    timm = pytest.importorskip("timm")
     import transferlab.training.loop as loop
 
     trained = []
@@ -292,13 +302,19 @@ def test_head_only_freezes_every_copied_layer(tmp_path, prepared, monkeypatch):
         return real_fit(model, *args, param_groups=param_groups, **kwargs)
 
     monkeypatch.setattr(loop, "fit", spy)
+    name = "timm:resnet10t"
     root = tmp_path / "raw"
-    weights = save_weights(NAMES[2], root / "sq.pth")
-    params = parse_params(ranking_params(root, [{"name": NAMES[2], "weights": str(weights)}],
+    weights = save_weights(name, root / "r10t.pth")
+    params = parse_params(ranking_params(root, [{"name": name, "weights": str(weights)}],
                                          finetune="head", subsample=2))
     result = rank_sources(params, prepared=prepared, out=tmp_path / "r.json")
-    ft = result["candidates"][0]["finetune"]
-    assert ft["treatment"] == "AnB" and ft["n"] == len(hub_layer_names(NAMES[2]))
+    (candidate,) = result["candidates"]
+    config = timm.data.resolve_data_config({}, model=timm.create_model("resnet10t"))
+    assert candidate["input"]["mean"] == pytest.approx(list(config["mean"]))
+    assert candidate["input"]["std"] == pytest.approx(list(config["std"]))
+    assert candidate["layers"] == list(hub_layer_names(name))
+    ft = candidate["finetune"]
+    assert ft["treatment"] == "AnB" and ft["n"] == len(candidate["layers"])
     (params_trained,) = trained
     assert [tuple(p.shape) for p in params_trained] == [(5, 512), (5,)]  # the head alone
 
