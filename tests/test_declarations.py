@@ -162,7 +162,7 @@ BRANCHES = {
                                            "FT", "LP-FT"]},
     "transferability": {"linear_probe": True},
     # One candidate source network (its weights written by `reads`), ranked against its
-    # fine-tuning at 16 px: rank_sources reads its keys only when there is one.
+    # fine-tuning at 32 px: rank_sources reads its keys only when there is one.
     "ranking": {"candidates": [{"name": "torchvision:squeezenet1_1",
                                 "weights": "data/raw/weights/squeezenet1_1.pth"}],
                 "subsample": 2},
@@ -173,7 +173,7 @@ def _other_branches() -> dict:
     changes = {k: v for k, v in BRANCHES.items() if k != "sgd"}
     changes = deep_update(changes, {"pretrain": dict(BRANCHES["sgd"], epochs=2),
                                     "transfer": dict(BRANCHES["sgd"], milestones=[2]),
-                                    "data": {"image_size": 16}})
+                                    "data": {"image_size": 32}})
     return changes
 
 

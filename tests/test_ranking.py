@@ -137,6 +137,18 @@ def test_what_only_the_stage_can_check_names_the_candidate(tmp_path, prepared):
         rank_sources(mismatched, prepared=prepared, out=tmp_path / "r.json")
 
 
+def test_images_too_small_for_a_candidate_name_data_image_size(tmp_path, prepared):
+    root = tmp_path / "raw"
+    weights = save_weights(NAMES[2], root / "sq.pth")
+    params = parse_params(deep_update(
+        ranking_params(root, [{"name": NAMES[2], "weights": str(weights)}], subsample=1),
+        {"data": {"image_size": 16}}))
+    with pytest.raises(ConfigurationError, match=r"data.image_size = 16: "
+                       r"ranking.candidates\[0\] \(torchvision:squeezenet1_1\) cannot take "
+                       r"images this small .* null for the weights' own 224 px"):
+        rank_sources(params, prepared=prepared, out=tmp_path / "r.json")
+
+
 # ---------------------------------------------------------------------------- tau
 
 

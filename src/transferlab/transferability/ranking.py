@@ -189,7 +189,15 @@ def rank_candidate(i: int, candidate: dict, task: TaskData, params: Params, devi
     model, origin = load_candidate(i, candidate, task.num_classes)
     model = model.to(device)
     seen, given = candidate_task(task, name, params.data.image_size)
-    feats = layer_features(model, seen, params, device)
+    try:
+        feats = layer_features(model, seen, params, device)
+    except RuntimeError as err:  # e.g. a pooling window larger than a deep layer's map
+        if given["size"] == given["weights_crop"]:
+            raise
+        raise ConfigurationError(
+            f"params: data.image_size = {given['size']}: {_key(i)} ({name}) cannot take "
+            f"images this small ({(str(err).splitlines() or [''])[0]}); set it larger, or "
+            f"null for the weights' own {given['weights_crop']} px") from err
     extracted = time.perf_counter()
     layers = list(model.layer_names)
     y = torch.as_tensor(seen.y_train, device=device)
