@@ -331,6 +331,26 @@ def test_a_timm_candidate_head_only_freezes_every_copied_layer(tmp_path, prepare
     assert [tuple(p.shape) for p in params_trained] == [(5, 512), (5,)]  # the head alone
 
 
+def test_the_report_stage_adds_the_section_and_the_details(ranked, tmp_path, tiny_params,
+                                                          tiny_diagnostics):
+    import shutil
+
+    from transferlab.report.build import build_report
+
+    from .test_report import _write_results
+
+    _, result, _, out = ranked
+    results = tmp_path / "results"
+    _write_results(results, seeds=[0], diagnostics=tiny_diagnostics)
+    shutil.copy(out, results / "ranking.json")
+    details = build_report(tiny_params, results=results, summary_out=tmp_path / "m/s.json",
+                           plots_dir=tmp_path / "plots")
+    assert details["ranking"] == ranking_details(results)
+    assert "ranking" not in json.loads((tmp_path / "m/s.json").read_text())  # not a headline
+    md = (tmp_path / "m/s.md").read_text()
+    assert md.rstrip().endswith("\n".join(ranking_markdown(details["ranking"])).rstrip())
+
+
 # ---------------------------------------------------------------------------- dvc
 
 
