@@ -162,10 +162,11 @@ BRANCHES = {
                                            "FT", "LP-FT"]},
     "transferability": {"linear_probe": True},
     # One candidate source network (its weights written by `reads`), ranked against its
-    # fine-tuning at 32 px: rank_sources reads its keys only when there is one.
+    # LP-FT at 32 px (the treatment that reads most of transfer's recipe): rank_sources
+    # reads its keys only when there is one.
     "ranking": {"candidates": [{"name": "torchvision:squeezenet1_1",
                                 "weights": "data/raw/weights/squeezenet1_1.pth"}],
-                "subsample": 2},
+                "subsample": 2, "finetune": "LP-FT"},
 }
 
 

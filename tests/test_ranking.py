@@ -46,8 +46,10 @@ def save_weights(name: str, path: Path, seed: int = 0) -> Path:
 
 
 def ranking_params(root: Path, candidates: list[dict], **ranking) -> dict:
-    """TINY with the candidates under data.root, the digits at 32 px, 5 images per class."""
+    """TINY with the candidates under data.root, the digits at 32 px, 5 images per class,
+    fine-tuned for transfer.steps (5)."""
     return deep_update(TINY, {"data": {"root": str(root), "image_size": 32},
+                              "transfer": {"epochs": None},
                               "ranking": {"candidates": candidates, "subsample": 5,
                                           **ranking}})
 
@@ -76,7 +78,7 @@ def ranked(tmp_path_factory, prepared):
 
 def test_no_candidates_is_the_default_and_writes_a_note_only(tmp_path, prepared):
     params = parse_params(TINY)
-    assert params.ranking.candidates == () and params.ranking.finetune == "all"
+    assert params.ranking.candidates == () and params.ranking.finetune == "FT"
     assert params.ranking.estimators == ESTIMATORS
     result = rank_sources(params, prepared=prepared, out=tmp_path / "r.json")
     assert result == json.loads((tmp_path / "r.json").read_text())
@@ -99,7 +101,7 @@ def test_no_candidates_is_the_default_and_writes_a_note_only(tmp_path, prepared)
      r"ranking.candidates = .* without repeated values"),
     ({"estimators": ["logme", "leep"]},
      r"ranking.estimators\[1\] = 'leep' .* one of logme, hscore, transrate, gbc, sfda, knn"),
-    ({"finetune": "some"}, r"ranking.finetune = 'some' .* one of all, head, none"),
+    ({"finetune": "AnB+"}, r"ranking.finetune = 'AnB\+' .* one of FT, LP, LP-FT, none"),
     ({"subsample": -1}, r"ranking.subsample = -1 .*\(0 = all\)"),
 ])
 def test_bad_ranking_params_are_refused_naming_the_key(change, match):
@@ -210,7 +212,7 @@ def test_three_candidates_are_scored_at_every_layer_and_ranked(ranked, digits_ta
             assert c["best"][est]["score"] == max(defined.values())
             assert by_layer[c["best"][est]["layer"]] == c["best"][est]["score"]
         ft = c["finetune"]
-        assert ft["treatment"] == "AnB+" and ft["n"] == len(c["layers"]) and ft["steps"] == 5
+        assert ft["treatment"] == "FT" and ft["n"] == len(c["layers"]) and ft["steps"] == 5
         correct = ft["test_accuracy"] * result["test_images"]
         assert abs(correct - round(correct)) < 1e-4  # a float32 mean of 0/1 hits
     accuracy = {c["label"]: c["finetune"]["test_accuracy"] for c in result["candidates"]}
@@ -301,8 +303,8 @@ def test_two_checkpoints_of_one_network_scored_without_fine_tuning(tmp_path, pre
 
 def test_a_timm_candidate_head_only_freezes_every_copied_layer(tmp_path, prepared,
                                                                 monkeypatch):
-    """A timm network as a candidate, its weights' own mean and std; ranking.finetune: head
-    is AnB at n = all layers: only the new head trains."""
+    """A timm network as a candidate, its weights' own mean and std; ranking.finetune: LP
+    (AnB at n = all layers): only the new head trains."""
     timm = pytest.importorskip("timm")
     import transferlab.training.loop as loop
 
@@ -318,7 +320,7 @@ def test_a_timm_candidate_head_only_freezes_every_copied_layer(tmp_path, prepare
     root = tmp_path / "raw"
     weights = save_weights(name, root / "r10t.pth")
     params = parse_params(ranking_params(root, [{"name": name, "weights": str(weights)}],
-                                         finetune="head", subsample=2))
+                                         finetune="LP", subsample=2))
     result = rank_sources(params, prepared=prepared, out=tmp_path / "r.json")
     (candidate,) = result["candidates"]
     config = timm.data.resolve_data_config({}, model=timm.create_model("resnet10t"))
@@ -326,7 +328,7 @@ def test_a_timm_candidate_head_only_freezes_every_copied_layer(tmp_path, prepare
     assert candidate["input"]["std"] == pytest.approx(list(config["std"]))
     assert candidate["layers"] == list(hub_layer_names(name))
     ft = candidate["finetune"]
-    assert ft["treatment"] == "AnB" and ft["n"] == len(candidate["layers"])
+    assert ft["treatment"] == "LP" and ft["n"] == len(candidate["layers"])
     (params_trained,) = trained
     assert [tuple(p.shape) for p in params_trained] == [(5, 512), (5,)]  # the head alone
 
@@ -372,7 +374,7 @@ def test_dvc_repro_rank_sources_ranks_the_candidates_and_hashes_their_weights(tm
     for name, file in zip(NAMES, files, strict=True):
         save_weights(name, repo / file)
     write_params(repo / "params.yaml", deep_update(TINY, {
-        "data": {"image_size": 32},
+        "data": {"image_size": 32}, "transfer": {"epochs": None},
         "ranking": {"candidates": [{"name": n, "weights": f} for n, f in zip(NAMES, files,
                                                                            strict=True)],
                     "subsample": 5}}))

@@ -348,10 +348,10 @@ class TransferabilityParams(Section):
 # without its classifier never had), and they score a whole network, not a layer, so
 # "last layer" and "best layer" mean nothing for them.
 RANKING_ESTIMATORS = ("logme", "hscore", "transrate", "gbc", "sfda", "knn")
-# The measured result each candidate is ranked by: all = AnB+ with every layer copied and
-# fine-tuned (LogME's protocol fine-tunes the whole network); head = AnB with every layer
-# copied and frozen (a linear probe through the same loop); none = the scores only.
-RANKING_FINETUNE = ("all", "head", "none")
+# The measured result each candidate is ranked by: a treatment of every layer (FT: full
+# fine-tuning, what LogME's protocol measures; LP: linear probe; LP-FT), or none: the
+# scores only.
+RANKING_FINETUNE = ("FT", "LP", "LP-FT", "none")
 CANDIDATE = {
     "name": HubName(),
     "weights": Text(nullable=True, what="a state-dict file under data.root (null: the "

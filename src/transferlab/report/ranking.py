@@ -11,7 +11,8 @@ from pathlib import Path
 from transferlab.io import read_json
 from transferlab.report.tables import fmt, markdown_table
 
-HOW = {"AnB+": "every layer copied and fine-tuned", "AnB": "every layer copied and frozen"}
+HOW = {"FT": "every layer copied and fine-tuned", "LP": "every layer copied and frozen",
+       "LP-FT": "the head first, then every layer fine-tuned"}
 
 
 def ranking_details(results: Path) -> dict | None:

@@ -13,13 +13,14 @@ score is taken at its last layer (the new head's input, what LogME scores) and a
 best layer (the layer where that estimator scores highest).
 
 The measured result (`ranking.finetune`): the candidate trained on the same images by
-the one loop (transferlab.training.loop.fit) under a treatment of
-transferlab.models.treatments with every layer copied, AnB+ (all fine-tuned at
-`transfer.lr_mult` of the rate; `all`) or AnB (all frozen; `head`), for transfer's
-budget, then its accuracy on the whole target test part. `transfer.layer_lr_mult`
-names the study's layers, not a candidate's, so it does not apply here; nor do the
-study's train-time crops and mirrors (`data.crop`, `data.flip`), which are in the
-prepared images' pixels. Per estimator, the candidates' ranking by score is compared with
+the one loop (transferlab.training.loop.fit) under one of the project's treatments of
+every layer (transferlab.models.treatments): FT (full fine-tuning, AnB+ at n = all
+layers), LP (linear probe, AnB at n = all) or LP-FT, with transfer's recipe and budget
+(`transfer.layer_decay` and `transfer.l2sp` included), then its accuracy on the whole
+target test part. `transfer.layer_lr_mult` names the study's layers, not a candidate's,
+so it does not apply here; nor do the study's train-time crops and mirrors (`data.crop`,
+`data.flip`), which are in the prepared images' pixels. Per estimator, the candidates'
+ranking by score is compared with
 their ranking by measured accuracy by the weighted Kendall tau of
 `scipy.stats.weightedtau` (`scoring.weighted_tau`), at the last and at the best layer.
 
@@ -46,7 +47,6 @@ from transferlab.io import file_digest, write_json_atomic
 from transferlab.transferability.scoring import weighted_tau
 
 AT = ("last", "best")  # where a candidate's score is taken
-TREATMENT = {"all": "AnB+", "head": "AnB"}  # ranking.finetune -> the transfer run's treatment
 
 
 def estimator_score(name: str, x, y, params: Params) -> float | None:
@@ -147,8 +147,10 @@ def layer_features(model, task: TaskData, params: Params, device) -> dict[str, n
 
 def fine_tune(params: Params, name: str, source, task: TaskData, device) -> dict:
     """The candidate's measured result: the network with a new head (seeded by `seed`)
-    given every layer of `source` under the treatment of `ranking.finetune`, trained on
-    `task` by the one loop for transfer's budget, and its accuracy on `task`'s test part.
+    given every layer of `source` under the treatment `ranking.finetune` (FT, LP or
+    LP-FT), trained on `task` by the one loop with transfer's recipe and budget, as a
+    sweep variant of that treatment is (`variant.setup_variant`), and its accuracy on
+    `task`'s test part.
 
     A copy of the candidate as loaded, not the library's untrained build, takes the
     layers: googlenet and inception_v3 are built with their input transform only for
@@ -158,22 +160,29 @@ def fine_tune(params: Params, name: str, source, task: TaskData, device) -> dict
     import torch
 
     from transferlab.models.surgery import apply_treatment
+    from transferlab.models.treatments import TREATMENTS
     from transferlab.training.loop import Batches, evaluate, fit, seed_everything, task_tensors
-    from transferlab.training.variant import make_objective
+    from transferlab.training.variant import l2sp_penalty, lp_ft_head_steps, make_objective
 
     cfg = params.transfer
-    treatment = TREATMENT[params.ranking.finetune]
+    treatment = params.ranking.finetune
     seed_everything(params.seed)
     model = copy.deepcopy(source)
     model.head = torch.nn.Linear(model.embed_dim, task.num_classes).to(device)
     n = len(model.layer_names)
-    plan = apply_treatment(model, treatment, n, {"A": source}, cfg.lr, cfg.lr_mult,
-                           layer_lr_mult={}, frozen_dropout=cfg.frozen_dropout)
-    t = task_tensors(task, device)
     steps = cfg.budget(len(task.y_train))
+    lr_mult, head_steps = cfg.lr_mult, 0
+    if TREATMENTS[treatment].head_first:  # LP-FT: its own phase-2 rate and phase 1
+        lr_mult, head_steps = cfg.lp_ft.lr_mult, lp_ft_head_steps(cfg.lp_ft.head_share, steps)
+    plan = apply_treatment(model, treatment, n, {"A": source}, cfg.lr, lr_mult,
+                           layer_lr_mult={}, frozen_dropout=cfg.frozen_dropout,
+                           layer_decay=cfg.layer_decay, head_steps=head_steps)
+    t = task_tensors(task, device)
     history = fit(model, Batches(t["x_train"], t["y_train"], cfg.batch_size, params.seed),
                   cfg, param_groups=plan.param_groups, frozen=plan.frozen, steps=steps,
-                  progress=False, desc=name, objective=make_objective(False, cfg.gamma))
+                  progress=False, desc=name, objective=make_objective(False, cfg.gamma),
+                  penalty=l2sp_penalty(plan, cfg.l2sp.alpha, cfg.l2sp.beta),
+                  head_first=plan.head_first)
     result = evaluate(model, t["x_test"], t["y_test"])
     return {"treatment": treatment, "n": n, "steps": steps,
             "test_accuracy": result["accuracy"], "test_loss": result["loss"],
@@ -285,7 +294,7 @@ def rank_sources(params: Params, *, prepared: Path, out: Path) -> dict:
     result.update({
         "candidates": entries, "estimators": list(cfg.estimators),
         "measures": {est: MEASURES[est] for est in cfg.estimators},
-        "finetune": cfg.finetune, "treatment": TREATMENT.get(cfg.finetune),
+        "finetune": cfg.finetune, "treatment": None if cfg.finetune == "none" else cfg.finetune,
         "subsample": per_class, "seed": params.seed,
         "train_images": len(task.y_train), "test_images": len(task.y_test),
         "tau": taus, "order": {"measured": measured, **orders},
