@@ -22,9 +22,9 @@ from .conftest import TINY, deep_update, write_params
 
 pytestmark = pytest.mark.e2e
 
-ALL_STAGES = {"check_params", "prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
-              "binary_aux", "features", "heads", "diagnostics", "transferability",
-              "rank_sources", "report"}
+ALL_STAGES = {"check_params", "sources_used", "prepare", "pretrain@A", "pretrain@B",
+              "transfer", "sweep@0", "binary_aux", "features", "heads", "diagnostics",
+              "transferability", "rank_sources", "report"}
 PARAMS = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB"]},
                             "pretrain": {"epochs": 1}, "transfer": {"steps": 3}})
 
