@@ -161,14 +161,31 @@ BRANCHES = {
     "sweep": {"swap": True, "treatments": ["base", "AnB", "AnB+", "BnB", "AnB-2fc", "LP",
                                            "FT", "LP-FT"]},
     "transferability": {"linear_probe": True},
+    # One candidate source network (its weights written by `reads`), ranked against its
+    # LP-FT at 32 px (the treatment that reads most of transfer's recipe): rank_sources
+    # reads its keys only when there is one.
+    "ranking": {"candidates": [{"name": "torchvision:squeezenet1_1",
+                                "weights": "data/raw/weights/squeezenet1_1.pth"}],
+                "subsample": 2, "finetune": "LP-FT"},
 }
 
 
 def _other_branches() -> dict:
     changes = {k: v for k, v in BRANCHES.items() if k != "sgd"}
     changes = deep_update(changes, {"pretrain": dict(BRANCHES["sgd"], epochs=2),
-                                    "transfer": dict(BRANCHES["sgd"], milestones=[2])})
+                                    "transfer": dict(BRANCHES["sgd"], milestones=[2]),
+                                    "data": {"image_size": 32}})
     return changes
+
+
+def _save_library_weights(name: str, path: Path) -> None:
+    """The library model's own state dict (weights=None: nothing is downloaded here)."""
+    import torch
+    from torchvision.models import get_model
+
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(get_model(name.partition(":")[2], weights=None).state_dict(), path)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +194,8 @@ def reads(tmp_path_factory):
     collected: dict[str, set[str]] = {}
     for i, changes in enumerate(({}, _other_branches())):
         project = make_project(tmp_path_factory.mktemp(f"reads{i}"), ROOT)
+        for candidate in changes.get("ranking", {}).get("candidates", []):
+            _save_library_weights(candidate["name"], project / candidate["weights"])
         write_params(project / "params.yaml", deep_update(TINY, changes))
         run_pipeline(project, reads=collected)
     return collected

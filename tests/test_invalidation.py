@@ -22,8 +22,9 @@ from .conftest import TINY, deep_update, write_params
 
 pytestmark = pytest.mark.e2e
 
-ALL_STAGES = {"check_params", "prepare", "pretrain@A", "pretrain@B", "transfer", "sweep@0",
-              "binary_aux", "features", "heads", "diagnostics", "transferability", "report"}
+ALL_STAGES = {"check_params", "sources_used", "prepare", "pretrain@A", "pretrain@B",
+              "transfer", "sweep@0", "binary_aux", "features", "heads", "diagnostics",
+              "transferability", "rank_sources", "report"}
 PARAMS = deep_update(TINY, {"sweep": {"seeds": [0], "treatments": ["base", "AnB"]},
                             "pretrain": {"epochs": 1}, "transfer": {"steps": 3}})
 
@@ -92,10 +93,12 @@ def set_params(repo: Path, changes: dict) -> None:
     ({"data": {"flip": True}}, {"pretrain@A", "pretrain@B", "transfer", "sweep@0",
                                 "binary_aux"}),
     ({"model": {"alexnet": {"fc": 2048}}}, set()),
-    ({"transfer": {"lr_mult": 0.5}}, {"transfer", "sweep@0", "binary_aux"}),
+    # rank_sources fine-tunes its candidates with transfer's recipe (none here: a note)
+    ({"transfer": {"lr_mult": 0.5}}, {"transfer", "sweep@0", "binary_aux", "rank_sources"}),
     # the transferability stage's linear probe is the heads' own CV (when switched on)
     ({"heads": {"cv_folds": 2}}, {"heads", "transferability"}),
-    ({"transferability": {"knn_neighbours": 2}}, {"transferability"}),
+    ({"transferability": {"knn_neighbours": 2}}, {"transferability", "rank_sources"}),
+    ({"ranking": {"subsample": 20}}, {"rank_sources"}),
     ({"transferability": {"bootstrap": 50}}, {"report"}),
     ({"report": {"tolerance": 0.02}}, {"report"}),
     ({"data": {"crop": 6}}, {"pretrain@A", "pretrain@B", "transfer", "sweep@0", "binary_aux",
@@ -121,12 +124,14 @@ def test_the_pad_with_a_crop_retrains_the_sweep_variants(clean, tmp_path, monkey
 def test_an_edited_code_file_reruns_the_stages_that_import_it(clean):
     with open(clean / "src/transferlab/heads/fit.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert changed_stages(clean) == {"heads", "transferability"}  # it shares the subsample
+    # transferability shares its subsample; rank_sources imports the estimators, whose
+    # linear probe is the heads' own CV
+    assert changed_stages(clean) == {"heads", "transferability", "rank_sources"}
     # `dvc repro -s heads` sees the edit by itself (no step before it has to run first)
     assert ran(dvc(clean, "repro", "-s", "heads")) == {"heads"}
     with open(clean / "src/transferlab/report/diagnostics.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert changed_stages(clean) == {"transferability", "report"}
+    assert changed_stages(clean) == {"transferability", "rank_sources", "report"}
 
 
 def test_an_edited_heads_module_reruns_heads_and_its_downstream_only(clean):

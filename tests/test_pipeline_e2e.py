@@ -49,7 +49,7 @@ def repo(tmp_path_factory):
     assert ran(first) == {"check_params", "sources_used", "prepare", "pretrain@A", "pretrain@B",
                           "transfer",
                           "sweep@0", "binary_aux", "features", "heads", "diagnostics",
-                          "transferability", "report"}
+                          "transferability", "rank_sources", "report"}
     git(path, "add", "-A")
     git(path, "commit", "-qm", "baseline")
     return path

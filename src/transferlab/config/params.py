@@ -38,7 +38,7 @@ from transferlab.config.spec import (
     spec,
     value_at,
 )
-from transferlab.models import ARCHITECTURES, layer_names_of
+from transferlab.models import ARCHITECTURES, HubName, layer_names_of
 from transferlab.models.treatments import TREATMENTS, treatment_name
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "voc2007",
@@ -342,6 +342,41 @@ class TransferabilityParams(Section):
     bootstrap_seed: int = spec(SEED)
 
 
+# Stage rank_sources (transferlab.transferability.ranking). The layer estimators only:
+# NCE and LEEP read a source classifier's predictions over its own classes, which a
+# candidate loaded as layers plus a new head no longer has (and a timm network saved
+# without its classifier never had), and they score a whole network, not a layer, so
+# "last layer" and "best layer" mean nothing for them.
+RANKING_ESTIMATORS = ("logme", "hscore", "transrate", "gbc", "sfda", "knn")
+# The measured result each candidate is ranked by: a treatment of every layer (FT: full
+# fine-tuning, what LogME's protocol measures; LP: linear probe; LP-FT), or none: the
+# scores only.
+RANKING_FINETUNE = ("FT", "LP", "LP-FT", "none")
+CANDIDATE = {
+    "name": HubName(),
+    "weights": Text(nullable=True, what="a state-dict file under data.root (null: the "
+                    "library's own cache)"),
+}
+
+
+def _candidate(key: str, raw: dict) -> dict[str, Any]:
+    """One candidate source network: its library name and its weights file."""
+    check_keys(raw, list(CANDIDATE), key + ".")
+    return {name: CANDIDATE[name].check(f"{key}.{name}", raw[name]) for name in CANDIDATE}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RankingParams(Section):
+    """Candidate source networks ranked on the target (docs/transferability.md)."""
+
+    candidates: tuple[dict, ...] = spec(List(item=Mapping(checker=_candidate,
+                                                          items=tuple(CANDIDATE.items())),
+                                             may_be_empty=True))  # [] = nothing to rank
+    estimators: tuple[str, ...] = spec(List(item=Choice(options=RANKING_ESTIMATORS)))
+    finetune: str = spec(Choice(options=RANKING_FINETUNE))
+    subsample: int = spec(PER_CLASS)  # at most this many target images per class; 0 = all
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReportParams(Section):
     layer: int = spec(LAYER_COUNT)  # n of the size curve
@@ -413,6 +448,7 @@ class Params(Section):
     heads: HeadParams
     diagnostics: DiagnosticsParams
     transferability: TransferabilityParams
+    ranking: RankingParams
     report: ReportParams
     paper: PaperParams
 
@@ -569,6 +605,13 @@ def _check_external_paths(p: Params) -> None:
             raise fail(key, value, f"a path under data.root = {p.data.root!r}, the folder "
                        "dvc.yaml declares as the input of the stages that read it (move it "
                        "there, or set recipe.yaml:data.root to a folder that holds it)")
+    for i, candidate in enumerate(p.ranking.candidates):
+        weights = candidate["weights"]
+        if weights is not None and not Path(weights).resolve().is_relative_to(root):
+            raise fail(f"ranking.candidates[{i}].weights", weights, "a path under data.root "
+                       f"= {p.data.root!r}, the folder dvc.yaml declares as an input of "
+                       "rank_sources (move it there, or set recipe.yaml:data.root to a "
+                       "folder that holds it)")
     classes_file = p.data.classes_file
     if classes_file is not None and not any(
             Path(classes_file).resolve().is_relative_to(Path(d).resolve())

@@ -8,6 +8,7 @@ retraining anything. Each part is written by the module of its concern:
 - `diagnostics`: Sharma's layer probes, with the fitted rule's verdict per layer
 - `paper`: the preset paper's numbers beside ours
 - `findings`: Yosinski's findings, each checked against the sweep (report.findings)
+- `ranking`: candidate source networks ranked by the estimators against fine-tuning
 - `tables`: the one markdown and CSV table writer and number format they share
 """
 
@@ -35,6 +36,7 @@ from transferlab.report.plots import (
     write_iterations,
     write_plot_data,
 )
+from transferlab.report.ranking import ranking_details, ranking_markdown
 from transferlab.report.summary import (
     build_summary,
     headline,
@@ -90,12 +92,18 @@ def build_report(params: Params, *, results: Path, summary_out: Path, plots_dir:
     if paper is not None:
         summary["paper"] = paper
     paper_md = paper_markdown(params.paper, rows)
+    ranking = ranking_details(results)
+    ranking_md = []
+    if ranking is not None:  # none without candidates: the default run's files stay as they were
+        summary["ranking"] = ranking
+        ranking_md = ranking_markdown(ranking)
     findings_md = []
     if params.report.findings:  # off by default: the default run's outputs stay as they were
         summary["findings"], findings_md = findings_section(sweep, metric_label(summary))
     text = (summary_markdown(summary, sweep, params) + "\n" + diagnostics_md + "\n"
             + estimators_md + ("\n" + "\n".join(paper_md) if paper_md else "")
-            + ("\n" + "\n".join(findings_md) if findings_md else ""))
+            + ("\n" + "\n".join(findings_md) if findings_md else "")
+            + ("\n" + "\n".join(ranking_md) if ranking_md else ""))
     write_json(details_out or summary_out.with_name("details.json"), summary)
     write_json(summary_out, {**headline(params, summary, sweep),
                              "transferability": estimators_headline})
