@@ -102,8 +102,10 @@ def pretrain(params: Params, source: str, *, prepared: Path, model_out: Path,
     """
     from transferlab.training import distributed
 
-    if uses is not None and not read_json(uses, "whether any stage reads this model",
-                                           required=["used"])["used"]:
+    # No file: the stage script run by hand, outside `dvc repro` (which runs sources_used
+    # first): the model is trained, as before there was a file.
+    if uses is not None and uses.exists() and not read_json(
+            uses, "whether any stage reads this model", required=["used"])["used"]:
         return write_unused_model(source, model_out=model_out, metrics_out=metrics_out,
                                   live_dir=live_dir)
     world = distributed.setup(params.pretrain.batch_size, "pretrain.batch_size")
