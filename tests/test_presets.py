@@ -198,7 +198,7 @@ def test_each_preset_runs_through_report_on_fixture_data(tmp_path, name):
         parse_params(raw)
         write_params(project / "params.yaml", raw)
         ran = run_pipeline(project)
-    assert ran[:2] == ["check_params", "prepare"] and ran[-1] == "report"
+    assert ran[:3] == ["check_params", "sources_used", "prepare"] and ran[-1] == "report"
     summary = json.loads((project / "metrics/summary.json").read_text())
     details = json.loads((project / "metrics/details.json").read_text())
     pretrain = json.loads((project / "results/pretrain/A.json").read_text())
