@@ -112,7 +112,8 @@ SHRINK = {
         "subsample": 3, "transfer": {"steps": 1, "epochs": 2, "batch_size": 4},
         "sweep": {"subsample": [1, 3], "layers": [1, 3, 5]},
         "report": {"subsample": 3, "layer": 3},
-        "features": {"layers": ["conv2", "fc5"]}, "heads": {"lowshot": {"layers": None}}},
+        "features": {"layers": ["conv2", "fc5"]}, "heads": {"lowshot": {"layers": None}},
+        "diagnostics": {"decoder_train_per_class": 0}},
 }
 FILES = {
     "cifar10": fx.write_cifar10_archive, "cifar100": fx.write_cifar100_archive,
