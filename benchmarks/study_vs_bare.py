@@ -140,18 +140,11 @@ def converged_source(params, task, epochs, seed, device) -> float:
     return bare_test(model, xt, yt)
 
 
-def merged(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(
-            out.get(key), dict) else value
-    return out
-
-
 def main() -> None:
     import torch
 
     from transferlab.config.params import parse_params, read_params_file
+    from transferlab.config.presets import merge
     from transferlab.data.prepared import TaskData
     from transferlab.training.loop import pick_device
     from transferlab.training.sweep import load_sources
@@ -171,7 +164,7 @@ def main() -> None:
     study = args.study
     # The study's values over this checkout's files: a study run by older code lacks the
     # keys added since, which keep their defaults (they change nothing it trained).
-    params = parse_params(merged(read_params_file(ROOT / "params.yaml"),
+    params = parse_params(merge(read_params_file(ROOT / "params.yaml"),
                                  read_params_file(study / "params.yaml")))
     device = pick_device()
     print(f"device: {device} ({torch.get_num_threads()} threads); study {study}", flush=True)
