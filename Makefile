@@ -35,7 +35,7 @@ lint: setup
 	ruff check .
 
 test: setup lint browser datasets
-	pytest -q
+	pytest -q --durations=25
 
 # tests/test_plots_offline.py opens the plots page in headless Chromium: install Debian's
 # package when it is missing and we can (root with apt-get); otherwise that test fails
