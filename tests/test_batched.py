@@ -110,6 +110,7 @@ def test_an_architecture_that_cannot_batch_trains_one_at_a_time_and_says_so_once
       "heads": {"lowshot": {"layers": None}}},
      "feedback"),
     ({"transfer": {"compile": True}}, "compile"),
+    ({"sweep": {"batched": False}}, "sweep.batched: false"),
 ])
 def test_unsupported_recipes_fall_back(changes, reason):
     params = parse_params(deep_update(TINY, changes))

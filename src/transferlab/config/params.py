@@ -229,6 +229,9 @@ class SweepParams(Section):
     treatment_layers: dict = spec(Mapping(checker=_treatment_layers,
                                           items=(("<treatment>", TREATMENT_LAYERS),)))
     reuse_variants: bool = spec(Bool())
+    # false: every variant trains one at a time (transferlab.training.batched says when
+    # the stacked groups lose: 28x28 inputs, thousands of images per class)
+    batched: bool = spec(Bool())
     swap: bool = spec(Bool())
     # each variant also stores its curve (test score, train loss) at about 30 epochs
     curves: bool = spec(Bool())

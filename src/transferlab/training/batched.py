@@ -41,7 +41,9 @@ says so once per reason.
 What changes: the forward and backward passes of a stacked group may sum in a
 different order than a lone run's, so batched results are not guaranteed to
 be byte-identical to `run_variant`'s; the optimiser and the data are the
-same. The sweep's default is batched; `tests/test_batched.py` holds every
+same. The sweep's default is batched (`sweep.batched: true`; false trains every variant
+alone: at 28x28 with 1,000 images per class the stacked groups were no faster on a
+2-core CPU and peaked at 7 GiB, `benchmarks/README.md`); `tests/test_batched.py` holds every
 variant's test accuracy within `ACCURACY_TOLERANCE` (and its losses close)
 of the one-at-a-time run, and the batched mode itself is deterministic on
 CPU. A variant's result must not depend on which others share its group, so
@@ -150,6 +152,8 @@ def model_problem(model: nn.Module, plan, multilabel: bool) -> str | None:
 def problems(params: Params, variants: Sequence[Variant], multilabel: bool
              ) -> dict[str, str | None]:
     """Per variant key: why it trains one at a time, or None when it trains batched."""
+    if not params.sweep.batched:
+        return dict.fromkeys((v.key for v in variants), "sweep.batched: false")
     shared = architecture_problem(params) if variants else None
     if multilabel:
         shared = shared or "multi-label targets not supported batched"

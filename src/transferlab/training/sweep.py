@@ -85,10 +85,13 @@ def grid(params: Params, seed: int) -> list[Variant]:
 # The grid's own keys choose which variants run (or whether stored ones are reused, or
 # a second direction: part of the context already); they do not change a variant's
 # result, so they stay out of its key (a grown grid reuses what it already trained).
-# Named one by one: any other sweep key (sweep.curves: what a result holds) is in the key.
+# sweep.batched picks how variants train; the mode each one then trains in (batched or
+# alone) is in its key already (`batched.mode_of`), so a variant that trains alone either
+# way keeps its key. Named one by one: any other sweep key (sweep.curves: what a result
+# holds) is in the key.
 GRID_KEYS = frozenset({"sweep.treatments", "sweep.layers", "sweep.treatment_layers",
                        "sweep.subsample", "sweep.seeds", "sweep.reuse_variants",
-                       "sweep.swap"})
+                       "sweep.batched", "sweep.swap"})
 
 
 def variant_context(params: Params, declared: Declared, *, direction: str,
