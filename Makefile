@@ -1,5 +1,7 @@
 # `make repro` and `make test` are all a fresh clone needs.
 PYTHON ?= python3
+# pytest-xdist workers of `make test`, one thread each (tests/conftest.py)
+TEST_WORKERS ?= 2
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -35,7 +37,7 @@ lint: setup
 	ruff check .
 
 test: setup lint browser datasets
-	pytest -q --durations=25
+	pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # tests/test_plots_offline.py opens the plots page in headless Chromium: install Debian's
 # package when it is missing and we can (root with apt-get); otherwise that test fails

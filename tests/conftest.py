@@ -15,6 +15,16 @@ os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
 os.environ["TRANSFERLAB_STORE"] = tempfile.mkdtemp(prefix="transferlab-test-store-")
 for _where in ("TRANSFERLAB_EXECUTOR", "TRANSFERLAB_TORCHRUN", "RAY_ADDRESS"):
     os.environ.pop(_where, None)
+# `make test` runs pytest-xdist workers, one per core: each worker, and every stage process
+# it starts, computes on one thread. Two workers' two-thread torch on two cores would
+# contend (tiny tensors then run about 10x slower), and one thread gives a test the same
+# numbers on whichever worker it lands.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_threads] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The shipped params.yaml: the one place defaults live; tests change what they need.
