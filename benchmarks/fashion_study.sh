@@ -49,8 +49,8 @@ recipe["data"]["root"] = sys.argv[1]
 with open("recipe.yaml", "w") as f:
     yaml.safe_dump(recipe, f, sort_keys=False)
 EOF
-for stage in check_params prepare pretrain@A pretrain@B transfer sweep@0 sweep@1 binary_aux \
-             features heads diagnostics transferability report; do
+for stage in check_params sources_used prepare pretrain@A pretrain@B transfer sweep@0 sweep@1 binary_aux \
+             features heads diagnostics transferability rank_sources report; do
     if [ "$stage" = sweep@1 ] && [ -n "${KILL_AFTER:-}" ]; then
         start=$(date +%s)
         dvc repro --single-item "$stage" > "$LOGS/$stage-killed.log" 2>&1 &
