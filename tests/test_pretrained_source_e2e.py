@@ -6,11 +6,9 @@ command switches a tiny digits study to it: the sweep runs over the network's ow
 layers, the report draws the curves, and the weights file is a dependency whose bytes
 enter pretrain's status and its checkpoint key.
 
-The same command with a timm network (`timm:resnet10t`, saved from
-`timm.create_model(..., pretrained=False)`) runs the same sweep over timm's layers.
-
-About 3 minutes on a 2-core machine: two real `dvc exp run`s of every stage, each a
-process paying the torch import; each run serves every check of its network.
+About 2 minutes on a 2-core machine: a real `dvc exp run` of every stage, each a
+process paying the torch import; one run serves every check below. The same for a timm
+network: tests/test_pretrained_timm_e2e.py.
 """
 
 import json
@@ -123,39 +121,3 @@ def test_the_weights_bytes_are_a_dependency_and_enter_the_checkpoint_key(repo, m
     assert re.search(r"^pretrain@A:", status, re.M), status
     assert key() != before
 
-
-TIMM_NAME = "timm:resnet10t"
-TIMM_WEIGHTS = "data/raw/weights/resnet10t.pth"
-
-
-@pytest.fixture(scope="module")
-def timm_repo(repo):
-    """The same repository, switched by `-S` to a timm network and its weights file."""
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(TIMM_NAME.split(":")[1], pretrained=False)
-    torch.save(model.state_dict(), repo / TIMM_WEIGHTS)
-    layers = hub_layer_names(TIMM_NAME)
-    run(repo, "dvc", "exp", "run", *COMMAND, "-S", f"model.pretrained.name={TIMM_NAME}",
-        "-S", f"model.pretrained.weights={TIMM_WEIGHTS}",
-        "-S", "recipe.yaml:features.layers=[" + ",".join(layers[:2]) + "]",
-        "-S", f"recipe.yaml:heads.lowshot.layers=[{layers[1]}]")
-    return repo
-
-
-def test_a_timm_network_runs_the_same_sweep_over_its_own_layers(timm_repo):
-    repo = timm_repo
-    layers = hub_layer_names(TIMM_NAME)
-    assert layers[:2] == ("stem", "layer1.block0")
-    variants = json.loads((repo / "results/sweep/seed-0.json").read_text())["variants"]
-    assert {(v["treatment"], v["n"]): v["copied_layers"] for v in variants} == {
-        ("base", 0): [], ("AnB", 1): list(layers[:1]), ("AnB", 2): list(layers[:2]),
-        ("AnB+", 1): list(layers[:1]), ("AnB+", 2): list(layers[:2])}
-    a = json.loads((repo / "results/pretrain/A.json").read_text())
-    assert a["trained"] is False and a["pretrained"]["name"] == TIMM_NAME
-    assert a["pretrained"]["layers"] == list(layers)
-    details = json.loads((repo / "metrics/details.json").read_text())
-    assert set(details["sweep"]["k3"]["AnB"]) == {"n1", "n2"}
-    assert set(details["heads"]) == set(layers[:2])
-    assert f"Model A is {TIMM_NAME}" in (repo / "metrics/summary.md").read_text()
-    assert "pretrain" not in run(repo, "dvc", "status").stdout
