@@ -113,9 +113,3 @@ def tiny_diagnostics(digits_tasks):
     return run_diagnostics(model, random_model, source, target, model.layer_names, cfg,
                            torch.device("cpu"), seed=0, progress=False)
 
-
-def pytest_collection_modifyitems(config, items):
-    """The end-to-end files (marked e2e: a real dvc pipeline, a minute or more each) first,
-    each file's tests in their order: `make test`'s workers take whole files in this order,
-    so the longest start first and no worker is left alone with one at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
