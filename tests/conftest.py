@@ -112,4 +112,3 @@ def tiny_diagnostics(digits_tasks):
         "inversion_images_per_class": 2, "inversion_steps": 5, "decoder_epochs": 2}})).diagnostics
     return run_diagnostics(model, random_model, source, target, model.layer_names, cfg,
                            torch.device("cpu"), seed=0, progress=False)
-

@@ -57,20 +57,26 @@ def save_weights(path: Path, seed: int) -> None:
     torch.save(resnet18(weights=None).state_dict(), path)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pretrained")
+def switched_repo(path: Path, name: str, weights: str, save, *extra: str) -> Path:
+    """A copy of the checkout at `path` with tiny digits params (convnet) committed, then
+    switched by `dvc exp run` to the network `name` (`*extra`: further -S pairs), the
+    heads and low-shot curves on its first layers; `save(file)` writes the weights."""
     copy_checkout(path, None)
-    layers = hub_layer_names(NAME)
-    save_weights(path / WEIGHTS, seed=0)
+    layers = hub_layer_names(name)
+    save(path / weights)
     write_params(path / "params.yaml", BASE)
     run(path, "git", "add", "-A")
     run(path, "git", "commit", "-qm", "tiny digits, convnet")
     features = "recipe.yaml:features.layers=[" + ",".join(layers[:2]) + "]"
     lowshot = f"recipe.yaml:heads.lowshot.layers=[{layers[1]}]"
-    run(path, "dvc", "exp", "run", *COMMAND, "-S", features, "-S", lowshot)
+    run(path, "dvc", "exp", "run", *COMMAND, *extra, "-S", features, "-S", lowshot)
     return path
 
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return switched_repo(tmp_path_factory.mktemp("pretrained"), NAME, WEIGHTS,
+                         lambda file: save_weights(file, seed=0))
 
 def test_the_sweep_runs_over_the_networks_own_layers_and_the_report_draws_them(repo):
     layers = hub_layer_names(NAME)
@@ -120,4 +126,3 @@ def test_the_weights_bytes_are_a_dependency_and_enter_the_checkpoint_key(repo, m
     status = run(repo, "dvc", "status").stdout
     assert re.search(r"^pretrain@A:", status, re.M), status
     assert key() != before
-

@@ -10,11 +10,9 @@ import json
 import pytest
 import torch
 
-from benchmarks.pipeline_overhead import copy_checkout
 from transferlab.models.hub import hub_layer_names
 
-from .conftest import write_params
-from .test_pretrained_source_e2e import BASE, COMMAND, run
+from .test_pretrained_source_e2e import run, switched_repo
 
 pytestmark = pytest.mark.e2e
 
@@ -22,25 +20,21 @@ TIMM_NAME = "timm:resnet10t"
 TIMM_WEIGHTS = "data/raw/weights/resnet10t.pth"
 
 
+def save_timm_weights(file) -> None:
+    import timm
+
+    torch.manual_seed(0)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(timm.create_model(TIMM_NAME.split(":")[1], pretrained=False).state_dict(), file)
+
+
 @pytest.fixture(scope="module")
 def timm_repo(tmp_path_factory):
-    timm = pytest.importorskip("timm")
-    repo = tmp_path_factory.mktemp("pretrained-timm")
-    copy_checkout(repo, None)
-    torch.manual_seed(0)
-    model = timm.create_model(TIMM_NAME.split(":")[1], pretrained=False)
-    (repo / TIMM_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), repo / TIMM_WEIGHTS)
-    write_params(repo / "params.yaml", BASE)
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "tiny digits, convnet")
-    layers = hub_layer_names(TIMM_NAME)
-    run(repo, "dvc", "exp", "run", *COMMAND, "-S", f"model.pretrained.name={TIMM_NAME}",
-        "-S", f"model.pretrained.weights={TIMM_WEIGHTS}",
-        "-S", "recipe.yaml:features.layers=[" + ",".join(layers[:2]) + "]",
-        "-S", f"recipe.yaml:heads.lowshot.layers=[{layers[1]}]")
-    return repo
-
+    pytest.importorskip("timm")
+    # COMMAND names the torchvision test's weights file; these -S pairs come after it
+    return switched_repo(tmp_path_factory.mktemp("pretrained-timm"), TIMM_NAME, TIMM_WEIGHTS,
+                         save_timm_weights, "-S", f"model.pretrained.name={TIMM_NAME}",
+                         "-S", f"model.pretrained.weights={TIMM_WEIGHTS}")
 
 def test_a_timm_network_runs_the_same_sweep_over_its_own_layers(timm_repo):
     repo = timm_repo
