@@ -1,6 +1,8 @@
+import atexit
 import copy
 import dataclasses
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ os.environ.setdefault("TRANSFERLAB_NO_PROGRESS", "1")
 # Tests never write the user's store of trained results, and run here unless a test
 # chooses otherwise (the stage scripts they start inherit this environment).
 os.environ["TRANSFERLAB_STORE"] = tempfile.mkdtemp(prefix="transferlab-test-store-")
+atexit.register(shutil.rmtree, os.environ["TRANSFERLAB_STORE"], ignore_errors=True)
 for _where in ("TRANSFERLAB_EXECUTOR", "TRANSFERLAB_TORCHRUN", "RAY_ADDRESS"):
     os.environ.pop(_where, None)
 # `make test` runs pytest-xdist workers, one per core: each worker, and every stage process
