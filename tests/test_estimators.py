@@ -177,7 +177,7 @@ def test_sfda_in_the_span_of_the_images_equals_the_full_space():
     x, y = gaussian_classes(classes=3, per_class=8, dims=60, separation=1.0, seed=5)
     lam = 0.25
     full, _ = est.fisher_bayes(x - x.mean(0), y, 3, lam, 60)
-    span, _ = est.fisher_bayes(est._span_coordinates(x), y, 3, lam, 60)
+    span, _ = est.fisher_bayes(est.span_coordinates(x), y, 3, lam, 60)
     np.testing.assert_allclose(span.numpy(), full.numpy(), atol=1e-9)
 
 
@@ -370,3 +370,20 @@ def test_an_estimator_defined_on_few_units_is_not_ranked_best():
     assert "**knn**" in text and "Not ranked: sfda, defined on 8 of 90 units" in text
     analysis["rows"][0]["units"] = 60
     assert "**sfda**" in verdict_text(analysis)
+
+
+@pytest.mark.parametrize("dims", [20, 200])
+def test_the_stage_scores_with_one_shared_span_equal_each_estimator_alone(dims, tiny_params):
+    """layer_scores computes the principal axes once for GBC and SFDA; that changes no
+    score (float32 input, as the features store holds it)."""
+    from transferlab.transferability.compute import layer_scores
+
+    x, y = gaussian_classes(dims=dims, per_class=30)
+    x = x.float()
+    cfg = tiny_params.transferability
+    shared = layer_scores(x, y, tiny_params, 0)
+    assert shared["gbc"] == est.gbc(x, y, cfg.gbc_dims)
+    sfda_alone = est.sfda(x, y, cfg.sfda_shrinkage_rate)
+    assert shared["sfda"] == sfda_alone or (math.isnan(shared["sfda"])
+                                            and math.isnan(sfda_alone))
+    assert shared["hscore"] == est.hscore(x, y)

@@ -46,14 +46,18 @@ MEASURES = {
 def layer_scores(x: torch.Tensor, y: torch.Tensor, params: Params, seed: int) -> dict:
     """Every layer estimator on one layer's features of one (k, seed) draw."""
     cfg = params.transferability
+    # GBC and SFDA both work in the principal axes of the centred features: one
+    # eigendecomposition for the two (about 18 s of a 5,000 x 9,216 draw's 78).
+    span = est.span_coordinates(x)
     scores = {
         "knn": est.knn_loo_accuracy(x, y, cfg.knn_neighbours),
         "logme": est.logme(x, y),
         "hscore": est.hscore(x, y),
         "transrate": est.transrate(x, y, cfg.transrate_eps2),
-        "gbc": est.gbc(x, y, cfg.gbc_dims),
-        "sfda": est.sfda(x, y, cfg.sfda_shrinkage_rate),
+        "gbc": est.gbc(x, y, cfg.gbc_dims, span),
+        "sfda": est.sfda(x, y, cfg.sfda_shrinkage_rate, span),
     }
+    del span
     if cfg.linear_probe:
         scores["linear_probe"] = est.linear_probe_cv_accuracy(x.cpu().numpy(), y.cpu().numpy(),
                                                               params.heads, seed)

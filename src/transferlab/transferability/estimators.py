@@ -192,12 +192,13 @@ def logme(x: torch.Tensor, y: torch.Tensor, *, iterations: int = 100, tol: float
 # ---------------------------------------------------------------------------- H-score
 
 
-def ledoit_wolf_shrinkage(xc: torch.Tensor) -> float:
+def ledoit_wolf_shrinkage(xc: torch.Tensor, gram: torch.Tensor | None = None) -> float:
     """Ledoit-Wolf (2004) weight lambda of mu I in (1 - lambda) S + lambda mu I, for centred
     rows xc (N, D), S = xc^T xc / N, mu = tr(S) / D; computed through the N x N Gram
-    matrix, so it costs nothing extra when D is large."""
+    matrix xc xc^T (`gram`, where the caller has it), so it costs nothing extra when D is
+    large."""
     n, d = xc.shape
-    gram = xc @ xc.T
+    gram = xc @ xc.T if gram is None else gram
     sq_norms = gram.diagonal()
     mu = float(sq_norms.sum()) / (n * d)
     s_fro2 = float((gram * gram).sum()) / n**2  # ||S||_F^2
@@ -216,7 +217,10 @@ def hscore(x: torch.Tensor, y: torch.Tensor) -> float:
     x, y, classes = _prepare(x, y)
     n, d = x.shape
     xc = x - x.mean(0)
-    lam = ledoit_wolf_shrinkage(xc)
+    # The N x N Gram matrix serves the shrinkage and, when D > N, the Woodbury solve
+    # (at 5,000 x 9,216 it is 3.5 s on two cores: computed once).
+    gram = xc @ xc.T if d > n else None
+    lam = ledoit_wolf_shrinkage(xc, gram)
     mu = float((xc * xc).sum()) / (n * d)
     if mu == 0:
         return 0.0
@@ -230,7 +234,6 @@ def hscore(x: torch.Tensor, y: torch.Tensor) -> float:
         cov = a * (xc.T @ xc) / n + b * torch.eye(d, dtype=x.dtype, device=x.device)
         return float((weighted * torch.linalg.solve(cov, weighted.T).T).sum())
     # Woodbury: (a/N X^T X + b I)^-1 = (I - X^T (X X^T + N b / a I)^-1 X) / b
-    gram = xc @ xc.T
     inner = gram + (n * b / max(a, 1e-300)) * torch.eye(n, dtype=x.dtype, device=x.device)
     proj = weighted @ xc.T  # (C, N)
     correction = (proj * torch.linalg.solve(inner, proj.T).T).sum()
@@ -263,14 +266,17 @@ def transrate(x: torch.Tensor, y: torch.Tensor, eps2: float) -> float:
 # ---------------------------------------------------------------------------- GBC
 
 
-def gbc(x: torch.Tensor, y: torch.Tensor, dims: int) -> float:
+def gbc(x: torch.Tensor, y: torch.Tensor, dims: int, span: torch.Tensor | None = None
+        ) -> float:
     """- sum over ordered class pairs of the Bhattacharyya coefficient exp(-D_B) of their
     diagonal Gaussians, in the first `dims` principal components of the features.
 
     A class's per-component variance gets a floor of 1e-6 of the mean variance, so a class
-    with one image is a narrow Gaussian, not a division by zero."""
+    with one image is a narrow Gaussian, not a division by zero. `span`:
+    `span_coordinates(x)` where the caller has it (SFDA needs the same)."""
     x, y, classes = _prepare(x, y)
-    p = _span_coordinates(x)[:, :dims]  # the leading principal components' scores
+    span = span_coordinates(x) if span is None else span
+    p = span[:, :dims]  # the leading principal components' scores
     if p.shape[1] == 0:
         return 0.0
     floor = 1e-6 * float(p.var(0, unbiased=False).mean())
@@ -298,12 +304,13 @@ def gbc(x: torch.Tensor, y: torch.Tensor, dims: int) -> float:
 _SFDA_FLOOR = 1e-10  # smallest shrinkage (the authors' release keeps lambda above it)
 
 
-def _span_coordinates(x: torch.Tensor) -> torch.Tensor:
+def span_coordinates(x: torch.Tensor) -> torch.Tensor:
     """Coordinates (N, r) of the centred rows in an orthonormal basis of their span, the
     principal axes, largest variance first. The scatter matrices, the Fisher directions
     with a nonzero eigenvalue and every image lie in that span (shrinkage towards a
     multiple of I leaves the complement alone), so SFDA is exact there and costs N x N,
-    not D x D, when the features outnumber the images."""
+    not D x D, when the features outnumber the images. In float64, as `_prepare` gives."""
+    x = x.reshape(len(x), -1).to(torch.float64)
     u, s = _spectrum(x - x.mean(0))
     return u * s
 
@@ -377,7 +384,8 @@ def fisher_bayes(z: torch.Tensor, y: torch.Tensor, classes: int, shrinkage: floa
     return torch.log_softmax(delta, dim=1), proj
 
 
-def sfda(x: torch.Tensor, y: torch.Tensor, rate: float) -> float:
+def sfda(x: torch.Tensor, y: torch.Tensor, rate: float, span: torch.Tensor | None = None
+         ) -> float:
     """SFDA: (1/N) sum_i log p(y_i | x'_i) in the Fisher space of the ConfMix'd features x'.
 
     1. Fisher space of x with the adaptive lambda (`sfda_shrinkage`, its `rate` is the
@@ -391,14 +399,15 @@ def sfda(x: torch.Tensor, y: torch.Tensor, rate: float) -> float:
     Departures: the largest eigenvalue of S_W is exact (the release estimates it with three
     power iterations); the score is the mean log-likelihood as the paper writes it (the
     release averages p(y_i | x'_i) without the log); everything runs in the span of the
-    centred images (`_span_coordinates`), which is exact. NaN when no class has two
-    distinct images (S_W = 0: nothing to regularise towards)."""
+    centred images (`span_coordinates`), which is exact. NaN when no class has two
+    distinct images (S_W = 0: nothing to regularise towards). `span`:
+    `span_coordinates(x)` where the caller has it (GBC needs the same)."""
     x, y, _ = _prepare(x, y)
     present, y = torch.unique(y, return_inverse=True)
     classes = len(present)
     if classes < 2:
         return float("nan")
-    z = _span_coordinates(x)
+    z = span_coordinates(x) if span is None else span
     scatter = fisher_scatter(z, y, classes)
     s_w, means, _ = scatter
     if float(s_w.diagonal().sum()) <= 0:
