@@ -64,6 +64,13 @@ def layer_scores(x: torch.Tensor, y: torch.Tensor, params: Params, seed: int) ->
     return scores
 
 
+def draw_rows(train, k: int, seed: int) -> np.ndarray:
+    """Rows of a layer's stored training part that sweep variant (k, seed) trains on: the
+    images, not their augmented copies."""
+    rows = subsample_rows(train, k, seed)
+    return rows[train.copy[rows] == 0]
+
+
 def load_source_network(path: Path, params: Params, source: TaskData, device
                         ) -> tuple[torch.nn.Module, bool]:
     """Model A with its own head (the source classes), for NCE / LEEP, and whether that
@@ -173,8 +180,7 @@ def compute_transferability(params: Params, *, features_dir: Path, prepared: Pat
             for layer in layers:
                 train = load_split(split_path(features_dir, layer, "train"))
                 for k, seed in draws:
-                    rows = subsample_rows(train, k, seed)
-                    rows = rows[train.copy[rows] == 0]  # the images, not their copies
+                    rows = draw_rows(train, k, seed)
                     x = torch.as_tensor(train.x[rows], device=device)
                     y = torch.as_tensor(train.y[rows], device=device)
                     for name, value in layer_scores(x, y, params, seed).items():
