@@ -291,3 +291,25 @@ def test_the_forest_sees_the_features_as_extracted_the_linear_heads_normalised()
                             grids((1.0,), (1.0,), 16, 2, transform=transform), seed=0)
         assert results["random_forest"]["test_accuracy"] == 1.0, transform
         assert results["logreg"]["test_accuracy"] <= 0.75, transform
+
+
+def test_cv_scores_are_scikit_learns_cross_val_score_per_cost():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x, y = mixed_difficulty(3)
+    _, info = choose_c(lambda c: LogisticRegression(C=c, max_iter=5000), GRID, x, y, 4, 7)
+    folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=7)
+    for c in GRID:
+        want = cross_val_score(LogisticRegression(C=c, max_iter=5000), x, y, cv=folds).mean()
+        assert info["cv_score"][str(c)] == pytest.approx(want, abs=1e-12)
+
+
+def test_cv_fits_in_threads_give_the_one_thread_results():
+    x, y = mixed_difficulty(4, n=30)
+    x_test, y_test = mixed_difficulty(14)
+    one = fit_heads(x, y, x_test, y_test, grids(GRID, GRID, 4, 3, cpu_threads=1), seed=0)
+    three = fit_heads(x, y, x_test, y_test, grids(GRID, GRID, 4, 3, cpu_threads=3), seed=0)
+    assert three == one
+    every = fit_heads(x, y, x_test, y_test, grids(GRID, GRID, 4, 3, cpu_threads=0), seed=0)
+    assert every == one

@@ -10,7 +10,13 @@ import numpy as np
 
 from transferlab.config.params import HeadParams
 from transferlab.features.store import FeatureSplit, iteration_name
-from transferlab.heads.fit import choose_c, groups_of, logreg_model, transform_features
+from transferlab.heads.fit import (
+    choose_c,
+    fit_threads,
+    groups_of,
+    logreg_model,
+    transform_features,
+)
 
 
 def iteration_table(train: list[FeatureSplit], test: list[FeatureSplit], cfg: HeadParams, *,
@@ -35,7 +41,8 @@ def iteration_table(train: list[FeatureSplit], test: list[FeatureSplit], cfg: He
                  np.concatenate([s.index for s in train])))
     table, chosen, notes = [], {}, []
     for name, (x, y, groups) in zip([*rows, "all"], fits, strict=True):
-        c, info = choose_c(logreg_model, logreg_c, x, y, cv_folds, seed, groups=groups)
+        c, info = choose_c(logreg_model, logreg_c, x, y, cv_folds, seed, groups=groups,
+                           threads=fit_threads(cfg.cpu_threads))
         if "note" in info:
             notes.append(f"{name}: {info['note']}")
         model = logreg_model(c).fit(x, y)
