@@ -96,7 +96,11 @@ def fit_threads(count: int) -> int:
     may use."""
     import os
 
-    return count or len(os.sched_getaffinity(0))
+    if count:
+        return count
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds: int,
