@@ -53,13 +53,12 @@ def target_and_sources(params, device, image_size: int | None = None,
     pretrain stage trains them (not timed by the benchmarks). With `image_size`, the
     tasks are synthetic colour images of that side (`per_class`: training and test
     images per class) with the params' numbers of source and target classes."""
-    from transferlab.data.prepared import prepare_dataset
+    from transferlab.data.prepared import prepare_tasks
     from transferlab.training.pretrain import train_network
 
     d = params.data
-    if image_size is None:
-        source, target, _ = prepare_dataset(params.dataset, d.split, d.source_classes,
-                                            d.target_classes, d.test_fraction, params.seed)
+    if image_size is None:  # as the prepare stage makes them: data.root, split, normalise
+        source, target, _ = prepare_tasks(params.dataset, d, params.seed, progress=False)
     else:
         from gpu_sweep import synthetic_task
 
