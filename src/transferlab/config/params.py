@@ -301,8 +301,8 @@ class HeadParams(Section):
                                                may_be_empty=True))
     lowshot: LowShotParams
     ap: str = spec(Choice(options=AP_DEFINITIONS))  # average precision wherever mAP is scored
-    # threads for the CV fits (`heads.fit.choose_c`); results do not depend on it
-    cpu_threads: int = spec(Int(lo=0, hi=bound.THREADS, why="0 = every core"))
+    # worker processes for the CV fits (`heads.fit.choose_c`); results do not depend on it
+    cv_workers: int = spec(Int(lo=0, hi=bound.THREADS, why="0 = one per core"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -91,9 +91,9 @@ def cv_splits(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = 
     return list(cv.split(dummy, y, groups)), k, None
 
 
-def fit_threads(count: int) -> int:
-    """Threads for the CV fits: `count` (heads.cpu_threads), 0 = every core this process
-    may use."""
+def cv_workers(count: int) -> int:
+    """Worker processes for the CV fits: `count` (heads.cv_workers), 0 = one per core
+    this process may use."""
     import os
 
     if count:
@@ -103,40 +103,41 @@ def fit_threads(count: int) -> int:
     return os.cpu_count() or 1
 
 
+def _fold_score(make, x: np.ndarray, y: np.ndarray, c: float, train: np.ndarray,
+                test: np.ndarray, scoring: str) -> float:
+    from sklearn.metrics import get_scorer
+
+    return float(get_scorer(scoring)(make(c).fit(x[train], y[train]), x[test], y[test]))
+
+
 def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds: int,
               seed: int, *, groups: np.ndarray | None = None, scoring: str = "accuracy",
-              desc: str | None = None, threads: int = 1) -> tuple[float, dict]:
+              desc: str | None = None, workers: int = 1) -> tuple[float, dict]:
     """Best C by mean CV score (ties go to the smaller C); grid middle if CV can't run.
     With `desc`, a progress bar over the fits (drawn on a terminal only).
 
-    Every (C, fold) fit is independent, so with `threads` > 1 they run in that many
-    threads (liblinear and BLAS release the GIL), each on one BLAS thread: the scores
-    are those of one thread. At the Fashion-MNIST study's size the per-class SVMs'
-    liblinear fits, one core each, were most of the heads stage."""
-    from contextlib import nullcontext
-
+    Every (C, fold) fit is independent, so with `workers` > 1 they run in that many
+    processes (joblib's loky: one BLAS thread each, the features memory-mapped, not
+    copied). Processes, not threads: scikit-learn's liblinear draws its coordinate
+    order from one generator per process, which concurrent fits in threads would
+    share, so the SVMs would depend on timing. In processes every fit seeds its own,
+    and the scores are those of one worker. At the Fashion-MNIST study's size the
+    per-class SVMs' fits, one core each, were most of the heads stage."""
     from joblib import Parallel, delayed
-    from sklearn.metrics import get_scorer
-    from threadpoolctl import threadpool_limits
 
     splits, k, note = cv_splits(y, folds, seed, groups)
     if k == 0:
         chosen = sorted(grid)[len(grid) // 2]
         return chosen, {"cv_folds": 0, "note": f"{note}, C = {chosen} (middle of the grid)"}
-    scorer = get_scorer(scoring)
-
-    def fold_score(c: float, train: np.ndarray, test: np.ndarray) -> float:
-        return float(scorer(make(c).fit(x[train], y[train]), x[test], y[test]))
-
     fits = [(c, train, test) for c in sorted(grid) for train, test in splits]
     bar = progress_bar(total=len(fits), desc=desc, unit="fit", leave=False,
                        disable=desc is None)
-    with threadpool_limits(limits=1) if threads > 1 else nullcontext():
-        values = []
-        for value in Parallel(n_jobs=threads, backend="threading", return_as="generator")(
-                delayed(fold_score)(*fit) for fit in fits):
-            values.append(value)
-            bar.update()
+    values = []
+    for value in Parallel(n_jobs=workers, return_as="generator")(
+            delayed(_fold_score)(make, x, y, c, train, test, scoring)
+            for c, train, test in fits):
+        values.append(value)
+        bar.update()
     bar.close()
     scores = {c: float(np.mean(values[i * k:(i + 1) * k])) for i, c in enumerate(sorted(grid))}
     chosen = max(scores, key=lambda c: (scores[c], -c))
@@ -186,7 +187,7 @@ def logreg_model(c: float):
 
 def fit_binary_per_class(make, grid, x_train: np.ndarray, y_bin: np.ndarray, x_test: np.ndarray,
                          *, folds: int, seed: int, groups: np.ndarray | None = None,
-                         threads: int = 1
+                         workers: int = 1
                          ) -> tuple[np.ndarray, list[float | None], list[dict]]:
     """One binary model per column of `y_bin` (N, L), its C chosen by CV average precision.
 
@@ -206,7 +207,7 @@ def fit_binary_per_class(make, grid, x_train: np.ndarray, y_bin: np.ndarray, x_t
                           "training: no model, constant score"})
             continue
         c, info = choose_c(make, grid, x_train, target, folds, seed, groups=groups,
-                            scoring="average_precision", threads=threads)
+                            scoring="average_precision", workers=workers)
         model = make(c).fit(x_train, target)
         scores[:, j] = model.decision_function(x_test)
         chosen.append(c)
@@ -252,7 +253,7 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
 
     svm_c, logreg_c = cfg.svm.C, cfg.logreg.C
     trees, cv_folds = cfg.random_forest.n_estimators, cfg.cv_folds
-    threads = fit_threads(cfg.cpu_threads)
+    workers = cv_workers(cfg.cv_workers)
     heads = cfg.heads if heads is None else heads
     raw_train, raw_test = x_train, x_test  # the forest's
     x_train = transform_features(x_train, cfg.transform, cfg.power)
@@ -283,18 +284,18 @@ def fit_heads(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     if "svm" in heads:
         scores, chosen, infos = fit_binary_per_class(
             lambda c: _svm(c, seed), svm_c, x_train, y_bin, x_test, folds=cv_folds, seed=seed,
-            groups=groups, threads=threads)
+            groups=groups, workers=workers)
         pred = None if multilabel else classes[np.argmax(scores, axis=1)]
         results["svm"] = finish(_per_class_record(chosen, infos, prefix), scores, pred)
     if "logreg" in heads:
         if multilabel:
             scores, chosen, infos = fit_binary_per_class(
                 logreg_model, logreg_c, x_train, y_bin, x_test, folds=cv_folds, seed=seed,
-                groups=groups, threads=threads)
+                groups=groups, workers=workers)
             results["logreg"] = finish(_per_class_record(chosen, infos, prefix), scores)
         else:
             c, info = choose_c(logreg_model, logreg_c, x_train, y_train, cv_folds, seed,
-                               groups=groups, desc="heads: logreg CV over C", threads=threads)
+                               groups=groups, desc="heads: logreg CV over C", workers=workers)
             model = logreg_model(c).fit(x_train, y_train)
             record = {"C": c, **info}
             record["notes"] = [record.pop("note")] if "note" in record else []

@@ -12,7 +12,7 @@ from transferlab.config.params import HeadParams
 from transferlab.features.store import FeatureSplit, iteration_name
 from transferlab.heads.fit import (
     choose_c,
-    fit_threads,
+    cv_workers,
     groups_of,
     logreg_model,
     transform_features,
@@ -42,7 +42,7 @@ def iteration_table(train: list[FeatureSplit], test: list[FeatureSplit], cfg: He
     table, chosen, notes = [], {}, []
     for name, (x, y, groups) in zip([*rows, "all"], fits, strict=True):
         c, info = choose_c(logreg_model, logreg_c, x, y, cv_folds, seed, groups=groups,
-                           threads=fit_threads(cfg.cpu_threads))
+                           workers=cv_workers(cfg.cv_workers))
         if "note" in info:
             notes.append(f"{name}: {info['note']}")
         model = logreg_model(c).fit(x, y)
