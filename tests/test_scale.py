@@ -251,3 +251,14 @@ def test_long_head_loops_show_a_bar_with_an_eta_on_a_terminal_only(monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_NO_PROGRESS", "1")
     fit_heads(x, y, x, y, params.heads, seed=0, heads=("svm",))
     assert quiet.text == ""
+
+
+def test_each_cv_worker_adds_its_own_float64_fold_to_the_heads_estimate():
+    from transferlab.features.budget import F64, heads_peak
+
+    one = heads_peak(1000, 5000, 500, ("svm",), fit_rows=400)
+    three = heads_peak(1000, 5000, 500, ("svm",), fit_rows=400, workers=3)
+    assert three - one == 2 * 1000 * 400 * 2 * F64
+    # the forest alone runs in this process: workers add nothing
+    assert heads_peak(1000, 5000, 500, ("random_forest",), 400, workers=3) == heads_peak(
+        1000, 5000, 500, ("random_forest",), 400)

@@ -35,6 +35,9 @@ FEATURES_BYTES = F32
 #   copy of a cross-validation fold (8); test rows: loaded, transformed and float64 for
 #   decision_function. The forest fits the float32 rows as they are.
 HEADS_FIT_LINEAR = F32 + F64 + F64
+# Each further CV worker process (heads.cv_workers) holds its own float64 fold and
+# scikit-learn's float64 copy of it.
+HEADS_WORKER_FOLD = F64 + F64
 HEADS_TEST_LINEAR = F32 + F32 + F64
 # - transferability: the layer's whole training part loaded (4 per element of all rows);
 #   on each (k, seed) draw of n rows, the float32 draw (4), the estimators' float64 copy (8),
@@ -91,12 +94,14 @@ def features_peak(dims: dict[str, int], raw_dims: dict[str, int], rows: int,
 
 
 def heads_peak(dim: int, train_rows: int, test_rows: int, heads,
-               fit_rows: int | None = None) -> int:
-    """`fit_rows`: the training rows the heads fit (None or >= train_rows: all of them)."""
+               fit_rows: int | None = None, workers: int = 1) -> int:
+    """`fit_rows`: the training rows the heads fit (None or >= train_rows: all of them);
+    `workers`: the processes the CV fits run in (`heads.fit.cv_workers`)."""
     linear = any(h in ("svm", "logreg") for h in heads)
     drawn = fit_rows is not None and fit_rows < train_rows
     fit = min(fit_rows, train_rows) if drawn else train_rows
-    per_fit = (F32 if drawn else 0) + (HEADS_FIT_LINEAR if linear else 0)
+    per_fit = (F32 if drawn else 0) + (
+        HEADS_FIT_LINEAR + (workers - 1) * HEADS_WORKER_FOLD if linear else 0)
     per_test = HEADS_TEST_LINEAR if linear else F32
     return dim * (train_rows * F32 + fit * per_fit + test_rows * per_test)
 
@@ -125,13 +130,14 @@ def check_budget(stage: str, needs: dict[str, int], memory_gb: float | None) -> 
 
 def stage_peaks(dims: dict[str, int], raw_dims: dict[str, int], *, train_rows: int,
                 test_rows: int, draw_rows: int, heads, batch_size: int,
-                heads_rows: int | None = None) -> dict:
+                heads_rows: int | None = None, heads_workers: int = 1) -> dict:
     """{stage: {layer: bytes}} (features: {"all layers": bytes}); `heads_rows`: the rows
-    the heads fit (`subsample` images per class; None = all)."""
+    the heads fit (`subsample` images per class; None = all); `heads_workers`: their CV
+    worker processes."""
     return {
         "features": {"all layers": features_peak(dims, raw_dims, train_rows + test_rows,
                                                  batch_size)},
-        "heads": {la: heads_peak(d, train_rows, test_rows, heads, heads_rows)
+        "heads": {la: heads_peak(d, train_rows, test_rows, heads, heads_rows, heads_workers)
                   for la, d in dims.items()},
         "transferability": {la: transferability_peak(d, train_rows, draw_rows)
                             for la, d in dims.items()},

@@ -23,6 +23,7 @@ def dry_run(params, image_shape: tuple[int, int, int], *, train_images: int, tes
     (before data.crop)."""
     import torch
 
+    from transferlab.heads.fit import cv_workers
     from transferlab.models import build_model
     from transferlab.training.variant import input_shape
 
@@ -43,7 +44,8 @@ def dry_run(params, image_shape: tuple[int, int, int], *, train_images: int, tes
     peaks = stage_peaks(dims, {n: math.prod(s) for n, s in raw.items()},
                         train_rows=train_rows, test_rows=test_images, draw_rows=draw_rows,
                         heads=params.heads.heads, batch_size=f.batch_size,
-                        heads_rows=heads_rows)
+                        heads_rows=heads_rows,
+                        heads_workers=cv_workers(params.heads.cv_workers))
     return {"max_dim": f.max_dim, "pool": f.pool, "train_rows": train_rows,
             "test_rows": test_images, "draw_rows": draw_rows,
             "layers": {n: {"map": list(raw[n]), "stored": list(stored[n]), "dim": dims[n]}

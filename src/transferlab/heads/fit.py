@@ -93,14 +93,11 @@ def cv_splits(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = 
 
 def cv_workers(count: int) -> int:
     """Worker processes for the CV fits: `count` (heads.cv_workers), 0 = one per core
-    this process may use."""
-    import os
+    this process may use (joblib's count: CPU affinity and cgroup quotas included, on
+    any OS)."""
+    from joblib import cpu_count
 
-    if count:
-        return count
-    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return count or cpu_count()
 
 
 def _fold_score(make, x: np.ndarray, y: np.ndarray, c: float, train: np.ndarray,

@@ -22,7 +22,7 @@ from transferlab.features.store import (
     split_path,
     split_shape,
 )
-from transferlab.heads.fit import check_per_class, fit_layer, subsample_rows
+from transferlab.heads.fit import check_per_class, cv_workers, fit_layer, subsample_rows
 from transferlab.heads.iterations import iteration_table
 from transferlab.heads.lowshot import lowshot
 from transferlab.io import write_json_atomic
@@ -73,7 +73,9 @@ def fit_heads_per_layer(cfg: HeadParams, *, layers: Sequence[str], subsample: in
     shapes = {layer: (split_shape(features_dir, layer, "train"),
                       split_shape(features_dir, layer, "test")) for layer in layers}
     fit_rows = fitted_rows(features_dir, layers[0], subsample) if layers else None
-    check_budget("heads", {layer: heads_peak(train[1], train[0], test[0], cfg.heads, fit_rows)
+    workers = cv_workers(cfg.cv_workers)
+    check_budget("heads", {layer: heads_peak(train[1], train[0], test[0], cfg.heads, fit_rows,
+                                             workers)
                            for layer, (train, test) in shapes.items()}, memory_gb)
     results: dict[str, dict] = {}
     low: dict[str, dict] = {}
