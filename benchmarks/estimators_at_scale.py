@@ -60,6 +60,11 @@ def main(argv=None) -> int:
     x, y, where = features(args.study, args.layer, args.per_class)
     print(f"features {tuple(x.shape)} from {where}; {args.threads} torch threads")
     x64 = x.reshape(len(x), -1).double()
+
+    def gbc_and_sfda_sharing_one_span():  # as the stage runs them (compute.layer_scores)
+        span = est.span_coordinates(x)
+        return est.gbc(x, y, 32, span), est.sfda(x, y, 5.0, span)
+
     runs = {
         "knn": lambda: est.knn_loo_accuracy(x, y, 3),
         "logme": lambda: est.logme(x, y),
@@ -67,10 +72,7 @@ def main(argv=None) -> int:
         "transrate": lambda: est.transrate(x, y, 1e-4),
         "gbc": lambda: est.gbc(x, y, 32),
         "sfda": lambda: est.sfda(x, y, 5.0),
-        # as the stage runs them (compute.layer_scores): one span for the two
-        "gbc+sfda shared": lambda: (lambda span: (est.gbc(x, y, 32, span),
-                                                  est.sfda(x, y, 5.0, span)))(
-                                                      est.span_coordinates(x)),
+        "gbc+sfda shared": gbc_and_sfda_sharing_one_span,
         "spectrum (Gram)": lambda: est._spectrum(x64),
         "spectrum (SVD)": lambda: torch.linalg.svd(x64, full_matrices=False),
     }

@@ -78,6 +78,7 @@ def repo(tmp_path_factory):
     return switched_repo(tmp_path_factory.mktemp("pretrained"), NAME, WEIGHTS,
                          lambda file: save_weights(file, seed=0))
 
+
 def test_the_sweep_runs_over_the_networks_own_layers_and_the_report_draws_them(repo):
     layers = hub_layer_names(NAME)
     variants = json.loads((repo / "results/sweep/seed-0.json").read_text())["variants"]

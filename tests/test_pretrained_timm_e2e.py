@@ -36,6 +36,7 @@ def timm_repo(tmp_path_factory):
                          save_timm_weights, "-S", f"model.pretrained.name={TIMM_NAME}",
                          "-S", f"model.pretrained.weights={TIMM_WEIGHTS}")
 
+
 def test_a_timm_network_runs_the_same_sweep_over_its_own_layers(timm_repo):
     repo = timm_repo
     layers = hub_layer_names(TIMM_NAME)

@@ -114,12 +114,13 @@ def choose_c(make, grid: tuple[float, ...], x: np.ndarray, y: np.ndarray, folds:
     With `desc`, a progress bar over the fits (drawn on a terminal only).
 
     Every (C, fold) fit is independent, so with `workers` > 1 they run in that many
-    processes (joblib's loky: one BLAS thread each, the features memory-mapped, not
-    copied). Processes, not threads: scikit-learn's liblinear draws its coordinate
-    order from one generator per process, which concurrent fits in threads would
-    share, so the SVMs would depend on timing. In processes every fit seeds its own,
-    and the scores are those of one worker. At the Fashion-MNIST study's size the
-    per-class SVMs' fits, one core each, were most of the heads stage."""
+    processes (joblib's loky, which shares the cores' BLAS threads out among them and
+    memory-maps the features instead of copying them). Processes, not threads:
+    scikit-learn's liblinear draws its coordinate order from one generator per process,
+    which concurrent fits in threads would share, so the SVMs would depend on timing. In
+    processes every fit seeds its own, and the scores are those of one worker. At the
+    Fashion-MNIST study's size the per-class SVMs' fits, one core each, were most of the
+    heads stage."""
     from joblib import Parallel, delayed
 
     splits, k, note = cv_splits(y, folds, seed, groups)

@@ -39,10 +39,11 @@ def iteration_table(train: list[FeatureSplit], test: list[FeatureSplit], cfg: He
     fits = [(xs_train[t], train[t].y, groups_of(train[t])) for t in range(t_count)]
     fits.append((np.concatenate(xs_train), np.concatenate([s.y for s in train]),
                  np.concatenate([s.index for s in train])))
+    workers = cv_workers(cfg.cv_workers)
     table, chosen, notes = [], {}, []
     for name, (x, y, groups) in zip([*rows, "all"], fits, strict=True):
         c, info = choose_c(logreg_model, logreg_c, x, y, cv_folds, seed, groups=groups,
-                           workers=cv_workers(cfg.cv_workers))
+                           workers=workers)
         if "note" in info:
             notes.append(f"{name}: {info['note']}")
         model = logreg_model(c).fit(x, y)

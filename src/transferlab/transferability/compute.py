@@ -47,7 +47,8 @@ def layer_scores(x: torch.Tensor, y: torch.Tensor, params: Params, seed: int) ->
     """Every layer estimator on one layer's features of one (k, seed) draw."""
     cfg = params.transferability
     # GBC and SFDA both work in the principal axes of the centred features: one
-    # eigendecomposition for the two (about 18 s of a 5,000 x 9,216 draw's 78).
+    # eigendecomposition for the two (about 11 s of a 5,000 x 9,216 draw's 62,
+    # benchmarks/estimators_at_scale.py).
     span = est.span_coordinates(x)
     scores = {
         "knn": est.knn_loo_accuracy(x, y, cfg.knn_neighbours),
